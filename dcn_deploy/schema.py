@@ -1,0 +1,78 @@
+"""The ONNX node this project emits for every DCN layer, and its attributes.
+
+=================  ===================================  ==========================================
+                   custom node (default)                standard node (``standard_op=True``)
+=================  ===================================  ==========================================
+domain             ``dcn_deploy`` (version 1)           ``""`` (ai.onnx, opset 19)
+op_type            ``DcnDeformConv``                    ``DeformConv``
+inputs             X, W, offset, B (opt.), mask (opt.)  same
+attributes         all six below, always written        defaults may be omitted
+extra attributes   ``plugin_namespace="dcn_deploy"``,   none
+                   ``plugin_version="1"``
+runs in            this project's ONNX Runtime library  ONNX Runtime >= 1.25 natively; TensorRT's
+                   and TensorRT plugin                  built-in DeformConv importer
+=================  ===================================  ==========================================
+
+The op_type differs from ``DeformConv`` on purpose: TensorRT's ONNX parser sends every
+``DeformConv`` node, whatever its domain, to its own built-in importer (unless the node
+carries ``plugin_namespace``); with a distinct name *and* the plugin attributes, every
+TensorRT 10.x/11.x parser falls back to the plugin registry and finds this project's
+creator ``DcnDeformConv`` / version ``1`` / namespace ``dcn_deploy``.
+"""
+from __future__ import annotations
+
+CUSTOM_DOMAIN = "dcn_deploy"
+CUSTOM_OP_TYPE = "DcnDeformConv"
+CUSTOM_OP_VERSION = 1
+PLUGIN_NAMESPACE = "dcn_deploy"
+PLUGIN_VERSION = "1"
+
+STANDARD_DOMAINS = ("", "ai.onnx")
+STANDARD_OP_TYPE = "DeformConv"
+STANDARD_OPSET = 19
+
+# The attribute names shared by both node kinds (those of ONNX DeformConv).
+ATTRIBUTES = ("dilations", "group", "kernel_shape", "offset_group", "pads", "strides")
+PLUGIN_ATTRIBUTES = {"plugin_namespace": PLUGIN_NAMESPACE, "plugin_version": PLUGIN_VERSION}
+
+
+def register_onnx_schema() -> None:
+    """Register the custom node's schema with the ``onnx`` package (once per process).
+
+    onnxscript needs it to emit the node, and ``onnx.checker`` then checks every custom
+    node's inputs, attributes and types like a standard one.
+    """
+    import onnx
+    from onnx.defs import OpSchema
+
+    if onnx.defs.has(CUSTOM_OP_TYPE, CUSTOM_DOMAIN):
+        return
+    param = OpSchema.FormalParameter
+    optional = OpSchema.FormalParameterOption.Optional
+    attr = OpSchema.AttrType
+    op_schema = OpSchema(
+        CUSTOM_OP_TYPE,
+        CUSTOM_DOMAIN,
+        CUSTOM_OP_VERSION,
+        doc="Modulated deformable convolution with ONNX DeformConv semantics; see dcn_deploy.schema.",
+        inputs=[
+            param("X", "T", "input (N, C, H, W)"),
+            param("W", "T", "weight (M, C/group, kh, kw)"),
+            param("offset", "T", "offsets (N, 2*offset_group*kh*kw, Ho, Wo)"),
+            param("B", "T", "bias (M)", param_option=optional),
+            param("mask", "T", "mask (N, offset_group*kh*kw, Ho, Wo)", param_option=optional),
+        ],
+        outputs=[param("Y", "T", "output (N, M, Ho, Wo)")],
+        type_constraints=[("T", ["tensor(float)", "tensor(float16)", "tensor(double)"], "float types")],
+        attributes=[
+            OpSchema.Attribute("dilations", attr.INTS, "dilation (h, w)", required=True),
+            OpSchema.Attribute("group", attr.INT, "weight groups", required=True),
+            OpSchema.Attribute("kernel_shape", attr.INTS, "kernel (kh, kw)", required=True),
+            OpSchema.Attribute("offset_group", attr.INT, "offset groups", required=True),
+            OpSchema.Attribute("pads", attr.INTS, "(top, left, bottom, right)", required=True),
+            OpSchema.Attribute("strides", attr.INTS, "stride (h, w)", required=True),
+            OpSchema.Attribute("plugin_namespace", attr.STRING, "TensorRT plugin namespace", required=False),
+            OpSchema.Attribute("plugin_version", attr.STRING, "TensorRT plugin version", required=False),
+        ],
+    )
+    onnx.defs.register_schema(op_schema)

@@ -1,0 +1,251 @@
+#include "deform_conv_ort_op.h"
+
+#include <algorithm>
+#include <atomic>
+#include <new>
+#include <stdexcept>
+#include <utility>
+#include <vector>
+
+#include "deform_conv_cpu.h"
+
+namespace dcn_deploy {
+namespace {
+
+// Work items are grouped into at most this many parallel chunks; each chunk
+// reuses one scratch buffer. Also the tile count asked of the CPU kernel so
+// small inputs still spread over ORT's intra-op threads.
+constexpr int64_t kParallelChunks = 32;
+
+// An error whose message already names the node.
+class NodeError : public std::runtime_error {
+ public:
+  NodeError(OrtErrorCode code, const std::string& message) : std::runtime_error(message), code_(code) {}
+  OrtErrorCode code() const { return code_; }
+
+ private:
+  OrtErrorCode code_;
+};
+
+// Converts any exception escaping `body` into an OrtStatus naming the node.
+template <typename Body>
+OrtStatusPtr run_returning_status(const std::string& node_label, Body&& body) noexcept {
+  const OrtApi& api = Ort::GetApi();
+  try {
+    body();
+    return nullptr;
+  } catch (const NodeError& error) {
+    return api.CreateStatus(error.code(), error.what());
+  } catch (const Ort::Exception& error) {
+    return api.CreateStatus(error.GetOrtErrorCode(), node_error(node_label, error.what()).c_str());
+  } catch (const std::bad_alloc&) {
+    return api.CreateStatus(ORT_FAIL, node_error(node_label, "out of memory").c_str());
+  } catch (const std::exception& error) {
+    return api.CreateStatus(ORT_FAIL, node_error(node_label, error.what()).c_str());
+  } catch (...) {
+    return api.CreateStatus(ORT_FAIL, node_error(node_label, "unknown error").c_str());
+  }
+}
+
+bool call_succeeds(OrtStatus* status) {
+  Ort::Status owned(status);  // Releases the status.
+  return owned.IsOK();
+}
+
+// True when the attribute is a single int, float or string.
+bool scalar_attribute_exists(const OrtKernelInfo* info, const char* name) {
+  const OrtApi& api = Ort::GetApi();
+  int64_t int_value = 0;
+  float float_value = 0.0f;
+  size_t size = 0;
+  return call_succeeds(api.KernelInfoGetAttribute_int64(info, name, &int_value)) ||
+         call_succeeds(api.KernelInfoGetAttribute_float(info, name, &float_value)) ||
+         call_succeeds(api.KernelInfoGetAttribute_string(info, name, nullptr, &size));
+}
+
+// ORT has no "does this attribute exist" query for kernels, so probe every
+// attribute type the node could carry.
+bool attribute_exists(const OrtKernelInfo* info, const char* name) {
+  const OrtApi& api = Ort::GetApi();
+  size_t size = 0;
+  return scalar_attribute_exists(info, name) ||
+         call_succeeds(api.KernelInfoGetAttributeArray_int64(info, name, nullptr, &size)) ||
+         call_succeeds(api.KernelInfoGetAttributeArray_float(info, name, nullptr, &size));
+}
+
+[[noreturn]] void throw_attribute_error(const OrtKernelInfo* info, const std::string& node_label, const char* name,
+                                        const char* expected_type) {
+  const std::string detail = attribute_exists(info, name)
+                                 ? std::string("attribute '") + name + "' must be of type " + expected_type
+                                 : std::string("required attribute '") + name + "' is missing";
+  throw NodeError(ORT_INVALID_ARGUMENT, node_error(node_label, detail));
+}
+
+int64_t read_int_attribute(const OrtKernelInfo* info, const std::string& node_label, const char* name) {
+  int64_t value = 0;
+  if (!call_succeeds(Ort::GetApi().KernelInfoGetAttribute_int64(info, name, &value))) {
+    throw_attribute_error(info, node_label, name, "int");
+  }
+  return value;
+}
+
+std::vector<int64_t> read_ints_attribute(const OrtKernelInfo* info, const std::string& node_label,
+                                         const char* name) {
+  const OrtApi& api = Ort::GetApi();
+  size_t size = 0;
+  if (!call_succeeds(api.KernelInfoGetAttributeArray_int64(info, name, nullptr, &size))) {
+    throw_attribute_error(info, node_label, name, "ints");
+  }
+  // ORT reads a scalar attribute as an empty list; report the type, not the length.
+  if (size == 0 && scalar_attribute_exists(info, name)) {
+    throw NodeError(ORT_INVALID_ARGUMENT,
+                    node_error(node_label, std::string("attribute '") + name + "' must be of type ints"));
+  }
+  std::vector<int64_t> values(size);
+  if (size > 0 && !call_succeeds(api.KernelInfoGetAttributeArray_int64(info, name, values.data(), &size))) {
+    throw_attribute_error(info, node_label, name, "ints");
+  }
+  return values;
+}
+
+// The node name, or a description by output name for unnamed nodes.
+std::string make_node_label(const OrtKernelInfo* info) {
+  Ort::ConstKernelInfo kernel_info(info);
+  std::string name = kernel_info.GetNodeName();
+  if (!name.empty()) return name;
+  return "<unnamed node with output " + kernel_info.GetOutputName(0) + ">";
+}
+
+const char* element_type_name(ONNXTensorElementDataType type) {
+  switch (type) {
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT: return "float32";
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16: return "float16";
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_BFLOAT16: return "bfloat16";
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_DOUBLE: return "float64";
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32: return "int32";
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64: return "int64";
+    default: return "a non-float32 type";
+  }
+}
+
+struct InputTensor {
+  const float* data = nullptr;
+  std::vector<int64_t> dims;
+};
+
+// Reads input `index`; returns false for an absent optional input.
+bool read_float_input(const Ort::KernelContext& context, size_t index, const char* input_name,
+                      const std::string& node_label, InputTensor* tensor) {
+  if (index >= context.GetInputCount()) return false;
+  Ort::ConstValue value = context.GetInput(index);
+  if (value == nullptr) return false;
+  if (!value.IsTensor()) {
+    throw NodeError(ORT_INVALID_ARGUMENT, node_error(node_label, std::string("input ") + input_name +
+                                                                     " must be a tensor"));
+  }
+  const Ort::TensorTypeAndShapeInfo info = value.GetTensorTypeAndShapeInfo();
+  const ONNXTensorElementDataType type = info.GetElementType();
+  if (type != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT) {
+    throw NodeError(ORT_INVALID_ARGUMENT,
+                    node_error(node_label, std::string("input ") + input_name + " has element type " +
+                                               element_type_name(type) + " (ONNX type " +
+                                               std::to_string(static_cast<int>(type)) +
+                                               "), only float32 is supported"));
+  }
+  tensor->data = value.GetTensorData<float>();
+  tensor->dims = info.GetShape();
+  return true;
+}
+
+// Shared by the ORT worker threads of one Compute call.
+struct ParallelJob {
+  const DeformConvCpu* convolution = nullptr;
+  int64_t chunk_count = 0;
+  std::atomic<bool> failed{false};
+};
+
+// Runs one chunk of work items. Called on ORT's thread pool: must not throw.
+void run_chunk(void* user_data, size_t chunk) {
+  auto* job = static_cast<ParallelJob*>(user_data);
+  const int64_t items = job->convolution->work_item_count();
+  const int64_t begin = items * static_cast<int64_t>(chunk) / job->chunk_count;
+  const int64_t end = items * static_cast<int64_t>(chunk + 1) / job->chunk_count;
+  try {
+    DeformConvCpuScratch scratch;
+    for (int64_t item = begin; item < end; ++item) job->convolution->run_work_item(item, scratch);
+  } catch (...) {
+    job->failed.store(true, std::memory_order_relaxed);
+  }
+}
+
+}  // namespace
+
+DeformConvOrtKernel::DeformConvOrtKernel(std::string node_label, const DeformConvAttributes& attributes)
+    : node_label_(std::move(node_label)), attributes_(attributes) {}
+
+OrtStatusPtr DeformConvOrtKernel::ComputeV2(OrtKernelContext* context) const noexcept {
+  return run_returning_status(node_label_, [&] { compute(context); });
+}
+
+void DeformConvOrtKernel::compute(OrtKernelContext* raw_context) const {
+  Ort::KernelContext context(raw_context);
+  InputTensor input, weight, offset, bias, mask;
+  read_float_input(context, 0, "X", node_label_, &input);
+  read_float_input(context, 1, "W", node_label_, &weight);
+  read_float_input(context, 2, "offset", node_label_, &offset);
+  const bool has_bias = read_float_input(context, 3, "B", node_label_, &bias);
+  const bool has_mask = read_float_input(context, 4, "mask", node_label_, &mask);
+
+  DeformConvInputDims dims;
+  dims.input = input.dims;
+  dims.weight = weight.dims;
+  dims.offset = offset.dims;
+  if (has_bias) dims.bias = bias.dims;
+  if (has_mask) dims.mask = mask.dims;
+
+  DeformConvShape shape;
+  const std::string error = infer_shape(node_label_, attributes_, dims, &shape);
+  if (!error.empty()) throw NodeError(ORT_INVALID_ARGUMENT, error);
+
+  Ort::UnownedValue output = context.GetOutput(0, output_dims(shape));
+  DeformConvTensors tensors;
+  tensors.input = input.data;
+  tensors.weight = weight.data;
+  tensors.offset = offset.data;
+  tensors.bias = has_bias ? bias.data : nullptr;
+  tensors.mask = has_mask ? mask.data : nullptr;
+  tensors.output = output.GetTensorMutableData<float>();
+
+  const DeformConvCpu convolution(attributes_, shape, tensors, kParallelChunks);
+  ParallelJob job;
+  job.convolution = &convolution;
+  job.chunk_count = std::min(convolution.work_item_count(), kParallelChunks);
+  if (job.chunk_count == 0) return;  // Empty batch: nothing to compute.
+  context.ParallelFor(run_chunk, static_cast<size_t>(job.chunk_count), 0, &job);
+  if (job.failed.load()) {
+    throw NodeError(ORT_FAIL, node_error(node_label_, "out of memory while computing the output"));
+  }
+}
+
+OrtStatusPtr DeformConvOrtOp::CreateKernelV2(const OrtApi& /*api*/, const OrtKernelInfo* info,
+                                             void** op_kernel) const noexcept {
+  std::string node_label = "<unknown>";
+  return run_returning_status(node_label, [&] {
+    node_label = make_node_label(info);
+    // plugin_namespace / plugin_version are for TensorRT's ONNX parser and ignored here.
+    const std::vector<int64_t> dilations = read_ints_attribute(info, node_label, "dilations");
+    const int64_t group = read_int_attribute(info, node_label, "group");
+    const std::vector<int64_t> kernel_shape = read_ints_attribute(info, node_label, "kernel_shape");
+    const int64_t offset_group = read_int_attribute(info, node_label, "offset_group");
+    const std::vector<int64_t> pads = read_ints_attribute(info, node_label, "pads");
+    const std::vector<int64_t> strides = read_ints_attribute(info, node_label, "strides");
+
+    DeformConvAttributes attributes;
+    const std::string error =
+        make_attributes(node_label, kernel_shape, strides, pads, dilations, group, offset_group, &attributes);
+    if (!error.empty()) throw NodeError(ORT_INVALID_ARGUMENT, error);
+    *op_kernel = new DeformConvOrtKernel(node_label, attributes);
+  });
+}
+
+}  // namespace dcn_deploy

@@ -1,0 +1,225 @@
+// The tiled CPU kernel against a direct per-output evaluation of the formula.
+#include <cmath>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "deform_conv_cpu.h"
+#include "deform_conv_math.h"
+#include "test_harness.h"
+
+using namespace dcn_deploy;
+
+namespace {
+
+struct Problem {
+  DeformConvAttributes attributes;
+  DeformConvShape shape;
+  std::vector<float> input, weight, offset, bias, mask;
+};
+
+std::vector<float> random_values(std::mt19937& rng, int64_t count, float low, float high) {
+  std::uniform_real_distribution<float> distribution(low, high);
+  std::vector<float> values(static_cast<size_t>(count));
+  for (float& value : values) value = distribution(rng);
+  return values;
+}
+
+Problem make_problem(std::mt19937& rng, int64_t batch, int64_t channels, int64_t height, int64_t width,
+                     int64_t out_channels, const DeformConvAttributes& attributes, bool with_bias, bool with_mask,
+                     float offset_scale) {
+  Problem problem;
+  problem.attributes = attributes;
+  const int64_t kh = attributes.kernel[0];
+  const int64_t kw = attributes.kernel[1];
+  const int64_t out_height =
+      output_extent(height, attributes.pads[0], attributes.pads[2], kh, attributes.stride[0], attributes.dilation[0]);
+  const int64_t out_width =
+      output_extent(width, attributes.pads[1], attributes.pads[3], kw, attributes.stride[1], attributes.dilation[1]);
+  const int64_t taps = attributes.offset_group * kh * kw;
+  DeformConvInputDims dims;
+  dims.input = {batch, channels, height, width};
+  dims.weight = {out_channels, channels / attributes.group, kh, kw};
+  dims.offset = {batch, 2 * taps, out_height, out_width};
+  if (with_bias) dims.bias = std::vector<int64_t>{out_channels};
+  if (with_mask) dims.mask = std::vector<int64_t>{batch, taps, out_height, out_width};
+  const std::string error = infer_shape("test", attributes, dims, &problem.shape);
+  CHECK_EQ(error, std::string());
+
+  problem.input = random_values(rng, batch * channels * height * width, -1.0f, 1.0f);
+  problem.weight = random_values(rng, out_channels * (channels / attributes.group) * kh * kw, -1.0f, 1.0f);
+  problem.offset = random_values(rng, batch * 2 * taps * out_height * out_width, -offset_scale, offset_scale);
+  if (with_bias) problem.bias = random_values(rng, out_channels, -1.0f, 1.0f);
+  if (with_mask) problem.mask = random_values(rng, batch * taps * out_height * out_width, 0.0f, 1.0f);
+  return problem;
+}
+
+// Y[n, o, oy, ox] straight from the operator definition.
+std::vector<float> reference_output(const Problem& p) {
+  const DeformConvShape& s = p.shape;
+  const DeformConvAttributes& a = p.attributes;
+  const int64_t cin_per_group = s.in_channels / a.group;
+  const int64_t cout_per_group = s.out_channels / a.group;
+  const int64_t channels_per_offset_group = s.in_channels / a.offset_group;
+  const int64_t taps = s.kernel_h * s.kernel_w;
+  const int64_t out_pixels = s.out_height * s.out_width;
+  std::vector<float> output(static_cast<size_t>(s.batch * s.out_channels * out_pixels));
+  for (int64_t n = 0; n < s.batch; ++n)
+    for (int64_t o = 0; o < s.out_channels; ++o)
+      for (int64_t oy = 0; oy < s.out_height; ++oy)
+        for (int64_t ox = 0; ox < s.out_width; ++ox) {
+          double sum = s.has_bias ? p.bias[o] : 0.0;
+          const int64_t weight_group = o / cout_per_group;
+          for (int64_t c = 0; c < cin_per_group; ++c) {
+            const int64_t channel = weight_group * cin_per_group + c;
+            const int64_t og = channel / channels_per_offset_group;
+            const float* plane = &p.input[(n * s.in_channels + channel) * s.in_height * s.in_width];
+            for (int64_t i = 0; i < s.kernel_h; ++i)
+              for (int64_t j = 0; j < s.kernel_w; ++j) {
+                const int64_t tap = i * s.kernel_w + j;
+                const int64_t pixel = oy * s.out_width + ox;
+                const int64_t dy_channel = og * 2 * taps + 2 * tap;
+                const float dy = p.offset[(n * 2 * a.offset_group * taps + dy_channel) * out_pixels + pixel];
+                const float dx = p.offset[(n * 2 * a.offset_group * taps + dy_channel + 1) * out_pixels + pixel];
+                const float y = sampling_coordinate(static_cast<int32_t>(oy), static_cast<int32_t>(a.stride[0]),
+                                                    static_cast<int32_t>(a.pads[0]), static_cast<int32_t>(i),
+                                                    static_cast<int32_t>(a.dilation[0]), dy);
+                const float x = sampling_coordinate(static_cast<int32_t>(ox), static_cast<int32_t>(a.stride[1]),
+                                                    static_cast<int32_t>(a.pads[1]), static_cast<int32_t>(j),
+                                                    static_cast<int32_t>(a.dilation[1]), dx);
+                float value = bilinear_sample(plane, static_cast<int32_t>(s.in_height),
+                                              static_cast<int32_t>(s.in_width), y, x);
+                if (s.has_mask) value *= p.mask[(n * a.offset_group * taps + og * taps + tap) * out_pixels + pixel];
+                sum += static_cast<double>(p.weight[(o * cin_per_group + c) * taps + tap]) * value;
+              }
+          }
+          output[((n * s.out_channels + o) * s.out_height + oy) * s.out_width + ox] = static_cast<float>(sum);
+        }
+  return output;
+}
+
+std::vector<float> kernel_output(const Problem& p, int64_t min_work_items) {
+  const DeformConvShape& s = p.shape;
+  std::vector<float> output(static_cast<size_t>(s.batch * s.out_channels * s.out_height * s.out_width),
+                            std::numeric_limits<float>::quiet_NaN());
+  DeformConvTensors tensors;
+  tensors.input = p.input.data();
+  tensors.weight = p.weight.data();
+  tensors.offset = p.offset.data();
+  tensors.bias = s.has_bias ? p.bias.data() : nullptr;
+  tensors.mask = s.has_mask ? p.mask.data() : nullptr;
+  tensors.output = output.data();
+  DeformConvCpu(p.attributes, s, tensors, min_work_items).run_all();
+  return output;
+}
+
+double max_abs_difference(const std::vector<float>& a, const std::vector<float>& b) {
+  double worst = 0.0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    const double difference = std::fabs(static_cast<double>(a[i]) - b[i]);
+    if (!(difference <= worst)) worst = difference;  // Also catches NaN.
+  }
+  return worst;
+}
+
+DeformConvAttributes make_attributes_for(int64_t kh, int64_t kw) {
+  DeformConvAttributes attributes;
+  attributes.kernel[0] = kh;
+  attributes.kernel[1] = kw;
+  return attributes;
+}
+
+void check_against_reference(const Problem& problem, int64_t min_work_items) {
+  const std::vector<float> expected = reference_output(problem);
+  const std::vector<float> actual = kernel_output(problem, min_work_items);
+  CHECK_EQ(expected.size(), actual.size());
+  CHECK_NEAR(max_abs_difference(expected, actual), 0.0, 1e-4);
+}
+
+}  // namespace
+
+TEST(matches_reference_3x3_with_bias_and_mask) {
+  std::mt19937 rng(1);
+  const Problem problem = make_problem(rng, 2, 4, 9, 7, 6, make_attributes_for(3, 3), true, true, 2.0f);
+  check_against_reference(problem, 1);
+  check_against_reference(problem, 64);
+}
+
+TEST(matches_reference_groups_strides_dilation_asymmetric_pads) {
+  std::mt19937 rng(2);
+  DeformConvAttributes attributes = make_attributes_for(3, 2);
+  attributes.stride[0] = 2;
+  attributes.pads[0] = 1;
+  attributes.pads[1] = 0;
+  attributes.pads[2] = 2;
+  attributes.pads[3] = 1;
+  attributes.dilation[0] = 2;
+  attributes.group = 2;
+  attributes.offset_group = 3;
+  const Problem problem = make_problem(rng, 3, 6, 11, 8, 10, attributes, false, true, 4.0f);
+  check_against_reference(problem, 1);
+  check_against_reference(problem, 100);
+}
+
+TEST(matches_reference_many_pixels_and_remainder_channels) {
+  // Several tiles per image, a short last tile, and M/group not a multiple of 4.
+  std::mt19937 rng(3);
+  DeformConvAttributes attributes = make_attributes_for(1, 1);
+  const Problem problem = make_problem(rng, 1, 3, 23, 29, 7, attributes, true, false, 1.5f);
+  check_against_reference(problem, 1);
+  check_against_reference(problem, 7);
+}
+
+TEST(matches_reference_large_kernel_single_pixel_input) {
+  std::mt19937 rng(4);
+  DeformConvAttributes attributes = make_attributes_for(5, 5);
+  attributes.pads[0] = attributes.pads[1] = attributes.pads[2] = attributes.pads[3] = 2;
+  const Problem problem = make_problem(rng, 2, 2, 1, 1, 3, attributes, true, true, 1.0f);
+  CHECK_EQ(problem.shape.out_height, 1);
+  CHECK_EQ(problem.shape.out_width, 1);
+  check_against_reference(problem, 1);
+}
+
+TEST(offsets_far_outside_give_bias_only) {
+  std::mt19937 rng(5);
+  Problem problem = make_problem(rng, 1, 2, 5, 5, 2, make_attributes_for(3, 3), true, false, 1.0f);
+  for (float& offset : problem.offset) offset = 100.0f;
+  const std::vector<float> output = kernel_output(problem, 1);
+  const int64_t pixels = problem.shape.out_height * problem.shape.out_width;
+  for (int64_t o = 0; o < 2; ++o)
+    for (int64_t p = 0; p < pixels; ++p) CHECK_EQ(output[o * pixels + p], problem.bias[o]);
+}
+
+TEST(non_finite_offsets_sample_zero) {
+  std::mt19937 rng(6);
+  Problem problem = make_problem(rng, 1, 2, 6, 6, 4, make_attributes_for(3, 3), true, true, 1.0f);
+  const float specials[] = {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(),
+                            -std::numeric_limits<float>::infinity()};
+  for (size_t k = 0; k < problem.offset.size(); k += 5) problem.offset[k] = specials[k % 3];
+  const std::vector<float> expected = reference_output(problem);
+  const std::vector<float> actual = kernel_output(problem, 1);
+  for (float value : actual) CHECK(std::isfinite(value));
+  CHECK_NEAR(max_abs_difference(expected, actual), 0.0, 1e-4);
+}
+
+TEST(work_items_cover_every_output_once) {
+  std::mt19937 rng(7);
+  const Problem problem = make_problem(rng, 3, 2, 17, 13, 4, make_attributes_for(3, 3), false, false, 1.0f);
+  std::vector<float> output(static_cast<size_t>(3 * 4 * 15 * 11), std::numeric_limits<float>::quiet_NaN());
+  DeformConvTensors tensors;
+  tensors.input = problem.input.data();
+  tensors.weight = problem.weight.data();
+  tensors.offset = problem.offset.data();
+  tensors.output = output.data();
+  const DeformConvCpu convolution(problem.attributes, problem.shape, tensors, 12);
+  CHECK(convolution.work_item_count() >= 12);
+  DeformConvCpuScratch scratch;
+  // Any order, one shared scratch: each item writes only its own pixels.
+  for (int64_t item = convolution.work_item_count() - 1; item >= 0; --item) {
+    convolution.run_work_item(item, scratch);
+  }
+  CHECK_NEAR(max_abs_difference(reference_output(problem), output), 0.0, 1e-4);
+}
+
+TEST_MAIN()

@@ -1,0 +1,77 @@
+"""rewrite_onnx / dcn-deploy rewrite: custom <-> standard on exported and hand-built graphs."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import helper
+
+from dcn_deploy import CUSTOM_DOMAIN, CUSTOM_OP_TYPE, schema
+from dcn_deploy.recipes import export_recipe
+from dcn_deploy.rewrite import RewriteError, rewrite_onnx
+from dcn_deploy.ort import ort_session
+
+from cases import Case
+from graphs import feeds, run_model, single_node_model
+
+pytestmark = pytest.mark.custom_op
+
+
+def test_rewrite_both_ways_keeps_outputs(tmp_path):
+    custom_path = tmp_path / "custom.onnx"
+    export_recipe("demo", custom_path, seed=1, input_shape=(1, 3, 32, 48))
+    x = np.random.default_rng(0).standard_normal((2, 3, 40, 24)).astype(np.float32)
+    custom_out = ort_session(custom_path).run(None, {"x": x})[0]
+
+    standard, count = rewrite_onnx(custom_path, to="standard", output=tmp_path / "standard.onnx")
+    assert count == 3
+    assert not any(n.domain == CUSTOM_DOMAIN for n in standard.graph.node)
+    assert not any(e.domain == CUSTOM_DOMAIN for e in standard.opset_import)
+    assert not any(a.name.startswith("plugin_") for n in standard.graph.node for a in n.attribute)
+    native = ort.InferenceSession(str(tmp_path / "standard.onnx"), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(native.run(None, {"x": x})[0], custom_out, rtol=0, atol=1e-5)
+
+    back, count = rewrite_onnx(tmp_path / "standard.onnx", to="custom", output=tmp_path / "back.onnx")
+    assert count == 3
+    original = onnx.load(str(custom_path))
+    assert [onnx.helper.printable_node(n) for n in back.graph.node] == [
+        onnx.helper.printable_node(n) for n in original.graph.node
+    ]
+    np.testing.assert_array_equal(ort_session(tmp_path / "back.onnx").run(None, {"x": x})[0], custom_out)
+
+
+def test_standard_node_with_defaults_omitted_gets_every_attribute(tmp_path):
+    """As third-party exporters write it: no kernel_shape, no defaults; W an initializer."""
+    case = Case("defaults", pads=(0, 0, 0, 0), seed=5)
+    arrays = case.make()
+    model = single_node_model(case, "standard", attributes={})
+    weight = model.graph.input.pop(1)
+    model.graph.initializer.append(onnx.numpy_helper.from_array(arrays["W"], weight.name))
+    expected = run_model(model, dict(arrays, W=None), custom_op=False)
+
+    rewritten, count = rewrite_onnx(model, to="custom")
+    assert count == 1
+    node = rewritten.graph.node[0]
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    assert (node.op_type, node.domain) == (CUSTOM_OP_TYPE, CUSTOM_DOMAIN)
+    assert attrs["kernel_shape"] == [3, 3] and attrs["pads"] == [0, 0, 0, 0] and attrs["group"] == 1
+    got = run_model(rewritten, dict(arrays, W=None), custom_op=True)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
+
+
+def test_rewrite_errors_name_the_node(tmp_path):
+    case = Case("errors")
+    model = single_node_model(case, "standard", attributes={}, node_name="paddle_dcn_7")
+    model.graph.input[1].type.tensor_type.shape.dim[2].dim_param = "k"  # weight shape unknown
+    with pytest.raises(RewriteError, match="paddle_dcn_7.*kernel_shape"):
+        rewrite_onnx(model, to="custom")
+
+    old = single_node_model(case, "custom")
+    old.opset_import[0].version = 17
+    with pytest.raises(RewriteError, match="opset 17"):
+        rewrite_onnx(old, to="standard")
+    with pytest.raises(ValueError, match="'to' must be"):
+        rewrite_onnx(single_node_model(case, "custom"), to="tensorrt")
+    with pytest.raises(FileNotFoundError, match="no ONNX file"):
+        rewrite_onnx(tmp_path / "missing.onnx")
