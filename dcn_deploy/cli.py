@@ -46,6 +46,7 @@ def export(
     standard: bool = typer.Option(False, "--standard", help="emit standard ONNX DeformConv (opset 19)"),
     static: bool = typer.Option(False, "--static", help="fixed batch/height/width instead of dynamic"),
     shape: Optional[str] = typer.Option(None, help="example input shape NxCxHxW (default: the recipe's)"),
+    weights: Optional[Path] = typer.Option(None, help="weights for the recipe (e.g. from dcn-deploy convert)"),
 ) -> None:
     """Export a recipe to ONNX, one DeformConv node per DCN layer."""
     from .recipes import export_recipe
@@ -53,7 +54,7 @@ def export(
     try:
         proto = export_recipe(
             recipe, output, seed=seed, standard_op=standard, dynamic=not static,
-            input_shape=_parse_shape(shape) if shape else None,
+            input_shape=_parse_shape(shape) if shape else None, weights=str(weights) if weights else None,
         )
     except (FileNotFoundError, ValueError, AttributeError) as error:
         _fail(str(error))
@@ -133,6 +134,41 @@ def validate(
         report.write_junit(junit_path)
     if not report.passed:
         raise typer.Exit(1)
+
+
+@app.command()
+def convert(
+    checkpoint: Path = typer.Argument(..., help="weights: .pth/.pt, .safetensors, MXNet .params, Paddle .npz"),
+    output: Path = typer.Option(..., "-o", "--output", help="converted weights: .safetensors or .pt"),
+    source: str = typer.Option(..., help="mmcv | charlesshang | chengdazhi | detectron2 | paddle | 4uiiurz1 | "
+                               "chunhuanlin | mxnet | torchvision (aliases: mmdet, centernet, gluon)"),
+    recipe: Optional[str] = typer.Option(None, help="check the result loads exactly into this recipe's model"),
+    strip_prefix: str = typer.Option("", help="leading key prefix to remove, e.g. 'backbone.'"),
+    padding: int = typer.Option(1, help="4uiiurz1 only: the layers' padding argument"),
+    floor_band: bool = typer.Option(False, help="4uiiurz1 only: a version before 2019-01-05"),
+) -> None:
+    """Remap a raw checkpoint's DCN weights to the canonical layer's names."""
+    from .checkpoints import load_weights, save_weights
+    from .convert import convert_state_dict
+
+    try:
+        state = convert_state_dict(load_weights(checkpoint), source, strip_prefix,
+                                   {"padding": padding, "floor_band": floor_band})
+        if recipe:
+            from .recipes import load_recipe
+
+            model = load_recipe(recipe).build(seed=0, random_offsets=False)
+            expected = set(model.state_dict())
+            missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+            if missing or unexpected:
+                _fail(f"the converted weights do not fit recipe '{recipe}': missing {missing[:8]}"
+                      f"{' ...' if len(missing) > 8 else ''}, unexpected {unexpected[:8]}"
+                      f"{' ...' if len(unexpected) > 8 else ''}")
+            model.load_state_dict(state, strict=True)
+        save_weights(state, output)
+    except (FileNotFoundError, ValueError, RuntimeError) as error:
+        _fail(str(error))
+    console.print(f"wrote {output}: {len(state)} tensors ({source})")
 
 
 def main() -> None:

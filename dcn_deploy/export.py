@@ -83,35 +83,18 @@ def _translation_table(standard_op: bool) -> dict:
     schema.register_onnx_schema()
     custom_op = onnxscript.values.Opset(schema.CUSTOM_DOMAIN, schema.CUSTOM_OP_VERSION)[schema.CUSTOM_OP_TYPE]
 
-    def custom_node(input, offset, weight, bias, mask, strides, pads, dilations, kernel_shape, group, offset_group):
+    def attributes(strides, pads, dilations, kernel_shape, group, offset_group) -> dict:
+        return dict(dilations=list(dilations), group=group, kernel_shape=list(kernel_shape),
+                    offset_group=offset_group, pads=list(pads), strides=list(strides))
+
+    def custom_node(input, offset, weight, bias, mask, *attrs):
         inputs = [input, weight, offset, bias, mask]
         while inputs[-1] is None:  # trailing optional inputs are left out; inner ones stay empty
             inputs.pop()
-        return custom_op(
-            *inputs,
-            dilations=list(dilations),
-            group=group,
-            kernel_shape=list(kernel_shape),
-            offset_group=offset_group,
-            pads=list(pads),
-            strides=list(strides),
-            **schema.PLUGIN_ATTRIBUTES,
-        )
+        return custom_op(*inputs, **attributes(*attrs), **schema.PLUGIN_ATTRIBUTES)
 
-    def standard_node(input, offset, weight, bias, mask, strides, pads, dilations, kernel_shape, group, offset_group):
-        return opset19.DeformConv(
-            input,
-            weight,
-            offset,
-            bias,
-            mask,
-            dilations=list(dilations),
-            group=group,
-            kernel_shape=list(kernel_shape),
-            offset_group=offset_group,
-            pads=list(pads),
-            strides=list(strides),
-        )
+    def standard_node(input, offset, weight, bias, mask, *attrs):
+        return opset19.DeformConv(input, weight, offset, bias, mask, **attributes(*attrs))
 
     return {torch.ops.dcn_deploy.deform_conv2d.default: standard_node if standard_op else custom_node}
 

@@ -7,6 +7,7 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
+from .boundary import BOUNDARY_RULES, remap_for_boundary
 from .ops import _pair, deform_conv2d, normalize_pads
 
 __all__ = ["DeformConv2d"]
@@ -25,6 +26,21 @@ class DeformConv2d(nn.Module):
     there are no mask channels.
 
     ``padding`` may be an int, ``(ph, pw)`` or asymmetric ``(top, left, bottom, right)``.
+
+    Options that let converted third-party layers keep their exact behaviour:
+
+    ======================  ================================================================
+    ``own_offsets=False``   no ``conv_offset``; ``forward(x, offset, mask=None)`` takes them
+                            (torchvision / detectron2 style); ``offset_groups=None`` infers
+    ``offset_kernel_size``, the offset conv's own geometry when it differs from the layer's
+    ``offset_padding``,     (CharlesShang and Paddle: undilated; 4uiiurz1: always 3x3, pad 1)
+    ``offset_dilation``,
+    ``offset_conv_groups``
+    ``mask_scale``          mask = ``mask_scale * sigmoid(logits)`` (MXNet's DCNv2 uses 2)
+    ``boundary``            ``zeros`` (canonical), ``mxnet_v1`` or ``clamp_twice``: see
+                            :mod:`dcn_deploy.boundary`
+    ``offset_shift``        a constant added to every offset before sampling
+    ======================  ================================================================
     """
 
     def __init__(
@@ -36,9 +52,17 @@ class DeformConv2d(nn.Module):
         padding: int | Sequence[int] = 0,
         dilation: int | Sequence[int] = 1,
         groups: int = 1,
-        offset_groups: int = 1,
+        offset_groups: int | None = 1,
         bias: bool = True,
         modulated: bool = True,
+        own_offsets: bool = True,
+        offset_kernel_size: int | Sequence[int] | None = None,
+        offset_padding: int | Sequence[int] | None = None,
+        offset_dilation: int | Sequence[int] | None = None,
+        offset_conv_groups: int = 1,
+        mask_scale: float = 1.0,
+        boundary: str = "zeros",
+        offset_shift: float = 0.0,
     ) -> None:
         super().__init__()
         for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
@@ -49,7 +73,9 @@ class DeformConv2d(nn.Module):
                 f"DeformConv2d: in_channels={in_channels} and out_channels={out_channels} "
                 f"must both be divisible by groups={groups}"
             )
-        if offset_groups <= 0 or in_channels % offset_groups:
+        if offset_groups is None and own_offsets:
+            raise ValueError("DeformConv2d: offset_groups=None (inferred from the offsets) needs own_offsets=False")
+        if offset_groups is not None and (offset_groups <= 0 or in_channels % offset_groups):
             raise ValueError(
                 f"DeformConv2d: in_channels={in_channels} must be divisible by offset_groups={offset_groups}"
             )
@@ -62,6 +88,11 @@ class DeformConv2d(nn.Module):
         self.groups = groups
         self.offset_groups = offset_groups
         self.modulated = modulated
+        if boundary not in BOUNDARY_RULES:
+            raise ValueError(f"DeformConv2d: boundary must be one of {BOUNDARY_RULES}, got '{boundary}'")
+        self.boundary = boundary
+        self.mask_scale = float(mask_scale)
+        self.offset_shift = float(offset_shift)
         if min(self.stride) <= 0 or min(self.dilation) <= 0 or min(self.padding) < 0:
             raise ValueError(
                 f"DeformConv2d: stride {self.stride} and dilation {self.dilation} must be positive, "
@@ -72,20 +103,25 @@ class DeformConv2d(nn.Module):
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels // groups, kh, kw))
         self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
 
-        top, left, bottom, right = self.padding
-        symmetric = top == bottom and left == right
-        # nn.Conv2d pads symmetrically only; an asymmetric layer pads explicitly first.
-        self.offset_pad = None if symmetric else nn.ZeroPad2d((left, right, top, bottom))
-        per_group = (3 if modulated else 2) * kh * kw
-        self.conv_offset = nn.Conv2d(
-            in_channels,
-            offset_groups * per_group,
-            self.kernel_size,
-            stride=self.stride,
-            padding=(top, left) if symmetric else 0,
-            dilation=self.dilation,
-            bias=True,
-        )
+        self.offset_pad = None
+        self.conv_offset = None
+        if own_offsets:
+            top, left, bottom, right = normalize_pads(self.padding if offset_padding is None else offset_padding)
+            symmetric = top == bottom and left == right
+            # nn.Conv2d pads symmetrically only; an asymmetric layer pads explicitly first.
+            if not symmetric:
+                self.offset_pad = nn.ZeroPad2d((left, right, top, bottom))
+            per_group = (3 if modulated else 2) * kh * kw
+            self.conv_offset = nn.Conv2d(
+                in_channels,
+                offset_groups * per_group,
+                self.kernel_size if offset_kernel_size is None else _pair(offset_kernel_size, "offset_kernel_size"),
+                stride=self.stride,
+                padding=(top, left) if symmetric else 0,
+                dilation=self.dilation if offset_dilation is None else _pair(offset_dilation, "offset_dilation"),
+                groups=offset_conv_groups,
+                bias=True,
+            )
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -94,8 +130,9 @@ class DeformConv2d(nn.Module):
             fan_in = self.weight.shape[1] * self.weight.shape[2] * self.weight.shape[3]
             bound = 1 / math.sqrt(fan_in)
             nn.init.uniform_(self.bias, -bound, bound)
-        nn.init.zeros_(self.conv_offset.weight)
-        nn.init.zeros_(self.conv_offset.bias)
+        if self.conv_offset is not None:
+            nn.init.zeros_(self.conv_offset.weight)
+            nn.init.zeros_(self.conv_offset.bias)
 
     def offsets_and_mask(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
         """What ``conv_offset`` predicts for ``x``: offsets and the sigmoid mask (or None)."""
@@ -103,10 +140,24 @@ class DeformConv2d(nn.Module):
         n_offset = 2 * self.offset_groups * self.kernel_size[0] * self.kernel_size[1]
         if not self.modulated:
             return out, None
-        return out[:, :n_offset], torch.sigmoid(out[:, n_offset:])
+        mask = torch.sigmoid(out[:, n_offset:])
+        return out[:, :n_offset], mask if self.mask_scale == 1.0 else mask * self.mask_scale
 
-    def forward(self, x: Tensor) -> Tensor:
-        offset, mask = self.offsets_and_mask(x)
+    def forward(self, x: Tensor, offset: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
+        if self.conv_offset is not None:
+            if offset is not None or mask is not None:
+                raise TypeError("DeformConv2d: this layer predicts its own offsets; call it with the input only")
+            offset, mask = self.offsets_and_mask(x)
+        elif offset is None:
+            raise TypeError("DeformConv2d(own_offsets=False) needs the offsets: layer(x, offset, mask=None)")
+        if self.offset_shift:
+            offset = offset + self.offset_shift
+        offset_groups = self.offset_groups or offset.shape[1] // (2 * self.kernel_size[0] * self.kernel_size[1])
+        if self.boundary != "zeros":
+            offset, mask = remap_for_boundary(
+                offset, mask, tuple(x.shape[2:]), self.kernel_size, self.stride, self.padding, self.dilation,
+                offset_groups, self.boundary,
+            )
         return deform_conv2d(
             x,
             offset,
@@ -117,7 +168,7 @@ class DeformConv2d(nn.Module):
             dilation=self.dilation,
             mask=mask,
             groups=self.groups,
-            offset_groups=self.offset_groups,
+            offset_groups=offset_groups,
         )
 
     def extra_repr(self) -> str:
@@ -125,4 +176,8 @@ class DeformConv2d(nn.Module):
             f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
             f"padding={self.padding}, dilation={self.dilation}, groups={self.groups}, "
             f"offset_groups={self.offset_groups}, bias={self.bias is not None}, modulated={self.modulated}"
+            + ("" if self.conv_offset is not None else ", own_offsets=False")
+            + ("" if self.boundary == "zeros" else f", boundary={self.boundary}")
+            + ("" if self.mask_scale == 1.0 else f", mask_scale={self.mask_scale}")
+            + ("" if not self.offset_shift else f", offset_shift={self.offset_shift}")
         )

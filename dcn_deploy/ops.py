@@ -166,6 +166,18 @@ class DeformConvGeometry:
         return DeformConvGeometry(stride, pads, dilation, groups, offset_groups, (kh, kw), (ho, wo))
 
 
+def sampling_grid(kernel, stride, pads, dilation, out_hw, dtype, device) -> tuple[Tensor, Tensor]:
+    """Undeformed sampling coordinates of every tap and output position: rows ``(K, Ho, 1)``
+    and columns ``(K, 1, Wo)``, taps row-major."""
+    kh, kw = kernel
+    ho, wo = out_hw
+    tap_y = torch.arange(kh, device=device, dtype=dtype).repeat_interleave(kw) * dilation[0]
+    tap_x = torch.arange(kw, device=device, dtype=dtype).repeat(kh) * dilation[1]
+    out_y = torch.arange(ho, device=device, dtype=dtype) * stride[0] - pads[0]
+    out_x = torch.arange(wo, device=device, dtype=dtype) * stride[1] - pads[1]
+    return tap_y.view(-1, 1, 1) + out_y.view(1, -1, 1), tap_x.view(-1, 1, 1) + out_x.view(1, 1, -1)
+
+
 def _sample_columns(input: Tensor, offset: Tensor, mask: Tensor | None, geo: DeformConvGeometry) -> Tensor:
     """Bilinear samples of every input channel at every tap: ``(N, C, kh*kw, Ho*Wo)``."""
     n, c, h, w = input.shape
@@ -175,12 +187,9 @@ def _sample_columns(input: Tensor, offset: Tensor, mask: Tensor | None, geo: Def
     dtype, device = input.dtype, input.device
 
     offset = offset.reshape(n, groups, taps, 2, ho, wo)
-    tap_y = torch.arange(kh, device=device, dtype=dtype).repeat_interleave(kw) * geo.dilation[0]
-    tap_x = torch.arange(kw, device=device, dtype=dtype).repeat(kh) * geo.dilation[1]
-    out_y = torch.arange(ho, device=device, dtype=dtype) * geo.stride[0] - geo.pads[0]
-    out_x = torch.arange(wo, device=device, dtype=dtype) * geo.stride[1] - geo.pads[1]
-    y = tap_y.view(taps, 1, 1) + out_y.view(1, ho, 1) + offset[:, :, :, 0]  # (N, G, K, Ho, Wo)
-    x = tap_x.view(taps, 1, 1) + out_x.view(1, 1, wo) + offset[:, :, :, 1]
+    base_y, base_x = sampling_grid(geo.kernel, geo.stride, geo.pads, geo.dilation, (ho, wo), dtype, device)
+    y = base_y + offset[:, :, :, 0]  # (N, G, K, Ho, Wo)
+    x = base_x + offset[:, :, :, 1]
 
     # Written so that NaN fails it: a non-finite coordinate never reaches an index.
     inside = (y > -1) & (y < h) & (x > -1) & (x < w)

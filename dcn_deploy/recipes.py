@@ -86,15 +86,17 @@ def export_recipe(
     dynamic: bool = True,
     input_shape: tuple[int, ...] | None = None,
     random_offsets: bool = True,
+    weights: str | None = None,
 ):
-    """Build a recipe's model and export it; the ONNX records how to rebuild the reference
-    (recipe, seed, input shape) in its ``dcn_deploy.*`` metadata."""
+    """Build a recipe's model (with ``weights`` from a file, e.g. converted by
+    ``dcn-deploy convert``) and export it; the ONNX records how to rebuild the reference
+    (recipe, seed, weights, input shape) in its ``dcn_deploy.*`` metadata."""
     import json
 
     from .export import export_onnx
 
     module = load_recipe(recipe)
-    model = module.build(seed=seed, random_offsets=random_offsets)
+    model = _build(module, seed, random_offsets, weights)
     shape = tuple(input_shape or module.INPUT_SHAPE)
     inputs = module.example_inputs(shape[0], shape[2], shape[3], seed=seed)
     metadata = {
@@ -103,6 +105,8 @@ def export_recipe(
         "random_offsets": str(bool(random_offsets)).lower(),
         "input_shapes": json.dumps([list(t.shape) for t in inputs]),
     }
+    if weights:
+        metadata["weights"] = str(Path(weights).resolve())
     return export_onnx(
         model,
         inputs,
@@ -112,6 +116,21 @@ def export_recipe(
         output_names=getattr(module, "OUTPUT_NAMES", None),
         metadata=metadata,
     )
+
+
+def _build(module: ModuleType, seed: int, random_offsets: bool, weights: str | None) -> nn.Module:
+    model = module.build(seed=seed, random_offsets=random_offsets)
+    if weights:
+        from .checkpoints import load_weights
+
+        state = load_weights(weights)
+        result = model.load_state_dict(state, strict=False)
+        if result.missing_keys or result.unexpected_keys:
+            raise ValueError(
+                f"{weights} does not fit recipe {module.__name__}: missing {result.missing_keys[:8]}, "
+                f"unexpected {result.unexpected_keys[:8]}"
+            )
+    return model.eval()
 
 
 def reference_for(onnx_model, recipe: str | None = None, seed: int | None = None):
@@ -129,7 +148,7 @@ def reference_for(onnx_model, recipe: str | None = None, seed: int | None = None
         )
     seed = int(meta.get("seed", 0)) if seed is None else seed
     module = load_recipe(recipe)
-    model = module.build(seed=seed, random_offsets=meta.get("random_offsets", "true") == "true")
+    model = _build(module, seed, meta.get("random_offsets", "true") == "true", meta.get("weights"))
     if "input_shapes" in meta:
         shapes = [tuple(s) for s in json.loads(meta["input_shapes"])]
     else:

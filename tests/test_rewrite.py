@@ -7,13 +7,13 @@ import onnxruntime as ort
 import pytest
 from onnx import helper
 
-from dcn_deploy import CUSTOM_DOMAIN, CUSTOM_OP_TYPE, schema
+from dcn_deploy import CUSTOM_DOMAIN, CUSTOM_OP_TYPE
 from dcn_deploy.recipes import export_recipe
 from dcn_deploy.rewrite import RewriteError, rewrite_onnx
 from dcn_deploy.ort import ort_session
 
 from cases import Case
-from graphs import feeds, run_model, single_node_model
+from graphs import run_model, single_node_model
 
 pytestmark = pytest.mark.custom_op
 

@@ -1,0 +1,171 @@
+"""``convert_model`` and ``convert_state_dict``: the walkers over every source converter."""
+from __future__ import annotations
+
+import re
+from typing import Any, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from ..layer import DeformConv2d
+from .base import ConversionReport, LayerConversion, SourceConverter, UnsupportedLayerError, class_name, like
+from .charlesshang import CharlesShangConverter
+from .chengdazhi import ChengdazhiConverter
+from .chunhuanlin import ChunhuanLinConverter
+from .detectron2 import Detectron2Converter
+from .mmcv import MMCVConverter
+from .mxnet import MXNetConverter
+from .paddle import PaddleConverter
+from .rejected import RejectedConverter
+from .torchvision import TorchvisionConverter
+from .uiiurz1 import Uiiurz1Converter
+
+# Order matters where class names collide: the more specific test first.
+CONVERTERS: tuple[SourceConverter, ...] = (
+    RejectedConverter(),
+    Uiiurz1Converter(),
+    ChengdazhiConverter(),
+    CharlesShangConverter(),
+    Detectron2Converter(),
+    MMCVConverter(),
+    PaddleConverter(),
+    ChunhuanLinConverter(),
+    MXNetConverter(),
+    TorchvisionConverter(),
+)
+SOURCES = {converter.source: converter for converter in CONVERTERS if converter.source != "rejected"}
+SOURCE_ALIASES = {"mmdet": "mmcv", "mmdetection": "mmcv", "centernet": "charlesshang", "dcnv2": "charlesshang",
+                  "paddledetection": "paddle", "msra": "mxnet", "gluon": "mxnet"}
+_LOOKS_DEFORMABLE = re.compile(r"deform|dcn", re.IGNORECASE)
+
+
+def find_converter(module: nn.Module) -> SourceConverter | None:
+    if isinstance(module, DeformConv2d):
+        return None
+    return next((c for c in CONVERTERS if c.matches(module)), None)
+
+
+def _set_submodule(model: nn.Module, path: str, module: nn.Module) -> None:
+    parent_path, _, name = path.rpartition(".")
+    parent = model.get_submodule(parent_path) if parent_path else model
+    setattr(parent, name, module)
+
+
+@torch.no_grad()
+def _measure(model: nn.Module, replacements: dict[str, nn.Module], example_inputs: Sequence[Any]) -> dict[str, float]:
+    """Worst |original - replacement| of each replaced layer, on the inputs it sees."""
+    captured: dict[str, list] = {path: [] for path in replacements}
+    hooks = [
+        model.get_submodule(path).register_forward_hook(
+            lambda _m, args, output, path=path: captured[path].append((args, output))
+        )
+        for path in replacements
+    ]
+    try:
+        model(*example_inputs)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    worst = {}
+    for path, calls in captured.items():
+        diffs = [(replacements[path](*args) - output).abs().max().item() for args, output in calls]
+        worst[path] = max(diffs, default=0.0)
+    return worst
+
+
+def convert_model(
+    model: nn.Module,
+    *,
+    emulate_boundary: bool = True,
+    accept_approximation: bool = False,
+    example_inputs: Sequence[Any] | None = None,
+    source_options: Mapping[str, Mapping[str, Any]] | None = None,
+) -> ConversionReport:
+    """Replace every recognised third-party DCN layer in ``model`` (in place) by the canonical
+    layer, weights carried, so the model's output is unchanged. Returns the report.
+
+    Layers are recognised by class name, attributes and parameter names, never by importing
+    the source library. ``emulate_boundary=False`` drops the exact offset transform of
+    sources with another boundary rule (MXNet DCNv1, ChunhuanLin, old 4uiiurz1, padding 0):
+    that conversion is approximate and needs ``accept_approximation=True`` and
+    ``example_inputs``, on which the worst difference of each such layer is measured.
+
+    Raises ``UnsupportedLayerError`` (module path and reason) for a layer that cannot be
+    converted exactly, and for any unknown layer whose class name suggests deformable conv.
+    """
+    report = ConversionReport()
+    plan: list[tuple[str, nn.Module, SourceConverter, nn.Module, bool, str]] = []
+    skip: tuple[str, ...] = ()
+    for path, module in model.named_modules():
+        if skip and any(path.startswith(prefix) for prefix in skip):
+            continue
+        converter = find_converter(module)
+        if converter is None:
+            if not isinstance(module, DeformConv2d) and _LOOKS_DEFORMABLE.search(class_name(module)) and not any(
+                isinstance(child, DeformConv2d) or find_converter(child) for child in module.modules() if child is not module
+            ):
+                raise UnsupportedLayerError(
+                    path, f"class {type(module).__module__}.{class_name(module)} looks like a deformable convolution "
+                    f"but matches no known source ({', '.join(sorted(SOURCES))})"
+                )
+            continue
+        if not path:
+            raise UnsupportedLayerError(path, "the model itself is the DCN layer: use convert_layer(model) instead")
+        converted = converter.convert(module, path, (source_options or {}).get(converter.source, {}))
+        replacement, exact = converted.module, True
+        canonical = replacement if isinstance(replacement, DeformConv2d) else getattr(replacement, "conv", None)
+        if not emulate_boundary and isinstance(canonical, DeformConv2d) and canonical.boundary != "zeros":
+            if not accept_approximation:
+                raise UnsupportedLayerError(
+                    path, f"{converter.source} samples with the '{canonical.boundary}' boundary rule; without its "
+                    "offset transform the conversion is approximate: pass accept_approximation=True (and "
+                    "example_inputs, to measure the difference) or keep emulate_boundary=True"
+                )
+            canonical.boundary = "zeros"
+            exact = False
+        plan.append((path, module, converter, like(replacement, module), exact, converted.detail))
+        skip = skip + (path + ".",)
+
+    worst: dict[str, float] = {}
+    approximate = {path: new for path, _, _, new, exact, _ in plan if not exact}
+    if approximate:
+        if example_inputs is None:
+            raise ValueError("convert_model: accept_approximation needs example_inputs to measure the difference")
+        worst = _measure(model, approximate, example_inputs)
+    for path, module, converter, new, exact, detail in plan:
+        _set_submodule(model, path, new)
+        report.layers.append(
+            LayerConversion(path, converter.source, class_name(module), exact, detail, worst.get(path))
+        )
+    return report
+
+
+def convert_layer(module: nn.Module, source_options: Mapping[str, Mapping[str, Any]] | None = None) -> nn.Module:
+    """The canonical replacement of one third-party DCN layer (exact conversions only)."""
+    converter = find_converter(module)
+    if converter is None:
+        raise UnsupportedLayerError("", f"{type(module).__module__}.{class_name(module)} matches no known DCN source")
+    converted = converter.convert(module, "", (source_options or {}).get(converter.source, {}))
+    return like(converted.module, module)
+
+
+def convert_state_dict(
+    state_dict: Mapping[str, Any],
+    source: str,
+    strip_prefix: str = "",
+    options: Mapping[str, Any] | None = None,
+) -> dict[str, torch.Tensor]:
+    """Remap a raw checkpoint's keys and values to the canonical layer's names, for loading
+    into a canonical model (for example an ``export/`` recipe). Numpy arrays (Paddle, MXNet)
+    become tensors. ``strip_prefix`` removes a leading prefix such as ``backbone.``."""
+    import numpy as np
+
+    name = SOURCE_ALIASES.get(source.lower(), source.lower())
+    if name not in SOURCES:
+        raise ValueError(f"unknown source '{source}'; known: {sorted(SOURCES) + sorted(SOURCE_ALIASES)}")
+    state = {}
+    for key, value in state_dict.items():
+        if strip_prefix and key.startswith(strip_prefix):
+            key = key[len(strip_prefix):]
+        state[key] = torch.as_tensor(np.asarray(value)) if not isinstance(value, torch.Tensor) else value
+    return SOURCES[name].remap_state_dict(state, dict(options or {}))
