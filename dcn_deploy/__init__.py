@@ -1,23 +1,37 @@
-"""dcn-deploy: convert, export, run and validate DCNv2 (modulated deformable convolution) models."""
-from .convert import ConversionReport, UnsupportedLayerError, convert_model, convert_state_dict
-from .export import export_onnx, get_metadata
-from .layer import DeformConv2d
-from .ops import deform_conv2d
-from .ort import ort_custom_op_library, ort_session
-from .rewrite import rewrite_onnx
-from .schema import (
-    CUSTOM_DOMAIN,
-    CUSTOM_OP_TYPE,
-    CUSTOM_OP_VERSION,
-    PLUGIN_NAMESPACE,
-    PLUGIN_VERSION,
-    STANDARD_OPSET,
-)
+"""dcn-deploy: convert, export, run and validate DCNv2 (modulated deformable convolution) models.
+
+The public names below are imported on first use, so ``import dcn_deploy.ops`` (the
+reference op) or ``dcn_deploy.cuda_kernels`` needs only torch, not onnx or onnxscript.
+"""
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "CUSTOM_DOMAIN", "CUSTOM_OP_TYPE", "CUSTOM_OP_VERSION", "PLUGIN_NAMESPACE", "PLUGIN_VERSION", "STANDARD_OPSET",
-    "ConversionReport", "DeformConv2d", "UnsupportedLayerError", "convert_model", "convert_state_dict",
-    "deform_conv2d", "export_onnx", "get_metadata", "ort_custom_op_library", "ort_session", "rewrite_onnx",
-]
+# public name -> submodule that defines it
+_EXPORTS = {
+    "ConversionReport": "convert", "UnsupportedLayerError": "convert", "convert_model": "convert",
+    "convert_state_dict": "convert",
+    "export_onnx": "export", "get_metadata": "export",
+    "DeformConv2d": "layer",
+    "deform_conv2d": "ops",
+    "ort_custom_op_library": "ort", "ort_session": "ort",
+    "rewrite_onnx": "rewrite",
+    "CUSTOM_DOMAIN": "schema", "CUSTOM_OP_TYPE": "schema", "CUSTOM_OP_VERSION": "schema",
+    "PLUGIN_NAMESPACE": "schema", "PLUGIN_VERSION": "schema", "STANDARD_OPSET": "schema",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'dcn_deploy' has no attribute '{name}'")
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)

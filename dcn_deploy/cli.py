@@ -47,23 +47,37 @@ def export(
     static: bool = typer.Option(False, "--static", help="fixed batch/height/width instead of dynamic"),
     shape: Optional[str] = typer.Option(None, help="example input shape NxCxHxW (default: the recipe's)"),
     weights: Optional[Path] = typer.Option(None, help="weights for the recipe (e.g. from dcn-deploy convert)"),
+    precision: str = typer.Option("fp32", help="fp32 | fp16: a float16 graph (offset/mask path kept float32)"),
+    keep_io_types: bool = typer.Option(False, "--keep-io-types",
+                                       help="fp16 only: float32 graph inputs and outputs, cast inside"),
 ) -> None:
     """Export a recipe to ONNX, one DeformConv node per DCN layer."""
+    from .export import PRECISIONS
     from .recipes import export_recipe
 
+    if precision not in PRECISIONS:
+        _fail(f"--precision must be one of {list(PRECISIONS)}, got '{precision}'")
+    if keep_io_types and precision != "fp16":
+        _fail("--keep-io-types applies to --precision fp16 only")
     try:
         proto = export_recipe(
             recipe, output, seed=seed, standard_op=standard, dynamic=not static,
             input_shape=_parse_shape(shape) if shape else None, weights=str(weights) if weights else None,
+            precision=precision, keep_io_types=keep_io_types,
         )
     except (FileNotFoundError, ValueError, AttributeError) as error:
         _fail(str(error))
     from .export import get_metadata
     import json
 
-    nodes = json.loads(get_metadata(proto)["dcn_nodes"])
+    meta = get_metadata(proto)
+    nodes = json.loads(meta["dcn_nodes"])
     kind = "standard DeformConv" if standard else "custom DcnDeformConv"
-    console.print(f"wrote {output}: {len(nodes)} {kind} nodes, {len(proto.graph.node)} nodes in all")
+    detail = ""
+    if precision == "fp16":
+        io = "float32" if keep_io_types else "float16"
+        detail = f"; float16, {len(json.loads(meta['fp32_nodes']))} offset/mask nodes float32, {io} inputs/outputs"
+    console.print(f"wrote {output}: {len(nodes)} {kind} nodes, {len(proto.graph.node)} nodes in all{detail}")
 
 
 @app.command()
@@ -92,12 +106,15 @@ def validate(
     shape: Optional[str] = typer.Option(None, help="input shape NxCxHxW (default: the export's)"),
     json_path: Optional[Path] = typer.Option(None, "--json", help="write the report as JSON"),
     junit_path: Optional[Path] = typer.Option(None, "--junit", help="write the report as JUnit XML"),
+    trt_engine: Optional[Path] = typer.Option(
+        None, "--trt", help="run this TensorRT engine (built from MODEL) instead of ONNX Runtime"),
 ) -> None:
-    """Compare the model in ONNX Runtime (custom op) with the PyTorch model in float64."""
+    """Compare the model in ONNX Runtime (custom op), or a TensorRT engine, with the PyTorch model in float64."""
     import onnx
     from rich.progress import Progress
 
     from .recipes import reference_for
+    from .tensorrt_engine import TensorRTError
     from .validate import validate_onnx
 
     if not model.is_file():
@@ -107,13 +124,20 @@ def validate(
         reference, shapes = reference_for(proto, recipe, seed)
         if shape:
             shapes = [_parse_shape(shape)]
+        if trt_engine is not None:
+            backend = _tensorrt_backend(trt_engine, proto)
+        else:
+            from .export import get_metadata
+
+            # The precision `export` recorded picks the tolerance.
+            backend = {"precision": get_metadata(proto).get("precision", "fp32")}
         with Progress(console=console, transient=True) as bar:
             task = bar.add_task("parity", total=inputs)
             report = validate_onnx(
                 model, reference, shapes, num_inputs=inputs, seed=input_seed,
-                progress=lambda done: bar.update(task, completed=done),
+                progress=lambda done: bar.update(task, completed=done), **backend,
             )
-    except (FileNotFoundError, ValueError, AttributeError) as error:
+    except (FileNotFoundError, ValueError, AttributeError, TensorRTError) as error:
         _fail(str(error))
     table = Table(title=f"parity of {model.name} ({report.backend}, {report.precision}) vs PyTorch float64")
     for column in ("output", "shape", "max abs", "max rel", "rel L2", "result"):
@@ -124,9 +148,9 @@ def validate(
                       f"{out.rel_l2:.2e}", verdict)
     console.print(table)
     console.print(
-        f"tolerance {report.precision}: max rel <= {report.tolerance.max_rel:.0e}, rel L2 <= "
-        f"{report.tolerance.rel_l2:.0e}; {report.num_inputs} inputs {report.input_shapes}; "
-        f"ONNX Runtime {report.backend_ms:.1f} ms per run (median)"
+        f"tolerance {report.precision}: max rel <= {report.tolerance.max_rel:.1e}, rel L2 <= "
+        f"{report.tolerance.rel_l2:.1e}; {report.num_inputs} inputs {report.input_shapes}; "
+        f"{'TensorRT' if trt_engine is not None else 'ONNX Runtime'} {report.backend_ms:.1f} ms per run (median)"
     )
     if json_path:
         report.write_json(json_path)
@@ -169,6 +193,61 @@ def convert(
     except (FileNotFoundError, ValueError, RuntimeError) as error:
         _fail(str(error))
     console.print(f"wrote {output}: {len(state)} tensors ({source})")
+
+
+def _tensorrt_backend(engine: Path, proto) -> dict:
+    """validate_onnx's backend arguments for a TensorRT engine built from ``proto``."""
+    from .tensorrt_engine import TensorRTRunner, engine_precision, onnx_inputs
+
+    runner = TensorRTRunner(engine, input_names=[i.name for i in onnx_inputs(proto)],
+                            output_names=[o.name for o in proto.graph.output], console=console)
+    return {"run_backend": runner, "output_names": runner.output_names, "backend": runner.backend_name,
+            "precision": engine_precision(engine, proto)}
+
+
+@app.command()
+def build(
+    model: Path = typer.Argument(..., help="ONNX file exported by dcn-deploy export"),
+    output: Path = typer.Option(..., "-o", "--output", help="TensorRT engine (plan) to write"),
+    precision: Optional[str] = typer.Option(None, help="fp32 | fp16 (default: the ONNX's precision)"),
+    plugin_lib: Optional[Path] = typer.Option(
+        None, "--plugin-lib",
+        help="plugin library (default: $DCN_DEPLOY_TRT_LIB, else build/lib/libdcn_deploy_trt.so)"),
+    shapes: Optional[list[str]] = typer.Option(
+        None, "--shapes", help="NAME:MIN/OPT/MAX per dynamic input, e.g. x:1x3x224x224/4x3x224x224/8x3x224x224, "
+        "or one shape (repeatable; default: the export's example shape)"),
+    timing_cache: Optional[Path] = typer.Option(None, "--timing-cache", help="timing cache: read if present, updated"),
+    workspace: Optional[int] = typer.Option(None, "--workspace", help="workspace memory limit in MiB"),
+    tf32: bool = typer.Option(False, "--tf32", help="allow TF32 in float32 layers (cleared by default)"),
+    serialize_plugin: bool = typer.Option(True, "--serialize-plugin/--no-serialize-plugin",
+                                          help="store the plugin library in the plan"),
+    verbose: bool = typer.Option(False, "--verbose", help="print TensorRT's info messages"),
+) -> None:
+    """Build a TensorRT engine from an exported ONNX, with this project's plugin."""
+    from .tensorrt_engine import PRECISIONS, TensorRTError, build_engine
+
+    if not model.is_file():
+        _fail(f"no ONNX file at {model}")
+    if precision is not None and precision not in PRECISIONS:
+        _fail(f"--precision must be one of {list(PRECISIONS)}, got '{precision}'")
+    try:
+        result = build_engine(
+            model, output, precision=precision, shapes=shapes or (), plugin_lib=plugin_lib,
+            timing_cache=timing_cache, workspace=workspace, tf32=tf32, serialize_plugin=serialize_plugin,
+            console=console, verbose=verbose,
+        )
+    except (FileNotFoundError, ValueError, TensorRTError) as error:
+        _fail(str(error))
+    table = Table("input", "min", "opt", "max", "from", title=f"optimization profile of {output.name}")
+    for profile in result.profiles:
+        table.add_row(profile["name"], *("x".join(map(str, profile[k])) for k in ("min", "opt", "max")),
+                      profile["source"])
+    console.print(table)
+    typing = "strongly typed" if result.strongly_typed else "weakly typed"
+    plugin = (f"plugin {result.plugin_library}" + (" (serialized in the plan)" if result.plugin_serialized else "")
+              if result.plugin_library else "no plugin")
+    console.print(f"wrote {output}: {result.size_bytes / 2**20:.1f} MiB, {result.precision} ({typing}), TensorRT "
+                  f"{result.tensorrt_version}, {plugin}; {result.seconds:.1f} s")
 
 
 def main() -> None:

@@ -4,27 +4,17 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Sequence
+from .native import native_library
 
 __all__ = ["ort_custom_op_library", "ort_session", "LIBRARY_ENV"]
 
 LIBRARY_ENV = "DCN_DEPLOY_ORT_LIB"
 LIBRARY_NAME = "libdcn_deploy_ort.so"
-_REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def ort_custom_op_library() -> str:
     """Path of the custom-op library: ``$DCN_DEPLOY_ORT_LIB``, else the repository's build."""
-    override = os.environ.get(LIBRARY_ENV)
-    if override:
-        if not Path(override).is_file():
-            raise FileNotFoundError(f"{LIBRARY_ENV}={override} does not name a file")
-        return str(Path(override).resolve())
-    for candidate in (_REPO_ROOT / "build" / "lib" / LIBRARY_NAME, Path(__file__).parent / "lib" / LIBRARY_NAME):
-        if candidate.is_file():
-            return str(candidate)
-    raise FileNotFoundError(
-        f"{LIBRARY_NAME} is not built: run ./scripts/build_plugins.sh (or set {LIBRARY_ENV} to its path)"
-    )
+    return native_library(LIBRARY_NAME, LIBRARY_ENV, "run ./scripts/build_plugins.sh")
 
 
 def ort_session(

@@ -87,10 +87,14 @@ def export_recipe(
     input_shape: tuple[int, ...] | None = None,
     random_offsets: bool = True,
     weights: str | None = None,
+    precision: str = "fp32",
+    keep_io_types: bool = False,
 ):
     """Build a recipe's model (with ``weights`` from a file, e.g. converted by
     ``dcn-deploy convert``) and export it; the ONNX records how to rebuild the reference
-    (recipe, seed, weights, input shape) in its ``dcn_deploy.*`` metadata."""
+    (recipe, seed, weights, input shape) and its precision in its ``dcn_deploy.*`` metadata.
+    ``precision="fp16"`` writes a float16 graph (``keep_io_types``: float32 inputs and outputs),
+    see :func:`dcn_deploy.export.convert_to_fp16`."""
     import json
 
     from .export import export_onnx
@@ -115,6 +119,8 @@ def export_recipe(
         standard_op=standard_op,
         output_names=getattr(module, "OUTPUT_NAMES", None),
         metadata=metadata,
+        precision=precision,
+        keep_io_types=keep_io_types,
     )
 
 

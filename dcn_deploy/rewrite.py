@@ -11,8 +11,9 @@ import os
 from pathlib import Path
 from typing import Iterator, Literal
 
+import numpy as np
 import onnx
-from onnx import helper
+from onnx import helper, numpy_helper
 
 from . import schema
 
@@ -74,6 +75,36 @@ def _kernel_shape(node: onnx.NodeProto, graph: onnx.GraphProto | None, attrs: di
     )
 
 
+def _weight_initializer(node: onnx.NodeProto, graph: onnx.GraphProto | None) -> onnx.TensorProto | None:
+    if graph is None or len(node.input) < 2:
+        return None
+    return next((init for init in graph.initializer if init.name == node.input[1]), None)
+
+
+def fill_empty_bias(model: onnx.ModelProto) -> int:
+    """Give every custom node that has a mask but an empty bias input an all-zero bias initializer.
+
+    TensorRT's ONNX parser hands a plugin an empty optional input as a null tensor, which
+    plugins cannot take; a zero bias of M values costs nothing and keeps the inputs
+    positional. Nodes whose weight is not an initializer are left as they are. Returns the
+    number of nodes changed.
+    """
+    changed = 0
+    for graph, nodes in _node_lists(model):
+        for node in nodes:
+            if not (_is_custom(node) and len(node.input) == 5 and not node.input[3]):
+                continue
+            weight = _weight_initializer(node, graph)
+            if weight is None or len(weight.dims) != 4:
+                continue
+            name = f"{node.name or node.output[0]}.zero_bias"
+            dtype = helper.tensor_dtype_to_np_dtype(weight.data_type)
+            graph.initializer.append(numpy_helper.from_array(np.zeros(weight.dims[0], dtype=dtype), name))
+            node.input[3] = name
+            changed += 1
+    return changed
+
+
 def _to_custom(node: onnx.NodeProto, graph: onnx.GraphProto | None) -> onnx.NodeProto:
     attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
     unknown = set(attrs) - set(schema.ATTRIBUTES)
@@ -111,6 +142,38 @@ def _to_standard(node: onnx.NodeProto) -> onnx.NodeProto:
     return new
 
 
+def _element_types(model: onnx.ModelProto) -> dict[str, int]:
+    """Element type of every value whose type ONNX shape inference can tell."""
+    schema.register_onnx_schema()
+    inferred = onnx.shape_inference.infer_shapes(model)
+    types: dict[str, int] = {}
+    for graph in _graphs(inferred.graph):
+        for info in list(graph.input) + list(graph.value_info) + list(graph.output):
+            if info.type.tensor_type.elem_type:
+                types[info.name] = info.type.tensor_type.elem_type
+        for init in graph.initializer:
+            types[init.name] = init.data_type
+    return types
+
+
+def _cast_offsets_to_data_type(nodes: list, index: int, types: dict[str, int]) -> int:
+    """Standard DeformConv has one type for all inputs: cast a float32 offset/mask of a float16
+    custom node (see export's fp16 conversion) to X's type. Returns the number of casts added."""
+    node = nodes[index]
+    data_type = types.get(node.input[0]) or types.get(node.input[1])  # X, else W
+    casts = []
+    for position in (2, 4):
+        if position < len(node.input) and node.input[position]:
+            source = node.input[position]
+            if data_type is not None and types.get(source, data_type) != data_type:
+                cast_name = f"{node.name or node.output[0]}.cast_input_{position}"
+                casts.append(helper.make_node("Cast", [source], [cast_name], name=cast_name, to=data_type))
+                node.input[position] = cast_name
+    for offset, cast in enumerate(casts):
+        nodes.insert(index + offset, cast)
+    return len(casts)
+
+
 def _set_opset(model: onnx.ModelProto, domain: str, version: int) -> None:
     for entry in model.opset_import:
         if entry.domain == domain:
@@ -138,17 +201,23 @@ def rewrite_onnx(
             raise FileNotFoundError(f"rewrite_onnx: no ONNX file at {path}")
         model = onnx.load(str(path))
     count = 0
+    types = _element_types(model) if to == "standard" else {}
     for graph, nodes in _node_lists(model):
-        for index, node in enumerate(nodes):
+        index = 0
+        while index < len(nodes):
+            node = nodes[index]
             if to == "custom" and _is_standard(node):
                 nodes[index].CopyFrom(_to_custom(node, graph))
                 count += 1
             elif to == "standard" and _is_custom(node):
-                nodes[index].CopyFrom(_to_standard(node))
+                index += _cast_offsets_to_data_type(nodes, index, types)
+                nodes[index].CopyFrom(_to_standard(nodes[index]))
                 count += 1
+            index += 1
     if count:
         if to == "custom":
             _set_opset(model, schema.CUSTOM_DOMAIN, schema.CUSTOM_OP_VERSION)
+            fill_empty_bias(model)
         else:
             default = next((e.version for e in model.opset_import if e.domain in schema.STANDARD_DOMAINS), 0)
             if default < schema.STANDARD_OPSET:

@@ -58,12 +58,16 @@ def register_onnx_schema() -> None:
         inputs=[
             param("X", "T", "input (N, C, H, W)"),
             param("W", "T", "weight (M, C/group, kh, kw)"),
-            param("offset", "T", "offsets (N, 2*offset_group*kh*kw, Ho, Wo)"),
+            param("offset", "T1", "offsets (N, 2*offset_group*kh*kw, Ho, Wo)"),
             param("B", "T", "bias (M)", param_option=optional),
-            param("mask", "T", "mask (N, offset_group*kh*kw, Ho, Wo)", param_option=optional),
+            param("mask", "T1", "mask (N, offset_group*kh*kw, Ho, Wo)", param_option=optional),
         ],
         outputs=[param("Y", "T", "output (N, M, Ho, Wo)")],
-        type_constraints=[("T", ["tensor(float)", "tensor(float16)", "tensor(double)"], "float types")],
+        # Offsets and mask may keep float32 in a float16 graph: sampling positions stay exact.
+        type_constraints=[
+            ("T", ["tensor(float)", "tensor(float16)", "tensor(double)"], "X, W, B, Y"),
+            ("T1", ["tensor(float)", "tensor(float16)", "tensor(double)"], "offset, mask"),
+        ],
         attributes=[
             OpSchema.Attribute("dilations", attr.INTS, "dilation (h, w)", required=True),
             OpSchema.Attribute("group", attr.INT, "weight groups", required=True),

@@ -112,9 +112,11 @@ def validate_onnx(
     run_backend: Callable[[list[np.ndarray]], list[np.ndarray]] | None = None,
     output_names: Sequence[str] | None = None,
     progress: Callable[[int], None] | None = None,
+    backend: str | None = None,
 ) -> ParityReport:
     """Run the model on ``num_inputs`` seeded random inputs in ONNX Runtime with the custom op
-    (or ``run_backend``) and compare every output with ``reference`` evaluated in float64.
+    (or ``run_backend``, named ``backend`` in the report, e.g. a TensorRT engine) and compare every
+    output with ``reference`` evaluated in float64.
 
     Each output's errors are the worst over all inputs.
     """
@@ -122,6 +124,7 @@ def validate_onnx(
         raise ValueError(f"num_inputs must be at least 1, got {num_inputs}")
     tolerance = tolerance_for(precision)
     if run_backend is None:
+        backend = backend or "onnxruntime-custom-op"
         from .ort import ort_session
 
         session = ort_session(onnx_path)
@@ -129,9 +132,12 @@ def validate_onnx(
         if len(names) != len(input_shapes):
             raise ValueError(f"{onnx_path} has {len(names)} inputs {names}, got {len(input_shapes)} input shapes")
         output_names = output_names or [o.name for o in session.get_outputs()]
+        # A float16 graph exported without keep_io_types takes float16 inputs: the float32
+        # random inputs are rounded for it (the reference sees the unrounded values).
+        dtypes = [np.float16 if i.type == "tensor(float16)" else np.float32 for i in session.get_inputs()]
 
         def run_backend(arrays):
-            return session.run(None, dict(zip(names, arrays)))
+            return session.run(None, {name: a.astype(dtype) for name, dtype, a in zip(names, dtypes, arrays)})
 
     reference64 = copy.deepcopy(reference).double().eval()
     worst: dict[int, list[float]] = {}
@@ -154,7 +160,7 @@ def validate_onnx(
             progress(index + 1)
     report = ParityReport(
         model=str(onnx_path),
-        backend="onnxruntime-custom-op",
+        backend=backend or "custom",
         precision=precision,
         tolerance=tolerance,
         num_inputs=num_inputs,

@@ -6,6 +6,9 @@
 #
 # ONNX Runtime headers come from scripts/fetch_ort_headers.sh unless
 # ORT_INCLUDE_DIR names a directory holding onnxruntime_cxx_api.h.
+# TensorRT headers (release build only) come from scripts/fetch_trt_headers.sh
+# (.deps/tensorrt/v11.1/include) unless TENSORRT_INCLUDE_DIR is set; the
+# TensorRT plugin is then also compiled against the 10.x headers in build-trt10/.
 # Prints one summary line on success; on failure prints the full log.
 set -euo pipefail
 
@@ -22,7 +25,7 @@ case "${1:-}" in
         build_type=Debug  # The sanitizer flags bring their own -O1 -g.
         ;;
     -h|--help)
-        sed -n '2,9p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+        sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
         exit 0
         ;;
     *)
@@ -60,9 +63,52 @@ if [[ "${sanitize}" == ON ]]; then
     configure_args+=(-DDCN_DEPLOY_BUILD_CUDA=OFF)
 fi
 
+# TensorRT headers for the TensorRT plugin (compile only, never libnvinfer).
+# fetch_trt_headers.sh never downloads and exits 0 when it finds no source.
+trt_deps_dir="${repo_root}/.deps/tensorrt"
+trt10_include_dir="${trt_deps_dir}/v10.16/include"
+if [[ "${sanitize}" == OFF ]]; then
+    "${repo_root}/scripts/fetch_trt_headers.sh" >> "${log}" 2>&1 || fail "extracting TensorRT headers"
+    if [[ -n "${TENSORRT_INCLUDE_DIR:-}" ]]; then
+        configure_args+=(-DTENSORRT_INCLUDE_DIR="${TENSORRT_INCLUDE_DIR}")
+    elif [[ -f "${trt_deps_dir}/v11.1/include/NvInfer.h" ]]; then
+        configure_args+=(-DTENSORRT_INCLUDE_DIR="${trt_deps_dir}/v11.1/include")
+    fi
+fi
+
+# "11.1" from <include dir>/NvInferVersion.h.
+trt_header_version() {
+    awk '/#define TRT_(MAJOR|MINOR)_ENTERPRISE/ { v = v (v == "" ? "" : ".") $3 } END { print v }' \
+        "$1/NvInferVersion.h" 2>/dev/null
+}
+
 cmake "${configure_args[@]}" >> "${log}" 2>&1 || fail "cmake configure"
 cmake --build "${build_dir}" -j2 >> "${log}" 2>&1 || fail "build"
 (cd "${build_dir}" && ctest --output-on-failure) >> "${log}" 2>&1 || fail "C++ unit tests (ctest)"
 
+trt_summary="TensorRT plugin skipped (no TensorRT headers or no nvcc)"
+if [[ "${sanitize}" == ON ]]; then
+    trt_summary="TensorRT plugin not part of the sanitizer build"
+elif grep -q ' dcn_deploy_trt$' <<< "$(cmake --build "${build_dir}" --target help 2>/dev/null)"; then
+    trt_include_dir="$(sed -n 's/^TENSORRT_INCLUDE_DIR:PATH=//p' "${build_dir}/CMakeCache.txt")"
+    trt_version="$(trt_header_version "${trt_include_dir}")"
+    trt_summary="TensorRT plugin lib/libdcn_deploy_trt.so (TensorRT ${trt_version:-?} headers)"
+    # Compile the plugin once more against the 10.x headers (-Werror as always);
+    # one CUDA architecture is enough for this compile check.
+    if [[ -f "${trt10_include_dir}/NvInfer.h" && "${trt_include_dir}" != "${trt10_include_dir}" ]]; then
+        trt10_build_dir="${repo_root}/build-trt10"
+        echo "== TensorRT 10.x compile check in ${trt10_build_dir}" >> "${log}"
+        cmake -S "${repo_root}" -B "${trt10_build_dir}" -DCMAKE_BUILD_TYPE=Release \
+            -DTENSORRT_INCLUDE_DIR="${trt10_include_dir}" -DDCN_DEPLOY_BUILD_ORT=OFF \
+            -DDCN_DEPLOY_BUILD_TESTS=OFF -DCMAKE_CUDA_ARCHITECTURES=75 >> "${log}" 2>&1 \
+            || fail "cmake configure of build-trt10 (TensorRT 10.x headers)"
+        cmake --build "${trt10_build_dir}" -j2 --target dcn_deploy_trt >> "${log}" 2>&1 \
+            || fail "TensorRT plugin against TensorRT 10.x headers (build-trt10)"
+        trt_summary+=", also compiles against TensorRT $(trt_header_version "${trt10_include_dir}") headers (build-trt10/)"
+    fi
+fi
+
 ctest_summary="$(grep -E 'tests passed' "${log}" | tail -n 1)"
-echo "build_plugins: ${build_dir#"${repo_root}/"}/lib/libdcn_deploy_ort.so (${build_type}, sanitize=${sanitize}); ctest: ${ctest_summary}"
+cuda_summary="no CUDA kernels in this build"
+[ -f "${build_dir}/lib/libdcn_deploy_cuda.so" ] && cuda_summary="CUDA kernels lib/libdcn_deploy_cuda.so"
+echo "build_plugins: ${build_dir#"${repo_root}/"}/lib/libdcn_deploy_ort.so (${build_type}, sanitize=${sanitize}); ${cuda_summary}; ${trt_summary}; ctest: ${ctest_summary}"

@@ -327,7 +327,8 @@ def test_unnamed_node_is_named_by_its_output() -> None:
 
 
 def test_non_float_inputs_are_rejected() -> None:
-    # The op declares float32 inputs, so ORT itself refuses the graph when loading it.
+    # The op declares float32 and float16 inputs only, so ORT itself refuses the graph when loading it
+    # (mixed float32/float16 combinations: tests/test_fp16.py).
     arrays = VALID.make(dtype=np.float64)
     with pytest.raises(InvalidGraph) as raised:
         custom_session(VALID, arrays).run(None, feeds(arrays))

@@ -1,6 +1,8 @@
 """rewrite_onnx / dcn-deploy rewrite: custom <-> standard on exported and hand-built graphs."""
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -75,3 +77,45 @@ def test_rewrite_errors_name_the_node(tmp_path):
         rewrite_onnx(single_node_model(case, "custom"), to="tensorrt")
     with pytest.raises(FileNotFoundError, match="no ONNX file"):
         rewrite_onnx(tmp_path / "missing.onnx")
+
+
+def _with_weight_initializer(model: onnx.ModelProto, weight: np.ndarray) -> onnx.ModelProto:
+    """The case's W as an initializer (as exported models have it) instead of a graph input."""
+    kept = [i for i in model.graph.input if i.name != "W"]
+    del model.graph.input[:]
+    model.graph.input.extend(kept)
+    model.graph.initializer.append(onnx.numpy_helper.from_array(weight, "W"))
+    return model
+
+
+def test_mask_without_bias_gets_a_zero_bias_for_tensorrt():
+    """TensorRT's parser gives a plugin a null tensor for an empty optional input, so a custom
+    node with a mask but no bias gets an all-zero B initializer (same outputs)."""
+    case = Case("mask_no_bias", bias=False, mask=True, seed=41)
+    arrays = case.make()
+    standard = _with_weight_initializer(single_node_model(case, kind="standard", arrays=arrays), arrays["W"])
+    assert list(standard.graph.node[0].input)[3] == ""
+    custom, _ = rewrite_onnx(copy.deepcopy(standard), to="custom")
+    node = custom.graph.node[0]
+    bias = next(i for i in custom.graph.initializer if i.name == node.input[3])
+    assert node.input[3] == "dcn_under_test.zero_bias"
+    np.testing.assert_array_equal(onnx.numpy_helper.to_array(bias), np.zeros(case.m, np.float32))
+    inputs = {k: v for k, v in arrays.items() if k != "W"}
+    expected = run_model(standard, inputs, custom_op=False)
+    np.testing.assert_allclose(run_model(custom, inputs, custom_op=True), expected, rtol=0, atol=1e-5)
+
+
+def test_standard_rewrite_of_a_float16_graph_casts_float32_offsets():
+    """Standard DeformConv has one type for all inputs; the fp16 exporter keeps offsets float32."""
+    case = Case("fp16_mixed", seed=42)
+    arrays = case.make()
+    arrays = {k: (v.astype(np.float16) if k in ("X", "W", "B") and v is not None else v) for k, v in arrays.items()}
+    model = single_node_model(case, kind="custom", arrays=arrays)
+    for graph_input in model.graph.input:
+        if graph_input.name in ("offset", "mask"):
+            graph_input.type.tensor_type.elem_type = onnx.TensorProto.FLOAT
+    standard, count = rewrite_onnx(model, to="standard")
+    assert count == 1
+    assert [n.op_type for n in standard.graph.node] == ["Cast", "Cast", "DeformConv"]
+    assert [n.input[0] for n in standard.graph.node[:2]] == ["offset", "mask"]
+    onnx.checker.check_model(standard, full_check=True)

@@ -10,6 +10,7 @@
 #include <cstdint>
 
 #ifdef __CUDACC__
+#include <cuda_fp16.h>
 #define DCN_HOST_DEVICE __host__ __device__
 #else
 #define DCN_HOST_DEVICE
@@ -89,18 +90,33 @@ DCN_HOST_DEVICE inline BilinearCorners sample_corners(float y, float x, int32_t 
   return sample_is_inside(y, x, height, width) ? bilinear_corners(y, x, height, width) : outside_corners();
 }
 
+// Storage types are widened to float32 on load and narrowed (round to nearest
+// even) on store: all arithmetic is float32 whatever the tensors hold.
+DCN_HOST_DEVICE inline float load_as_float(float value) { return value; }
+template <typename T>
+DCN_HOST_DEVICE inline T store_from_float(float value);
+template <>
+DCN_HOST_DEVICE inline float store_from_float<float>(float value) { return value; }
+#ifdef __CUDACC__
+DCN_HOST_DEVICE inline float load_as_float(__half value) { return __half2float(value); }
+template <>
+DCN_HOST_DEVICE inline __half store_from_float<__half>(float value) { return __float2half_rn(value); }
+#endif
+
 // Value of one corner: plane[index], or 0 for an outside corner. Reads
 // plane[0] for outside corners and discards it, so loops over many samples
 // stay branch-free; `plane` must therefore hold at least one element
 // (height, width >= 1; callers handle empty planes separately).
-DCN_HOST_DEVICE inline float corner_value(const float* plane, int32_t index) {
-  const float value = plane[index < 0 ? 0 : index];
+template <typename T>
+DCN_HOST_DEVICE inline float corner_value(const T* plane, int32_t index) {
+  const float value = load_as_float(plane[index < 0 ? 0 : index]);
   return index < 0 ? 0.0f : value;
 }
 
 // Bilinear interpolation of one corner set. Outside corners contribute 0 even
 // when the plane holds Inf/NaN, as in torchvision.
-DCN_HOST_DEVICE inline float interpolate(const float* plane, const BilinearCorners& corners) {
+template <typename T>
+DCN_HOST_DEVICE inline float interpolate(const T* plane, const BilinearCorners& corners) {
   return corners.weight[0] * corner_value(plane, corners.index[0]) +
          corners.weight[1] * corner_value(plane, corners.index[1]) +
          corners.weight[2] * corner_value(plane, corners.index[2]) +
@@ -109,8 +125,8 @@ DCN_HOST_DEVICE inline float interpolate(const float* plane, const BilinearCorne
 
 // Bilinear sample of an H x W plane at (y, x), zero outside the plane.
 // Never reads memory for a sample that is entirely outside.
-DCN_HOST_DEVICE inline float bilinear_sample(const float* plane, int32_t height, int32_t width, float y,
-                                             float x) {
+template <typename T>
+DCN_HOST_DEVICE inline float bilinear_sample(const T* plane, int32_t height, int32_t width, float y, float x) {
   if (!sample_is_inside(y, x, height, width)) {
     return 0.0f;
   }

@@ -1,6 +1,7 @@
 #include "deform_conv_ort_op.h"
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <new>
 #include <stdexcept>
@@ -116,7 +117,7 @@ std::string make_node_label(const OrtKernelInfo* info) {
   return "<unnamed node with output " + kernel_info.GetOutputName(0) + ">";
 }
 
-const char* element_type_name(ONNXTensorElementDataType type) {
+std::string element_type_name(ONNXTensorElementDataType type) {
   switch (type) {
     case ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT: return "float32";
     case ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16: return "float16";
@@ -124,36 +125,112 @@ const char* element_type_name(ONNXTensorElementDataType type) {
     case ONNX_TENSOR_ELEMENT_DATA_TYPE_DOUBLE: return "float64";
     case ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32: return "int32";
     case ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64: return "int64";
-    default: return "a non-float32 type";
+    default: return "ONNX element type " + std::to_string(static_cast<int>(type));
   }
 }
 
-struct InputTensor {
-  const float* data = nullptr;
-  std::vector<int64_t> dims;
+bool is_supported_float(ONNXTensorElementDataType type) {
+  return type == ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT || type == ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16;
+}
+
+constexpr const char* kInputNames[kInputCount] = {"X", "W", "offset", "B", "mask"};
+constexpr size_t kOffsetIndex = 2;
+constexpr size_t kMaskIndex = 4;
+
+bool is_sampling_input(size_t index) { return index == kOffsetIndex || index == kMaskIndex; }
+
+// The element types of a node's inputs (UNDEFINED where an optional input is
+// absent) and of its output Y.
+struct NodeTypes {
+  std::array<ONNXTensorElementDataType, kInputCount> inputs{};
+  ONNXTensorElementDataType output = ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;
 };
 
-// Reads input `index`; returns false for an absent optional input.
-bool read_float_input(const Ort::KernelContext& context, size_t index, const char* input_name,
-                      const std::string& node_label, InputTensor* tensor) {
+// "X float16, W float32, offset float32, mask float32, Y float16".
+std::string describe_types(const NodeTypes& types) {
+  std::string text;
+  for (size_t index = 0; index < kInputCount; ++index) {
+    if (types.inputs[index] == ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED) continue;
+    text += std::string(kInputNames[index]) + " " + element_type_name(types.inputs[index]) + ", ";
+  }
+  return text + "Y " + element_type_name(types.output);
+}
+
+// Checks the type rule: X, W, B and Y share one type; offset and mask share
+// one type; each float32 or float16.
+DeformConvElementTypes check_element_types(const std::string& node_label, const NodeTypes& types) {
+  DeformConvElementTypes result;
+  result.data = types.inputs[0];
+  result.sampling = types.inputs[kOffsetIndex];
+  bool valid = is_supported_float(result.data) && is_supported_float(result.sampling) &&
+               types.output == result.data;
+  for (size_t index = 0; index < kInputCount; ++index) {
+    const ONNXTensorElementDataType type = types.inputs[index];
+    if (type == ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED) continue;
+    valid = valid && type == (is_sampling_input(index) ? result.sampling : result.data);
+  }
+  if (!valid) {
+    throw NodeError(ORT_INVALID_ARGUMENT,
+                    node_error(node_label, "unsupported element types: " + describe_types(types) +
+                                               "; X, W, B and Y must share one type and offset and mask "
+                                               "one type, each float32 or float16"));
+  }
+  return result;
+}
+
+// The node's element types as the graph declares them (known at session creation).
+NodeTypes read_node_types(const OrtKernelInfo* info) {
+  Ort::ConstKernelInfo kernel_info(info);
+  NodeTypes types;
+  types.inputs.fill(ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED);
+  const size_t count = std::min(kernel_info.GetInputCount(), kInputCount);
+  for (size_t index = 0; index < count; ++index) {
+    if (kernel_info.GetInputName(index).empty()) continue;  // Absent optional input.
+    types.inputs[index] = kernel_info.GetInputTypeInfo(index).GetTensorTypeAndShapeInfo().GetElementType();
+  }
+  types.output = kernel_info.GetOutputTypeInfo(0).GetTensorTypeAndShapeInfo().GetElementType();
+  return types;
+}
+
+// A float32 view of one input: the tensor's own data, or a float32 copy of float16 data.
+struct FloatInput {
+  const float* data = nullptr;
+  std::vector<int64_t> dims;
+  std::vector<float> converted;  // Owns the data of a converted float16 input.
+};
+
+void half_to_float(const Ort::Float16_t* source, size_t count, std::vector<float>* target) {
+  target->resize(count);
+  float* out = target->data();
+  for (size_t index = 0; index < count; ++index) out[index] = source[index].ToFloat();
+}
+
+// Reads input `index`, which must have element type `expected`; returns false
+// for an absent optional input.
+bool read_input(const Ort::KernelContext& context, size_t index, ONNXTensorElementDataType expected,
+                const std::string& node_label, FloatInput* tensor) {
   if (index >= context.GetInputCount()) return false;
   Ort::ConstValue value = context.GetInput(index);
   if (value == nullptr) return false;
+  const std::string input_name = kInputNames[index];
   if (!value.IsTensor()) {
-    throw NodeError(ORT_INVALID_ARGUMENT, node_error(node_label, std::string("input ") + input_name +
-                                                                     " must be a tensor"));
+    throw NodeError(ORT_INVALID_ARGUMENT, node_error(node_label, "input " + input_name + " must be a tensor"));
   }
   const Ort::TensorTypeAndShapeInfo info = value.GetTensorTypeAndShapeInfo();
   const ONNXTensorElementDataType type = info.GetElementType();
-  if (type != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT) {
+  if (type != expected) {  // Only if ONNX Runtime passed other types than the graph declares.
     throw NodeError(ORT_INVALID_ARGUMENT,
-                    node_error(node_label, std::string("input ") + input_name + " has element type " +
-                                               element_type_name(type) + " (ONNX type " +
-                                               std::to_string(static_cast<int>(type)) +
-                                               "), only float32 is supported"));
+                    node_error(node_label, "input " + input_name + " has element type " + element_type_name(type) +
+                                               ", expected " + element_type_name(expected) +
+                                               " as at session creation"));
   }
-  tensor->data = value.GetTensorData<float>();
   tensor->dims = info.GetShape();
+  if (type == ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16) {
+    half_to_float(value.GetTensorData<Ort::Float16_t>(), info.GetElementCount(), &tensor->converted);
+    tensor->data = tensor->converted.data();
+  } else {
+    tensor->data = value.GetTensorData<float>();
+  }
   return true;
 }
 
@@ -180,8 +257,9 @@ void run_chunk(void* user_data, size_t chunk) {
 
 }  // namespace
 
-DeformConvOrtKernel::DeformConvOrtKernel(std::string node_label, const DeformConvAttributes& attributes)
-    : node_label_(std::move(node_label)), attributes_(attributes) {}
+DeformConvOrtKernel::DeformConvOrtKernel(std::string node_label, const DeformConvAttributes& attributes,
+                                         const DeformConvElementTypes& types)
+    : node_label_(std::move(node_label)), attributes_(attributes), types_(types) {}
 
 OrtStatusPtr DeformConvOrtKernel::ComputeV2(OrtKernelContext* context) const noexcept {
   return run_returning_status(node_label_, [&] { compute(context); });
@@ -189,12 +267,12 @@ OrtStatusPtr DeformConvOrtKernel::ComputeV2(OrtKernelContext* context) const noe
 
 void DeformConvOrtKernel::compute(OrtKernelContext* raw_context) const {
   Ort::KernelContext context(raw_context);
-  InputTensor input, weight, offset, bias, mask;
-  read_float_input(context, 0, "X", node_label_, &input);
-  read_float_input(context, 1, "W", node_label_, &weight);
-  read_float_input(context, 2, "offset", node_label_, &offset);
-  const bool has_bias = read_float_input(context, 3, "B", node_label_, &bias);
-  const bool has_mask = read_float_input(context, 4, "mask", node_label_, &mask);
+  FloatInput input, weight, offset, bias, mask;
+  read_input(context, 0, types_.data, node_label_, &input);
+  read_input(context, 1, types_.data, node_label_, &weight);
+  read_input(context, kOffsetIndex, types_.sampling, node_label_, &offset);
+  const bool has_bias = read_input(context, 3, types_.data, node_label_, &bias);
+  const bool has_mask = read_input(context, kMaskIndex, types_.sampling, node_label_, &mask);
 
   DeformConvInputDims dims;
   dims.input = input.dims;
@@ -208,13 +286,21 @@ void DeformConvOrtKernel::compute(OrtKernelContext* raw_context) const {
   if (!error.empty()) throw NodeError(ORT_INVALID_ARGUMENT, error);
 
   Ort::UnownedValue output = context.GetOutput(0, output_dims(shape));
+  const bool half_output = types_.data == ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16;
+  const size_t output_count = output.GetTensorTypeAndShapeInfo().GetElementCount();
+  std::vector<float> output_float;  // The float32 result of a float16 output before rounding.
   DeformConvTensors tensors;
   tensors.input = input.data;
   tensors.weight = weight.data;
   tensors.offset = offset.data;
   tensors.bias = has_bias ? bias.data : nullptr;
   tensors.mask = has_mask ? mask.data : nullptr;
-  tensors.output = output.GetTensorMutableData<float>();
+  if (half_output) {
+    output_float.resize(output_count);
+    tensors.output = output_float.data();
+  } else {
+    tensors.output = output.GetTensorMutableData<float>();
+  }
 
   const DeformConvCpu convolution(attributes_, shape, tensors, kParallelChunks);
   ParallelJob job;
@@ -224,6 +310,11 @@ void DeformConvOrtKernel::compute(OrtKernelContext* raw_context) const {
   context.ParallelFor(run_chunk, static_cast<size_t>(job.chunk_count), 0, &job);
   if (job.failed.load()) {
     throw NodeError(ORT_FAIL, node_error(node_label_, "out of memory while computing the output"));
+  }
+  if (half_output) {
+    // Round to nearest even; beyond the float16 range gives +-inf, NaN stays NaN.
+    Ort::Float16_t* out = output.GetTensorMutableData<Ort::Float16_t>();
+    for (size_t index = 0; index < output_count; ++index) out[index] = Ort::Float16_t(output_float[index]);
   }
 }
 
@@ -244,8 +335,29 @@ OrtStatusPtr DeformConvOrtOp::CreateKernelV2(const OrtApi& /*api*/, const OrtKer
     const std::string error =
         make_attributes(node_label, kernel_shape, strides, pads, dilations, group, offset_group, &attributes);
     if (!error.empty()) throw NodeError(ORT_INVALID_ARGUMENT, error);
-    *op_kernel = new DeformConvOrtKernel(node_label, attributes);
+    // The registration that matched says nothing about absent inputs: check the node's own types.
+    const DeformConvElementTypes types = check_element_types(node_label, read_node_types(info));
+    *op_kernel = new DeformConvOrtKernel(node_label, attributes, types);
   });
+}
+
+const std::vector<DeformConvOrtOp>& deform_conv_ort_ops() {
+  static const std::vector<DeformConvOrtOp> ops = [] {
+    std::vector<DeformConvOrtOp> all;
+    constexpr size_t kCombinations = size_t{1} << kInputCount;
+    all.reserve(kCombinations);
+    // Bit i of `combination` set: input i declared float16. Combination 0 (all float32) first.
+    for (size_t combination = 0; combination < kCombinations; ++combination) {
+      std::array<ONNXTensorElementDataType, kInputCount> types{};
+      for (size_t index = 0; index < kInputCount; ++index) {
+        types[index] = ((combination >> index) & 1) != 0 ? ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16
+                                                         : ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+      }
+      all.emplace_back(types);
+    }
+    return all;
+  }();
+  return ops;
 }
 
 }  // namespace dcn_deploy

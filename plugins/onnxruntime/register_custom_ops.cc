@@ -8,12 +8,12 @@
 namespace {
 
 // Created once and kept for the life of the process: sessions built from any
-// SessionOptions that received the domain keep pointers to it and to the op.
+// SessionOptions that received the domain keep pointers to it and to the ops.
 OrtCustomOpDomain* shared_domain() {
-  static const dcn_deploy::DeformConvOrtOp deform_conv_op;
   static OrtCustomOpDomain* const domain = [] {
     Ort::CustomOpDomain owned(dcn_deploy::kOpDomain);
-    owned.Add(&deform_conv_op);
+    // One registration per float32/float16 combination of the inputs (see deform_conv_ort_op.h).
+    for (const dcn_deploy::DeformConvOrtOp& op : dcn_deploy::deform_conv_ort_ops()) owned.Add(&op);
     return owned.release();
   }();
   return domain;

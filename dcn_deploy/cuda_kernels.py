@@ -1,0 +1,187 @@
+"""The CUDA kernels of ``plugins/common/cuda`` called directly from Python (ctypes).
+
+This is the test harness of the kernels the TensorRT plugin runs: no TensorRT, no
+torch extension build. ``deform_conv2d_cuda`` takes the arguments of
+:func:`dcn_deploy.ops.deform_conv2d`, checks them with the same Python validation,
+and launches the kernel on CUDA tensors; with ``emulate=True`` it runs the very same
+kernel code on the CPU, one emulated thread block at a time (slow, for tests on
+machines without a GPU).
+
+Storage types (the kernel computes in float32 whatever they are):
+
+================  =========================  ===========================
+tensors           allowed dtypes             rule
+================  =========================  ===========================
+input, weight,    float32, float16           one dtype for the four
+bias, output
+offset, mask      float32, float16           one dtype for the two
+================  =========================  ===========================
+"""
+from __future__ import annotations
+
+import ctypes
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from .ops import DeformConvGeometry
+from .native import native_library
+
+__all__ = ["CudaKernelError", "Problem", "call_c_api", "cuda_kernel_library", "deform_conv2d_cuda", "LIBRARY_ENV"]
+
+LIBRARY_ENV = "DCN_DEPLOY_CUDA_LIB"
+LIBRARY_NAME = "libdcn_deploy_cuda.so"
+
+_ELEMENT_TYPES = {torch.float32: 0, torch.float16: 1}  # DcnElementType
+_STATUS_NAMES = {1: "invalid argument", 2: "unsupported", 3: "CUDA error"}
+
+
+class CudaKernelError(RuntimeError):
+    """A non-zero DcnStatus from the C API, with its message."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(f"{message} (status {status}: {_STATUS_NAMES.get(status, 'unknown')})")
+        self.status = status
+
+
+class Problem(ctypes.Structure):
+    """``DcnDeformConvProblem`` of deform_conv_cuda.h."""
+
+    _fields_ = [
+        (name, ctypes.c_int64)
+        for name in (
+            "batch", "in_channels", "in_height", "in_width", "out_channels", "kernel_h", "kernel_w",
+            "stride_h", "stride_w", "pad_top", "pad_left", "pad_bottom", "pad_right",
+            "dilation_h", "dilation_w", "group", "offset_group",
+        )
+    ] + [
+        ("has_mask", ctypes.c_int32),
+        ("has_bias", ctypes.c_int32),
+        ("data_type", ctypes.c_int),
+        ("offset_type", ctypes.c_int),
+    ]
+
+
+class _Buffers(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_void_p) for name in ("input", "weight", "offset", "mask", "bias", "output")]
+
+
+def cuda_kernel_library() -> str:
+    """Path of ``libdcn_deploy_cuda.so``: ``$DCN_DEPLOY_CUDA_LIB``, else the repository's build."""
+    return native_library(LIBRARY_NAME, LIBRARY_ENV, "run ./scripts/build_plugins.sh on a machine with nvcc")
+
+
+_library: ctypes.CDLL | None = None
+
+
+def _load() -> ctypes.CDLL:
+    global _library
+    if _library is None:
+        library = ctypes.CDLL(cuda_kernel_library())
+        error_args = [ctypes.c_char_p, ctypes.c_size_t]
+        library.dcn_deform_conv_cuda.argtypes = [
+            ctypes.POINTER(Problem), ctypes.POINTER(_Buffers), ctypes.c_void_p, ctypes.c_void_p, *error_args
+        ]
+        library.dcn_deform_conv_cuda_emulated.argtypes = [
+            ctypes.POINTER(Problem), ctypes.POINTER(_Buffers), *error_args
+        ]
+        library.dcn_deform_conv_cuda_workspace_size.argtypes = [ctypes.POINTER(Problem)]
+        library.dcn_deform_conv_cuda_workspace_size.restype = ctypes.c_size_t
+        for function in (library.dcn_deform_conv_cuda, library.dcn_deform_conv_cuda_emulated):
+            function.restype = ctypes.c_int
+        _library = library
+    return _library
+
+
+def _element_type(tensors: dict[str, Tensor | None], role: str) -> int:
+    present = {name: t for name, t in tensors.items() if t is not None}
+    dtypes = {t.dtype for t in present.values()}
+    if len(dtypes) != 1:
+        listed = ", ".join(f"{name}={t.dtype}" for name, t in present.items())
+        raise TypeError(f"deform_conv2d_cuda: {role} must share one dtype, got {listed}")
+    dtype = dtypes.pop()
+    if dtype not in _ELEMENT_TYPES:
+        raise TypeError(f"deform_conv2d_cuda: {role} must be float32 or float16, got {dtype}")
+    return _ELEMENT_TYPES[dtype]
+
+
+def workspace_size(problem: Problem) -> int:
+    return int(_load().dcn_deform_conv_cuda_workspace_size(ctypes.byref(problem)))
+
+
+def deform_conv2d_cuda(
+    input: Tensor,
+    offset: Tensor,
+    weight: Tensor,
+    bias: Tensor | None = None,
+    stride: int | Sequence[int] = 1,
+    padding: int | Sequence[int] = 0,
+    dilation: int | Sequence[int] = 1,
+    mask: Tensor | None = None,
+    groups: int = 1,
+    offset_groups: int | None = None,
+    *,
+    emulate: bool = False,
+) -> Tensor:
+    """Runs the CUDA kernel (or its CPU emulation) with :func:`dcn_deploy.ops.deform_conv2d`'s arguments.
+
+    Returns a new tensor of the input's dtype on the input's device. On CUDA the launch
+    is on torch's current stream, so the result is ordered like any torch operation.
+    """
+    geo = DeformConvGeometry.check(
+        input, offset, weight, bias, mask, stride, padding, dilation, groups, offset_groups,
+        where="deform_conv2d_cuda",
+    )
+    data_type = _element_type({"input": input, "weight": weight, "bias": bias}, "input, weight and bias")
+    offset_type = _element_type({"offset": offset, "mask": mask}, "offset and mask")
+    tensors = {"input": input, "weight": weight, "offset": offset, "mask": mask, "bias": bias}
+    wanted = torch.device("cpu") if emulate else input.device
+    for name, tensor in tensors.items():
+        if tensor is not None and tensor.device != wanted:
+            where = "the CPU (emulate=True)" if emulate else f"{input.device} like input"
+            raise ValueError(f"deform_conv2d_cuda: {name} is on {tensor.device}, expected {where}")
+    if not emulate and input.device.type != "cuda":
+        raise ValueError(
+            f"deform_conv2d_cuda: tensors are on {input.device}; pass CUDA tensors, or emulate=True for CPU tensors"
+        )
+
+    contiguous = {name: (t.contiguous() if t is not None else None) for name, t in tensors.items()}
+    n, c, h, w = input.shape
+    m = weight.shape[0]
+    kh, kw = geo.kernel
+    output = torch.empty((n, m, *geo.out_hw), dtype=input.dtype, device=input.device)
+    problem = Problem(
+        batch=n, in_channels=c, in_height=h, in_width=w, out_channels=m, kernel_h=kh, kernel_w=kw,
+        stride_h=geo.stride[0], stride_w=geo.stride[1],
+        pad_top=geo.pads[0], pad_left=geo.pads[1], pad_bottom=geo.pads[2], pad_right=geo.pads[3],
+        dilation_h=geo.dilation[0], dilation_w=geo.dilation[1], group=geo.groups, offset_group=geo.offset_groups,
+        has_mask=int(mask is not None), has_bias=int(bias is not None),
+        data_type=data_type, offset_type=offset_type,
+    )
+
+    def pointer(tensor: Tensor | None) -> int | None:
+        return tensor.data_ptr() if tensor is not None else None
+
+    pointers = [pointer(contiguous[name]) for name in ("input", "weight", "offset", "mask", "bias")]
+    stream = None if emulate else torch.cuda.current_stream(input.device).cuda_stream
+    status, message = call_c_api(problem, [*pointers, output.data_ptr()], emulate=emulate, stream=stream)
+    if status != 0:
+        raise CudaKernelError(status, message)
+    return output
+
+
+def call_c_api(
+    problem: Problem, pointers: Sequence[int | None], emulate: bool, stream: int | None = None
+) -> tuple[int, str]:
+    """Calls the C API with a raw problem and raw pointers (X, W, offset, mask, B, Y); returns (status, message)."""
+    buffers = _Buffers(*pointers)
+    error = ctypes.create_string_buffer(1024)
+    library = _load()
+    if emulate:
+        status = library.dcn_deform_conv_cuda_emulated(ctypes.byref(problem), ctypes.byref(buffers), error, 1024)
+    else:
+        status = library.dcn_deform_conv_cuda(
+            ctypes.byref(problem), ctypes.byref(buffers), None, stream, error, 1024
+        )
+    return status, error.value.decode(errors="replace")

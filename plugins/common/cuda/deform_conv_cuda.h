@@ -1,0 +1,102 @@
+/* Plain C entry point of the CUDA deformable-convolution kernels.
+ *
+ * No TensorRT, no torch, no ONNX Runtime: the TensorRT plugin, the test
+ * harness (ctypes) and a future ONNX Runtime CUDA op all call this.
+ *
+ * Semantics are those of the DcnDeformConv node (ONNX DeformConv-19 with
+ * asymmetric pads): Y = conv(bilinear samples of X at offset positions,
+ * scaled by mask) + B. All tensors are contiguous NCHW.
+ *
+ * Precision: X, W, B and Y share one element type (float32 or float16),
+ * offset and mask share another (float32 or float16). Whatever the storage
+ * type, sampling coordinates, bilinear weights, the mask product and the
+ * accumulation are float32 (no TF32, no half arithmetic).
+ *
+ * Workspace: none. The kernel is an implicit GEMM that samples straight into
+ * shared memory, so no column buffer exists in global memory.
+ */
+#ifndef DCN_DEPLOY_DEFORM_CONV_CUDA_H_
+#define DCN_DEPLOY_DEFORM_CONV_CUDA_H_
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32)
+#define DCN_CUDA_API
+#else
+#define DCN_CUDA_API __attribute__((visibility("default")))
+#endif
+
+typedef enum DcnElementType {
+  DCN_FLOAT32 = 0,
+  DCN_FLOAT16 = 1,
+} DcnElementType;
+
+typedef enum DcnStatus {
+  DCN_STATUS_OK = 0,
+  DCN_STATUS_INVALID_ARGUMENT = 1, /* shapes, attributes, types or null pointers */
+  DCN_STATUS_UNSUPPORTED = 2,      /* valid, but beyond this kernel's launch limits */
+  DCN_STATUS_CUDA_ERROR = 3,       /* the launch failed (no device, bad pointer, ...) */
+} DcnStatus;
+
+/* Problem size and attributes (ONNX names in comments). */
+typedef struct DcnDeformConvProblem {
+  int64_t batch;                          /* N */
+  int64_t in_channels;                    /* C */
+  int64_t in_height, in_width;            /* H, W */
+  int64_t out_channels;                   /* M */
+  int64_t kernel_h, kernel_w;             /* kernel_shape */
+  int64_t stride_h, stride_w;             /* strides */
+  int64_t pad_top, pad_left, pad_bottom, pad_right; /* pads */
+  int64_t dilation_h, dilation_w;         /* dilations */
+  int64_t group;                          /* group */
+  int64_t offset_group;                   /* offset_group */
+  int32_t has_mask;                       /* mask input present */
+  int32_t has_bias;                       /* B input present */
+  DcnElementType data_type;               /* X, W, B, Y */
+  DcnElementType offset_type;             /* offset, mask */
+} DcnDeformConvProblem;
+
+/* Device (or, for the emulator, host) pointers. mask and bias may be NULL
+ * when the problem says they are absent. */
+typedef struct DcnDeformConvBuffers {
+  const void* input;  /* X [N, C, H, W] */
+  const void* weight; /* W [M, C/group, kh, kw] */
+  const void* offset; /* [N, 2*offset_group*kh*kw, Ho, Wo], (dy, dx) interleaved per tap */
+  const void* mask;   /* [N, offset_group*kh*kw, Ho, Wo] */
+  const void* bias;   /* [M] */
+  void* output;       /* Y [N, M, Ho, Wo] */
+} DcnDeformConvBuffers;
+
+/* Output height and width of a problem; 0 on success, else a DcnStatus with
+ * a message in `error` (which may be NULL). */
+DCN_CUDA_API int dcn_deform_conv_output_size(const DcnDeformConvProblem* problem, int64_t* out_height,
+                                             int64_t* out_width, char* error, size_t error_capacity);
+
+/* Bytes of device workspace the kernel needs: always 0 (kept in the API so
+ * callers need not change if a future kernel wants split-K scratch). */
+DCN_CUDA_API size_t dcn_deform_conv_cuda_workspace_size(const DcnDeformConvProblem* problem);
+
+/* Validates the problem and launches the kernel on `stream` (a cudaStream_t;
+ * NULL for the default stream). Asynchronous: returns after the launch.
+ * On failure returns a DcnStatus and writes a message naming the problem to
+ * `error` (truncated to `error_capacity`, NUL-terminated; may be NULL). */
+DCN_CUDA_API int dcn_deform_conv_cuda(const DcnDeformConvProblem* problem, const DcnDeformConvBuffers* buffers,
+                                      void* workspace, void* stream, char* error, size_t error_capacity);
+
+/* Runs the same kernel code on the CPU, one emulated thread block at a time,
+ * with host pointers: the block-tiling, indexing and type conversions of the
+ * CUDA kernel are tested without a GPU. Slow; meant for tests. */
+DCN_CUDA_API int dcn_deform_conv_cuda_emulated(const DcnDeformConvProblem* problem,
+                                               const DcnDeformConvBuffers* buffers, char* error,
+                                               size_t error_capacity);
+
+#ifdef __cplusplus
+}  /* extern "C" */
+#endif
+
+#endif /* DCN_DEPLOY_DEFORM_CONV_CUDA_H_ */

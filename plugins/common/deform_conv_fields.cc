@@ -1,0 +1,216 @@
+#include "deform_conv_fields.h"
+
+#include <cstring>
+#include <sstream>
+
+namespace dcn_deploy {
+namespace {
+
+template <typename... Parts>
+std::string concat(const Parts&... parts) {
+  std::ostringstream out;
+  (out << ... << parts);
+  return out.str();
+}
+
+const char* type_name(const FieldView& field) {
+  switch (field.type) {
+    case FieldType::kInt32:
+      return "kINT32";
+    case FieldType::kInt64:
+      return "kINT64";
+    case FieldType::kChar:
+      return "kCHAR";
+    case FieldType::kOther:
+      break;
+  }
+  return field.type_label ? field.type_label : "an unsupported type";
+}
+
+int find_attribute_field(const char* name) {
+  for (int i = 0; i < kNumAttributeFields; ++i) {
+    if (std::strcmp(name, kAttributeFields[i].name) == 0) return i;
+  }
+  return -1;
+}
+
+bool is_ignored_string_field(const char* name) {
+  for (const char* ignored : kIgnoredStringFields) {
+    if (std::strcmp(name, ignored) == 0) return true;
+  }
+  return false;
+}
+
+std::string expected_field_list() {
+  std::string names;
+  for (int i = 0; i < kNumAttributeFields; ++i) {
+    names += (i ? ", " : "");
+    names += kAttributeFields[i].name;
+  }
+  for (const char* ignored : kIgnoredStringFields) {
+    names += ", ";
+    names += ignored;
+  }
+  return names;
+}
+
+std::string field_error(const std::string& node_name, const char* field_name, const std::string& detail) {
+  return node_error(node_name, concat("plugin field '", field_name, "' ", detail));
+}
+
+// Reads an int32 or int64 field of the expected length into `values`.
+std::string read_int_field(const std::string& node_name, const FieldView& field, int64_t expected_length,
+                           std::vector<int64_t>* values) {
+  if (field.type != FieldType::kInt32 && field.type != FieldType::kInt64) {
+    return field_error(node_name, field.name, concat("has type ", type_name(field), ", expected kINT32 or kINT64"));
+  }
+  if (field.length != expected_length) {
+    return field_error(node_name, field.name,
+                       concat("has ", field.length, " value", field.length == 1 ? "" : "s", ", expected ",
+                              expected_length));
+  }
+  if (field.data == nullptr) {
+    return field_error(node_name, field.name, "has no data (null pointer)");
+  }
+  values->resize(static_cast<size_t>(expected_length));
+  for (int64_t i = 0; i < expected_length; ++i) {
+    int64_t value = 0;
+    if (field.type == FieldType::kInt32) {
+      int32_t narrow = 0;
+      std::memcpy(&narrow, static_cast<const char*>(field.data) + static_cast<size_t>(i) * sizeof(int32_t), sizeof(narrow));
+      value = narrow;
+    } else {
+      std::memcpy(&value, static_cast<const char*>(field.data) + static_cast<size_t>(i) * sizeof(int64_t), sizeof(value));
+    }
+    (*values)[static_cast<size_t>(i)] = value;
+  }
+  return "";
+}
+
+template <typename T>
+std::string format_values(const T* values, size_t count) {
+  std::ostringstream out;
+  out << '[';
+  for (size_t i = 0; i < count; ++i) out << (i ? ", " : "") << values[i];
+  out << ']';
+  return out.str();
+}
+
+std::string check_rank(const std::string& node_name, const char* what, int32_t rank, int32_t expected,
+                       const char* layout) {
+  if (rank != expected) {
+    return node_error(node_name, concat(what, " must be ", expected, "-D ", layout, ", got rank ", rank));
+  }
+  return "";
+}
+
+}  // namespace
+
+std::string attributes_from_fields(const std::string& node_name, const FieldView* fields, int64_t count,
+                                   DeformConvAttributes* attributes) {
+  if (count < 0 || (count > 0 && fields == nullptr)) {
+    return node_error(node_name, concat("invalid plugin field list (", count, " fields, ",
+                                        fields ? "non-null" : "null", " pointer)"));
+  }
+  std::vector<int64_t> values[kNumAttributeFields];
+  bool seen[kNumAttributeFields] = {};
+  bool seen_ignored[sizeof(kIgnoredStringFields) / sizeof(kIgnoredStringFields[0])] = {};
+
+  for (int64_t i = 0; i < count; ++i) {
+    const FieldView& field = fields[i];
+    if (field.name == nullptr) {
+      return node_error(node_name, concat("plugin field #", i, " has no name"));
+    }
+    if (field.length < 0) {
+      return field_error(node_name, field.name, concat("has a negative length ", field.length));
+    }
+    const int index = find_attribute_field(field.name);
+    if (index >= 0) {
+      if (seen[index]) return field_error(node_name, field.name, "is given more than once");
+      seen[index] = true;
+      std::string error = read_int_field(node_name, field, kAttributeFields[index].length, &values[index]);
+      if (!error.empty()) return error;
+      continue;
+    }
+    if (is_ignored_string_field(field.name)) {
+      const size_t ignored_index = std::strcmp(field.name, kIgnoredStringFields[0]) == 0 ? 0 : 1;
+      if (seen_ignored[ignored_index]) return field_error(node_name, field.name, "is given more than once");
+      seen_ignored[ignored_index] = true;
+      if (field.type != FieldType::kChar) {
+        return field_error(node_name, field.name, concat("has type ", type_name(field), ", expected kCHAR (a string)"));
+      }
+      continue;  // Only routes the ONNX node to the plugin registry.
+    }
+    return node_error(node_name, concat("unknown plugin field '", field.name, "' (expected ",
+                                        expected_field_list(), ")"));
+  }
+  for (int i = 0; i < kNumAttributeFields; ++i) {
+    if (!seen[i]) {
+      return field_error(node_name, kAttributeFields[i].name,
+                         concat("is missing (", kAttributeFields[i].length, " int value",
+                                kAttributeFields[i].length == 1 ? "" : "s", " expected)"));
+    }
+  }
+  // Order of kAttributeFields: kernel_shape, strides, pads, dilations, group, offset_group.
+  return make_attributes(node_name, values[0], values[1], values[2], values[3], values[4][0], values[5][0],
+                         attributes);
+}
+
+std::vector<Int64Field> attributes_to_fields(const DeformConvAttributes& attributes) {
+  return {
+      {kAttributeFields[0].name, {attributes.kernel[0], attributes.kernel[1]}},
+      {kAttributeFields[1].name, {attributes.stride[0], attributes.stride[1]}},
+      {kAttributeFields[2].name, {attributes.pads[0], attributes.pads[1], attributes.pads[2], attributes.pads[3]}},
+      {kAttributeFields[3].name, {attributes.dilation[0], attributes.dilation[1]}},
+      {kAttributeFields[4].name, {attributes.group}},
+      {kAttributeFields[5].name, {attributes.offset_group}},
+  };
+}
+
+std::string describe_attributes(const DeformConvAttributes& attributes) {
+  std::string text;
+  for (const Int64Field& field : attributes_to_fields(attributes)) {
+    text += text.empty() ? "" : " ";
+    text += field.name + "=";
+    text += field.values.size() == 1 ? std::to_string(field.values[0])
+                                     : format_values(field.values.data(), field.values.size());
+  }
+  return text;
+}
+
+std::string resolve_input_layout(const std::string& node_name, int32_t num_inputs, const int32_t* ranks,
+                                 InputLayout* layout) {
+  if (num_inputs < 3 || num_inputs > 5) {
+    return node_error(node_name, concat("expects 3 to 5 inputs (X, W, offset, optional B, optional mask), got ",
+                                        num_inputs));
+  }
+  if (ranks == nullptr) return node_error(node_name, "input ranks are missing");
+  std::string error = check_rank(node_name, "input X", ranks[0], 4, "[N, C, H, W]");
+  if (error.empty()) error = check_rank(node_name, "weight W", ranks[1], 4, "[M, C/group, kh, kw]");
+  if (error.empty()) error = check_rank(node_name, "offset", ranks[2], 4, "[N, 2*offset_group*kh*kw, Ho, Wo]");
+  if (!error.empty()) return error;
+
+  InputLayout result;
+  result.num_inputs = num_inputs;
+  if (num_inputs == 4) {
+    if (ranks[3] == 1) {
+      result.bias_index = 3;
+    } else if (ranks[3] == 4) {
+      result.mask_index = 3;
+    } else {
+      return node_error(node_name, concat("4th input must be bias B [M] (rank 1) or mask [N, offset_group*kh*kw, "
+                                          "Ho, Wo] (rank 4), got rank ",
+                                          ranks[3]));
+    }
+  } else if (num_inputs == 5) {
+    error = check_rank(node_name, "bias B (input 4)", ranks[3], 1, "[M]");
+    if (error.empty()) error = check_rank(node_name, "mask (input 5)", ranks[4], 4, "[N, offset_group*kh*kw, Ho, Wo]");
+    if (!error.empty()) return error;
+    result.bias_index = 3;
+    result.mask_index = 4;
+  }
+  *layout = result;
+  return "";
+}
+
+}  // namespace dcn_deploy

@@ -1,0 +1,633 @@
+#include "dcn_deform_conv_plugin.h"
+
+#include <exception>
+#include <new>
+#include <sstream>
+#include <utility>
+
+#include "deform_conv_cuda.h"
+#include "plugin_logging.h"
+
+namespace dcn_deploy::tensorrt {
+namespace {
+
+using nvinfer1::DataType;
+using nvinfer1::DimensionOperation;
+using nvinfer1::ErrorCode;
+using nvinfer1::PluginFieldType;
+using nvinfer1::PluginTensorDesc;
+using nvinfer1::TensorFormat;
+
+template <typename... Parts>
+std::string concat(const Parts&... parts) {
+  std::ostringstream out;
+  (out << ... << parts);
+  return out.str();
+}
+
+bool is_float_or_half(DataType type) { return type == DataType::kFLOAT || type == DataType::kHALF; }
+
+const char* data_type_name(DataType type) {
+  switch (type) {
+    case DataType::kFLOAT:
+      return "float32";
+    case DataType::kHALF:
+      return "float16";
+    case DataType::kBF16:
+      return "bfloat16";
+    case DataType::kINT8:
+      return "int8";
+    case DataType::kINT32:
+      return "int32";
+    case DataType::kINT64:
+      return "int64";
+    default:
+      return "an unsupported type";
+  }
+}
+
+DcnElementType to_element_type(DataType type) { return type == DataType::kHALF ? DCN_FLOAT16 : DCN_FLOAT32; }
+
+// The kernel's problem from the attributes and the dims of X [N, C, H, W] and W [M, ...].
+DcnDeformConvProblem make_problem(const DeformConvAttributes& attributes, const nvinfer1::Dims& x,
+                                  const nvinfer1::Dims& w, DataType data_type, DataType offset_type) {
+  DcnDeformConvProblem problem{};
+  problem.batch = x.d[0];
+  problem.in_channels = x.d[1];
+  problem.in_height = x.d[2];
+  problem.in_width = x.d[3];
+  problem.out_channels = w.d[0];
+  problem.kernel_h = attributes.kernel[0];
+  problem.kernel_w = attributes.kernel[1];
+  problem.stride_h = attributes.stride[0];
+  problem.stride_w = attributes.stride[1];
+  problem.pad_top = attributes.pads[0];
+  problem.pad_left = attributes.pads[1];
+  problem.pad_bottom = attributes.pads[2];
+  problem.pad_right = attributes.pads[3];
+  problem.dilation_h = attributes.dilation[0];
+  problem.dilation_w = attributes.dilation[1];
+  problem.group = attributes.group;
+  problem.offset_group = attributes.offset_group;
+  problem.data_type = to_element_type(data_type);
+  problem.offset_type = to_element_type(offset_type);
+  return problem;
+}
+
+const char* plugin_field_type_name(PluginFieldType type) {
+  switch (type) {
+    case PluginFieldType::kFLOAT16:
+      return "kFLOAT16";
+    case PluginFieldType::kFLOAT32:
+      return "kFLOAT32";
+    case PluginFieldType::kFLOAT64:
+      return "kFLOAT64";
+    case PluginFieldType::kINT8:
+      return "kINT8";
+    case PluginFieldType::kINT16:
+      return "kINT16";
+    case PluginFieldType::kINT32:
+      return "kINT32";
+    case PluginFieldType::kCHAR:
+      return "kCHAR";
+    case PluginFieldType::kDIMS:
+      return "kDIMS";
+    case PluginFieldType::kUNKNOWN:
+      return "kUNKNOWN";
+    case PluginFieldType::kBF16:
+      return "kBF16";
+    case PluginFieldType::kINT64:
+      return "kINT64";
+    case PluginFieldType::kFP8:
+      return "kFP8";
+    case PluginFieldType::kINT4:
+      return "kINT4";
+    case PluginFieldType::kFP4:
+      return "kFP4";
+  }
+  return "an unknown PluginFieldType";
+}
+
+std::vector<int64_t> dims_of(const nvinfer1::Dims& dims) {
+  std::vector<int64_t> values;
+  const int32_t rank = dims.nbDims < 0 ? 0 : (dims.nbDims > nvinfer1::Dims::MAX_DIMS ? 0 : dims.nbDims);
+  values.reserve(static_cast<size_t>(rank));
+  for (int32_t i = 0; i < rank; ++i) values.push_back(dims.d[i]);
+  return values;
+}
+
+bool all_known(const nvinfer1::Dims& dims) {
+  if (dims.nbDims < 0 || dims.nbDims > nvinfer1::Dims::MAX_DIMS) return false;
+  for (int32_t i = 0; i < dims.nbDims; ++i) {
+    if (dims.d[i] < 0) return false;
+  }
+  return true;
+}
+
+// Role of plugin input/output `pos`, given the resolved layout.
+enum class Role { kInput, kWeight, kOffset, kBias, kMask, kOutput, kInvalid };
+
+Role role_of(int32_t pos, int32_t nb_inputs, const InputLayout& layout) {
+  if (pos == nb_inputs) return Role::kOutput;
+  switch (pos) {
+    case 0:
+      return Role::kInput;
+    case 1:
+      return Role::kWeight;
+    case 2:
+      return Role::kOffset;
+    default:
+      break;
+  }
+  if (pos == layout.bias_index) return Role::kBias;
+  if (pos == layout.mask_index) return Role::kMask;
+  return Role::kInvalid;
+}
+
+const char* role_name(Role role) {
+  switch (role) {
+    case Role::kInput:
+      return "input X";
+    case Role::kWeight:
+      return "weight W";
+    case Role::kOffset:
+      return "offset";
+    case Role::kBias:
+      return "bias B";
+    case Role::kMask:
+      return "mask";
+    case Role::kOutput:
+      return "output Y";
+    case Role::kInvalid:
+      break;
+  }
+  return "unexpected tensor";
+}
+
+// floor((in + pad_begin + pad_end - (dilation*(kernel-1)+1)) / stride) + 1 as a dimension expression.
+const nvinfer1::IDimensionExpr* output_extent_expr(nvinfer1::IExprBuilder& builder, const nvinfer1::IDimensionExpr& in,
+                                                   int64_t pad_begin, int64_t pad_end, int64_t kernel, int64_t stride,
+                                                   int64_t dilation) {
+  const int64_t shift = pad_begin + pad_end - (dilation * (kernel - 1) + 1);
+  const nvinfer1::IDimensionExpr* shift_expr = builder.constant(shift);
+  const nvinfer1::IDimensionExpr* stride_expr = builder.constant(stride);
+  const nvinfer1::IDimensionExpr* one = builder.constant(1);
+  if (!shift_expr || !stride_expr || !one) return nullptr;
+  const nvinfer1::IDimensionExpr* span = builder.operation(DimensionOperation::kSUM, in, *shift_expr);
+  if (!span) return nullptr;
+  const nvinfer1::IDimensionExpr* steps = builder.operation(DimensionOperation::kFLOOR_DIV, *span, *stride_expr);
+  if (!steps) return nullptr;
+  return builder.operation(DimensionOperation::kSUM, *steps, *one);
+}
+
+std::string display_name(const char* name) {
+  return (name == nullptr || *name == '\0') ? std::string(kPluginName) : std::string(name);
+}
+
+void log_creation_failure(const char* name, const char* what) noexcept {
+  try {
+    log_error(node_error(display_name(name), concat("createPlugin failed: ", what)));
+  } catch (...) {
+    log_message(nvinfer1::ILogger::Severity::kERROR, "DcnDeformConv plugin: createPlugin failed (out of memory)");
+  }
+}
+
+}  // namespace
+
+FieldView to_field_view(const nvinfer1::PluginField& field) {
+  FieldView view;
+  view.name = field.name;
+  view.data = field.data;
+  view.length = field.length;
+  view.type_label = plugin_field_type_name(field.type);
+  switch (field.type) {
+    case PluginFieldType::kINT32:
+      view.type = FieldType::kInt32;
+      break;
+    case PluginFieldType::kINT64:
+      view.type = FieldType::kInt64;
+      break;
+    case PluginFieldType::kCHAR:
+      view.type = FieldType::kChar;
+      break;
+    default:
+      view.type = FieldType::kOther;
+      break;
+  }
+  return view;
+}
+
+// ---------------------------------------------------------------------------
+// DcnDeformConvPlugin
+
+DcnDeformConvPlugin::DcnDeformConvPlugin(const std::string& layer_name, const DeformConvAttributes& attributes)
+    : layer_name_(layer_name.empty() ? std::string(kPluginName) : layer_name),
+      attributes_(attributes),
+      description_(describe_attributes(attributes)) {}
+
+DcnDeformConvPlugin::DcnDeformConvPlugin(const DcnDeformConvPlugin& other)
+    : nvinfer1::IPluginV3(other),
+      nvinfer1::IPluginV3OneCore(other),
+      nvinfer1::IPluginV3OneBuild(other),
+      nvinfer1::IPluginV3OneRuntime(other),
+      layer_name_(other.layer_name_),
+      attributes_(other.attributes_),
+      description_(other.description_),
+      layout_(other.layout_),
+      configured_(other.configured_),
+      error_recorder_(other.error_recorder_) {}  // Serialisation storage is per object.
+
+void DcnDeformConvPlugin::report(ErrorCode code, const std::string& message) const noexcept {
+  log_error(message);
+  if (error_recorder_ != nullptr) {
+    try {
+      // Error recorders keep at most kMAX_DESC_LENGTH characters; the logger got the full text.
+      const std::string text = message.substr(0, nvinfer1::IErrorRecorder::kMAX_DESC_LENGTH);
+      error_recorder_->reportError(code, text.c_str());
+    } catch (...) {
+      error_recorder_->reportError(code, "DcnDeformConv plugin error (see the TensorRT log)");
+    }
+  }
+}
+
+void DcnDeformConvPlugin::report_failure(ErrorCode code, const char* method, const char* what) const noexcept {
+  try {
+    report(code, node_error(layer_name_, concat(method, " failed: ", what)));
+  } catch (...) {
+    log_message(nvinfer1::ILogger::Severity::kERROR, "DcnDeformConv plugin: internal error (no memory to report it)");
+  }
+}
+
+template <typename Result, typename Body>
+Result DcnDeformConvPlugin::guarded(const char* method, Result fallback, Body&& body) const noexcept {
+  try {
+    return body();
+  } catch (const std::bad_alloc&) {
+    report_failure(ErrorCode::kFAILED_ALLOCATION, method, "out of memory");
+  } catch (const std::exception& error) {
+    report_failure(ErrorCode::kINTERNAL_ERROR, method, error.what());
+  } catch (...) {
+    report_failure(ErrorCode::kINTERNAL_ERROR, method, "unknown exception");
+  }
+  return fallback;
+}
+
+nvinfer1::IPluginCapability* DcnDeformConvPlugin::getCapabilityInterface(
+    nvinfer1::PluginCapabilityType type) noexcept {
+  switch (type) {
+    case nvinfer1::PluginCapabilityType::kCORE:
+      return static_cast<nvinfer1::IPluginV3OneCore*>(this);
+    case nvinfer1::PluginCapabilityType::kBUILD:
+      return static_cast<nvinfer1::IPluginV3OneBuild*>(this);
+    case nvinfer1::PluginCapabilityType::kRUNTIME:
+      return static_cast<nvinfer1::IPluginV3OneRuntime*>(this);
+  }
+  return nullptr;
+}
+
+nvinfer1::IPluginV3* DcnDeformConvPlugin::clone() noexcept {
+  return guarded<nvinfer1::IPluginV3*>("clone", nullptr, [&]() -> nvinfer1::IPluginV3* {
+    return new DcnDeformConvPlugin(*this);
+  });
+}
+
+char const* DcnDeformConvPlugin::getPluginName() const noexcept { return kPluginName; }
+char const* DcnDeformConvPlugin::getPluginVersion() const noexcept { return kPluginVersion; }
+char const* DcnDeformConvPlugin::getPluginNamespace() const noexcept { return kPluginNamespace; }
+
+int32_t DcnDeformConvPlugin::getNbOutputs() const noexcept { return 1; }
+
+std::string DcnDeformConvPlugin::check_tensors(const PluginTensorDesc* in, int32_t nbInputs,
+                                               const PluginTensorDesc* out, int32_t nbOutputs) {
+  if (nbOutputs != 1 || out == nullptr) {
+    return node_error(layer_name_, concat("has 1 output, TensorRT configured ", nbOutputs));
+  }
+  if (in == nullptr) return node_error(layer_name_, "no input descriptions");
+  if (nbInputs < 3 || nbInputs > 5) {
+    return node_error(layer_name_, concat("expects 3 to 5 inputs (X, W, offset, optional B, optional mask), got ",
+                                          nbInputs));
+  }
+  int32_t ranks[5] = {};
+  for (int32_t i = 0; i < nbInputs; ++i) ranks[i] = in[i].dims.nbDims;
+  InputLayout layout;
+  std::string error = resolve_input_layout(layer_name_, nbInputs, ranks, &layout);
+  if (!error.empty()) return error;
+
+  // Types and formats (normally already settled by supportsFormatCombination).
+  const DataType data_type = in[0].type;
+  const DataType offset_type = in[2].type;
+  for (int32_t pos = 0; pos <= nbInputs; ++pos) {
+    const PluginTensorDesc& desc = pos < nbInputs ? in[pos] : out[0];
+    const Role role = role_of(pos, nbInputs, layout);
+    if (desc.format != TensorFormat::kLINEAR) {
+      return node_error(layer_name_, concat(role_name(role), " must use the linear (NCHW) format"));
+    }
+    if (!is_float_or_half(desc.type)) {
+      return node_error(layer_name_, concat(role_name(role), " has type ", data_type_name(desc.type),
+                                            ", expected float32 or float16"));
+    }
+    const bool offset_like = role == Role::kOffset || role == Role::kMask;
+    const DataType expected = offset_like ? offset_type : data_type;
+    if (desc.type != expected) {
+      return node_error(layer_name_, concat(role_name(role), " has type ", data_type_name(desc.type), ", expected ",
+                                            data_type_name(expected),
+                                            offset_like ? " (the type of offset)" : " (the type of X)"));
+    }
+  }
+
+  bool known = all_known(out[0].dims);
+  for (int32_t i = 0; i < nbInputs; ++i) known = known && all_known(in[i].dims);
+  if (known) {
+    DeformConvInputDims dims;
+    dims.input = dims_of(in[0].dims);
+    dims.weight = dims_of(in[1].dims);
+    dims.offset = dims_of(in[2].dims);
+    if (layout.bias_index >= 0) dims.bias = dims_of(in[layout.bias_index].dims);
+    if (layout.mask_index >= 0) dims.mask = dims_of(in[layout.mask_index].dims);
+    DeformConvShape shape;
+    error = infer_shape(layer_name_, attributes_, dims, &shape);
+    if (!error.empty()) return error;
+    const std::vector<int64_t> expected_out = output_dims(shape);
+    if (dims_of(out[0].dims) != expected_out) {
+      return node_error(layer_name_, concat("output Y has shape ", format_dims(dims_of(out[0].dims)), ", expected ",
+                                            format_dims(expected_out)));
+    }
+  }
+  layout_ = layout;
+  configured_ = true;
+  return "";
+}
+
+int32_t DcnDeformConvPlugin::configurePlugin(nvinfer1::DynamicPluginTensorDesc const* in, int32_t nbInputs,
+                                             nvinfer1::DynamicPluginTensorDesc const* out, int32_t nbOutputs) noexcept {
+  return guarded<int32_t>("configurePlugin", -1, [&]() -> int32_t {
+    if ((nbInputs > 0 && in == nullptr) || (nbOutputs > 0 && out == nullptr) || nbInputs < 0 || nbOutputs < 0) {
+      report(ErrorCode::kINVALID_ARGUMENT, node_error(layer_name_, "configurePlugin: missing tensor descriptions"));
+      return -1;
+    }
+    std::vector<PluginTensorDesc> in_desc;
+    std::vector<PluginTensorDesc> out_desc;
+    for (int32_t i = 0; i < nbInputs; ++i) in_desc.push_back(in[i].desc);
+    for (int32_t i = 0; i < nbOutputs; ++i) out_desc.push_back(out[i].desc);
+    // desc.dims has -1 for dimensions only known at run time; shapes are then
+    // checked in onShapeChange.
+    const std::string error = check_tensors(in_desc.data(), nbInputs, out_desc.data(), nbOutputs);
+    if (!error.empty()) {
+      report(ErrorCode::kINVALID_ARGUMENT, error);
+      return -1;
+    }
+    return 0;
+  });
+}
+
+int32_t DcnDeformConvPlugin::getOutputDataTypes(DataType* outputTypes, int32_t nbOutputs, DataType const* inputTypes,
+                                                int32_t nbInputs) const noexcept {
+  return guarded<int32_t>("getOutputDataTypes", -1, [&]() -> int32_t {
+    if (outputTypes == nullptr || inputTypes == nullptr || nbOutputs != 1 || nbInputs < 3 || nbInputs > 5) {
+      report(ErrorCode::kINVALID_ARGUMENT,
+             node_error(layer_name_, concat("expects 3 to 5 inputs and 1 output, got ", nbInputs, " inputs and ",
+                                            nbOutputs, " outputs")));
+      return -1;
+    }
+    if (!is_float_or_half(inputTypes[0])) {
+      report(ErrorCode::kINVALID_ARGUMENT, node_error(layer_name_, concat("input X has type ",
+                                                                          data_type_name(inputTypes[0]),
+                                                                          ", expected float32 or float16")));
+      return -1;
+    }
+    outputTypes[0] = inputTypes[0];  // Y has the type of X.
+    return 0;
+  });
+}
+
+int32_t DcnDeformConvPlugin::getOutputShapes(nvinfer1::DimsExprs const* inputs, int32_t nbInputs,
+                                             nvinfer1::DimsExprs const* /*shapeInputs*/, int32_t nbShapeInputs,
+                                             nvinfer1::DimsExprs* outputs, int32_t nbOutputs,
+                                             nvinfer1::IExprBuilder& exprBuilder) noexcept {
+  return guarded<int32_t>("getOutputShapes", -1, [&]() -> int32_t {
+    if (inputs == nullptr || outputs == nullptr || nbOutputs != 1 || nbShapeInputs != 0) {
+      report(ErrorCode::kINVALID_ARGUMENT,
+             node_error(layer_name_, concat("expects 1 output and no shape inputs, got ", nbOutputs, " outputs and ",
+                                            nbShapeInputs, " shape inputs")));
+      return -1;
+    }
+    if (nbInputs < 3 || nbInputs > 5) {
+      report(ErrorCode::kINVALID_ARGUMENT,
+             node_error(layer_name_, concat("expects 3 to 5 inputs (X, W, offset, optional B, optional mask), got ",
+                                            nbInputs)));
+      return -1;
+    }
+    int32_t ranks[5] = {};
+    for (int32_t i = 0; i < nbInputs; ++i) ranks[i] = inputs[i].nbDims;
+    InputLayout layout;
+    const std::string error = resolve_input_layout(layer_name_, nbInputs, ranks, &layout);
+    if (!error.empty()) {
+      report(ErrorCode::kINVALID_ARGUMENT, error);
+      return -1;
+    }
+    const nvinfer1::DimsExprs& x = inputs[0];
+    const nvinfer1::DimsExprs& w = inputs[1];
+    const auto& a = attributes_;
+    const nvinfer1::IDimensionExpr* out_h =
+        output_extent_expr(exprBuilder, *x.d[2], a.pads[0], a.pads[2], a.kernel[0], a.stride[0], a.dilation[0]);
+    const nvinfer1::IDimensionExpr* out_w =
+        output_extent_expr(exprBuilder, *x.d[3], a.pads[1], a.pads[3], a.kernel[1], a.stride[1], a.dilation[1]);
+    if (out_h == nullptr || out_w == nullptr) {
+      report(ErrorCode::kINTERNAL_ERROR, node_error(layer_name_, "could not build the output size expressions"));
+      return -1;
+    }
+    outputs[0].nbDims = 4;
+    outputs[0].d[0] = x.d[0];  // N
+    outputs[0].d[1] = w.d[0];  // M
+    outputs[0].d[2] = out_h;   // Ho
+    outputs[0].d[3] = out_w;   // Wo
+    return 0;
+  });
+}
+
+bool DcnDeformConvPlugin::supportsFormatCombination(int32_t pos, nvinfer1::DynamicPluginTensorDesc const* inOut,
+                                                    int32_t nbInputs, int32_t nbOutputs) noexcept {
+  return guarded<bool>("supportsFormatCombination", false, [&]() -> bool {
+    if (inOut == nullptr || nbOutputs != 1 || nbInputs < 3 || nbInputs > 5 || pos < 0 || pos > nbInputs) {
+      return false;
+    }
+    const PluginTensorDesc& desc = inOut[pos].desc;
+    if (desc.format != TensorFormat::kLINEAR || !is_float_or_half(desc.type)) return false;
+    // Ranks are valid for every position (only later formats/types are not).
+    InputLayout layout;
+    layout.num_inputs = nbInputs;
+    if (nbInputs == 4) {
+      (inOut[3].desc.dims.nbDims == 1 ? layout.bias_index : layout.mask_index) = 3;
+    } else if (nbInputs == 5) {
+      layout.bias_index = 3;
+      layout.mask_index = 4;
+    }
+    switch (role_of(pos, nbInputs, layout)) {
+      case Role::kInput:
+      case Role::kOffset:
+        return true;  // float32 or float16, each independently
+      case Role::kWeight:
+      case Role::kBias:
+      case Role::kOutput:
+        return desc.type == inOut[0].desc.type;
+      case Role::kMask:
+        return desc.type == inOut[2].desc.type;
+      case Role::kInvalid:
+        break;
+    }
+    return false;
+  });
+}
+
+size_t DcnDeformConvPlugin::getWorkspaceSize(nvinfer1::DynamicPluginTensorDesc const* inputs, int32_t nbInputs,
+                                             nvinfer1::DynamicPluginTensorDesc const* /*outputs*/,
+                                             int32_t /*nbOutputs*/) const noexcept {
+  return guarded<size_t>("getWorkspaceSize", 0, [&]() -> size_t {
+    DcnDeformConvProblem problem{};
+    if (inputs != nullptr && nbInputs >= 3 && inputs[0].max.nbDims == 4 && inputs[1].max.nbDims == 4) {
+      // Upper bounds of the profile: the workspace must cover every smaller problem.
+      problem = make_problem(attributes_, inputs[0].max, inputs[1].max, inputs[0].desc.type, inputs[2].desc.type);
+    }
+    return dcn_deform_conv_cuda_workspace_size(&problem);
+  });
+}
+
+char const* DcnDeformConvPlugin::getTimingCacheID() noexcept { return description_.c_str(); }
+
+char const* DcnDeformConvPlugin::getMetadataString() noexcept { return description_.c_str(); }
+
+int32_t DcnDeformConvPlugin::onShapeChange(PluginTensorDesc const* in, int32_t nbInputs, PluginTensorDesc const* out,
+                                           int32_t nbOutputs) noexcept {
+  return guarded<int32_t>("onShapeChange", -1, [&]() -> int32_t {
+    const std::string error = check_tensors(in, nbInputs, out, nbOutputs);
+    if (!error.empty()) {
+      configured_ = false;
+      report(ErrorCode::kINVALID_ARGUMENT, error);
+      return -1;
+    }
+    return 0;
+  });
+}
+
+int32_t DcnDeformConvPlugin::enqueue(PluginTensorDesc const* inputDesc, PluginTensorDesc const* outputDesc,
+                                     void const* const* inputs, void* const* outputs, void* workspace,
+                                     cudaStream_t stream) noexcept {
+  return guarded<int32_t>("enqueue", -1, [&]() -> int32_t {
+    if (!configured_) {
+      report(ErrorCode::kINVALID_STATE, node_error(layer_name_, "enqueue called before onShapeChange"));
+      return -1;
+    }
+    if (inputDesc == nullptr || outputDesc == nullptr || inputs == nullptr || outputs == nullptr) {
+      report(ErrorCode::kINVALID_ARGUMENT, node_error(layer_name_, "enqueue: missing tensors"));
+      return -1;
+    }
+    DcnDeformConvProblem problem =
+        make_problem(attributes_, inputDesc[0].dims, inputDesc[1].dims, inputDesc[0].type, inputDesc[2].type);
+    problem.has_bias = layout_.bias_index >= 0 ? 1 : 0;
+    problem.has_mask = layout_.mask_index >= 0 ? 1 : 0;
+
+    DcnDeformConvBuffers buffers{};
+    buffers.input = inputs[0];
+    buffers.weight = inputs[1];
+    buffers.offset = inputs[2];
+    buffers.bias = layout_.bias_index >= 0 ? inputs[layout_.bias_index] : nullptr;
+    buffers.mask = layout_.mask_index >= 0 ? inputs[layout_.mask_index] : nullptr;
+    buffers.output = outputs[0];
+
+    char message[512] = {};
+    const int status = dcn_deform_conv_cuda(&problem, &buffers, workspace, static_cast<void*>(stream), message,
+                                            sizeof(message));
+    if (status != DCN_STATUS_OK) {
+      const bool launch_failed = status == DCN_STATUS_CUDA_ERROR;
+      const char* what = launch_failed                         ? "the CUDA launch failed: "
+                         : status == DCN_STATUS_UNSUPPORTED    ? "the CUDA kernel does not support this problem: "
+                                                               : "the CUDA kernel rejected the problem: ";
+      report(launch_failed ? ErrorCode::kFAILED_EXECUTION : ErrorCode::kINVALID_ARGUMENT,
+             node_error(layer_name_, concat(what, message)));
+      return -1;
+    }
+    return 0;
+  });
+}
+
+nvinfer1::IPluginV3* DcnDeformConvPlugin::attachToContext(nvinfer1::IPluginResourceContext* context) noexcept {
+  return guarded<nvinfer1::IPluginV3*>("attachToContext", nullptr, [&]() -> nvinfer1::IPluginV3* {
+    auto* attached = new DcnDeformConvPlugin(*this);
+    // Valid until TensorRT deletes the attached plugin.
+    attached->error_recorder_ = context != nullptr ? context->getErrorRecorder() : nullptr;
+    return attached;
+  });
+}
+
+nvinfer1::PluginFieldCollection const* DcnDeformConvPlugin::getFieldsToSerialize() noexcept {
+  return guarded<nvinfer1::PluginFieldCollection const*>(
+      "getFieldsToSerialize", nullptr, [&]() -> nvinfer1::PluginFieldCollection const* {
+        serialized_ = attributes_to_fields(attributes_);
+        serialized_fields_.clear();
+        for (const Int64Field& field : serialized_) {
+          serialized_fields_.emplace_back(field.name.c_str(), field.values.data(), PluginFieldType::kINT64,
+                                          static_cast<int32_t>(field.values.size()));
+        }
+        serialized_collection_.nbFields = static_cast<int32_t>(serialized_fields_.size());
+        serialized_collection_.fields = serialized_fields_.data();
+        return &serialized_collection_;
+      });
+}
+
+// ---------------------------------------------------------------------------
+// DcnDeformConvPluginCreator
+
+DcnDeformConvPluginCreator::DcnDeformConvPluginCreator() {
+  // The fields TensorRT's ONNX parser looks up among the node's attributes
+  // (it passes ONNX INT/INTS attributes as kINT32; kINT64 is accepted too).
+  for (const AttributeFieldSpec& spec : kAttributeFields) {
+    field_names_.emplace_back(spec.name, nullptr, PluginFieldType::kINT32, static_cast<int32_t>(spec.length));
+  }
+  field_collection_.nbFields = static_cast<int32_t>(field_names_.size());
+  field_collection_.fields = field_names_.data();
+}
+
+nvinfer1::IPluginV3* DcnDeformConvPluginCreator::createPlugin(char const* name,
+                                                              nvinfer1::PluginFieldCollection const* fc,
+                                                              nvinfer1::TensorRTPhase phase) noexcept {
+  try {
+    const std::string layer_name = display_name(name);
+    if (fc == nullptr) {
+      log_error(node_error(layer_name, "createPlugin: no plugin field collection"));
+      return nullptr;
+    }
+    if (fc->nbFields < 0 || (fc->nbFields > 0 && fc->fields == nullptr)) {
+      log_error(node_error(layer_name, concat("createPlugin: invalid plugin field collection (", fc->nbFields,
+                                              " fields)")));
+      return nullptr;
+    }
+    std::vector<FieldView> views;
+    views.reserve(static_cast<size_t>(fc->nbFields));
+    for (int32_t i = 0; i < fc->nbFields; ++i) views.push_back(to_field_view(fc->fields[i]));
+    DeformConvAttributes attributes;
+    const std::string error = attributes_from_fields(layer_name, views.data(), static_cast<int64_t>(views.size()),
+                                                     &attributes);
+    if (!error.empty()) {
+      log_error(phase == nvinfer1::TensorRTPhase::kRUNTIME
+                    ? concat(error, " (while deserialising an engine)")
+                    : error);
+      return nullptr;
+    }
+    return new DcnDeformConvPlugin(layer_name, attributes);
+  } catch (const std::exception& error) {
+    log_creation_failure(name, error.what());
+  } catch (...) {
+    log_creation_failure(name, "unknown exception");
+  }
+  return nullptr;
+}
+
+nvinfer1::PluginFieldCollection const* DcnDeformConvPluginCreator::getFieldNames() noexcept {
+  return &field_collection_;
+}
+
+char const* DcnDeformConvPluginCreator::getPluginName() const noexcept { return kPluginName; }
+char const* DcnDeformConvPluginCreator::getPluginVersion() const noexcept { return kPluginVersion; }
+char const* DcnDeformConvPluginCreator::getPluginNamespace() const noexcept { return kPluginNamespace; }
+
+}  // namespace dcn_deploy::tensorrt

@@ -1,0 +1,30 @@
+// Entry points TensorRT looks up when it loads the plugin library
+// (IPluginRegistry::loadLibrary, trtexec --dynamicPlugins, polygraphy --plugins).
+#include <NvInferRuntime.h>
+
+#include <cstdint>
+
+#include "dcn_deform_conv_plugin.h"
+#include "plugin_logging.h"
+
+// TENSORRTAPI only exports when TENSORRT_BUILD_LIB is defined (TensorRT's own
+// build); our exports are explicit. exports.map keeps everything else local.
+#define DCN_TRT_EXPORT __attribute__((visibility("default")))
+
+extern "C" DCN_TRT_EXPORT nvinfer1::IPluginCreatorInterface* const* getCreators(int32_t& nbCreators) {
+  try {
+    static dcn_deploy::tensorrt::DcnDeformConvPluginCreator creator;
+    static nvinfer1::IPluginCreatorInterface* const creators[] = {&creator};
+    nbCreators = 1;
+    return creators;
+  } catch (...) {
+    dcn_deploy::tensorrt::log_message(nvinfer1::ILogger::Severity::kERROR,
+                                      "DcnDeformConv plugin: could not create the plugin creator");
+  }
+  nbCreators = 0;
+  return nullptr;
+}
+
+extern "C" DCN_TRT_EXPORT void setLoggerFinder(nvinfer1::ILoggerFinder* finder) {
+  dcn_deploy::tensorrt::set_logger_finder(finder);
+}

@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# One-call GPU check, for a machine with an NVIDIA GPU, PyTorch with CUDA and nvcc:
+#   1. builds the CUDA kernels for this GPU (CMake; ONNX Runtime headers not needed)
+#   2. runs the C++ unit tests of the shared core (ctest)
+#   3. runs tests/test_cuda_kernels.py on the GPU: FP32 and FP16 parity against the float64
+#      reference on every configuration, large coordinates (200x272, offsets up to +-8 px),
+#      GPU vs the CPU emulation of the same kernel, bad input
+#   4. compute-sanitizer memcheck and racecheck on small cases, if compute-sanitizer is installed
+#   5. prints a parity and timing table (scripts/gpu_parity.py)
+#   6. if TensorRT's Python package imports: builds the plugin, builds an engine of the demo
+#      recipe in FP32 and FP16, and validates it against the reference
+# Uses the system python3 (the one with CUDA PyTorch), not .venv. Finishes in a few minutes.
+# The full log goes to $OUT/gpu_check.log when OUT is set, else build-gpu/gpu_check.log.
+set -uo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+python="${PYTHON:-python3}"
+build_dir="${root}/build-gpu"
+mkdir -p "$build_dir"
+log_dir="${OUT:-$build_dir}"
+log="${log_dir}/gpu_check.log"
+: > "$log"
+export PYTHONPATH="${root}${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONUNBUFFERED=1
+export DCN_DEPLOY_CUDA_LIB="${build_dir}/lib/libdcn_deploy_cuda.so"
+
+declare -a summary=()
+failures=0
+
+# step NAME TIMEOUT_S COMMAND...: runs, logs, records PASS/FAIL with seconds.
+step() {
+    local name="$1" limit="$2"
+    shift 2
+    echo "== ${name}" | tee -a "$log"
+    local start=$SECONDS
+    if timeout "$limit" "$@" >> "$log" 2>&1; then
+        summary+=("$(printf '%-34s PASS  %4ds' "$name" $((SECONDS - start)))")
+    else
+        local rc=$?
+        summary+=("$(printf '%-34s FAIL  %4ds  (exit %d, see log)' "$name" $((SECONDS - start)) "$rc")")
+        failures=$((failures + 1))
+        tail -n 30 "$log"
+    fi
+}
+skip() { summary+=("$(printf '%-34s SKIP        %s' "$1" "$2")"); echo "== $1: skipped ($2)" | tee -a "$log"; }
+
+{
+    echo "gpu_check $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(hostname)"
+    nvidia-smi --query-gpu=name,driver_version,compute_cap,memory.total --format=csv,noheader 2>&1
+    nvcc --version | tail -n 2
+    "$python" -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, "device", torch.cuda.is_available() and torch.cuda.get_device_name())'
+} 2>&1 | tee -a "$log"
+
+if ! "$python" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
+    echo "gpu_check: ${python} has no CUDA PyTorch or no GPU is visible; nothing to check" | tee -a "$log"
+    exit 2
+fi
+
+arch="$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -n 1 | tr -d ' .')"
+trt_include=()
+for candidate in "${TENSORRT_INCLUDE_DIR:-}" /usr/include/x86_64-linux-gnu /usr/local/tensorrt/include; do
+    if [ -n "$candidate" ] && [ -f "$candidate/NvInfer.h" ]; then trt_include=(-DTENSORRT_INCLUDE_DIR="$candidate"); break; fi
+done
+step "build (sm_${arch:-75..90})" 300 bash -c "cmake -S . -B '$build_dir' -DCMAKE_BUILD_TYPE=Release \
+    -DDCN_DEPLOY_BUILD_ORT=OFF -DDCN_DEPLOY_BUILD_CUDA=ON ${arch:+-DDCN_DEPLOY_CUDA_ARCHITECTURES=$arch} \
+    ${trt_include[*]} && cmake --build '$build_dir' -j8"
+step "C++ unit tests (ctest)" 120 ctest --test-dir "$build_dir" --output-on-failure
+step "CUDA kernel tests (pytest)" 300 "$python" -m pytest -q -p no:cacheprovider tests/test_cuda_kernels.py -rs
+
+sanitizer="$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null || true)"
+small_case='
+import sys; sys.path[:0] = ["tests"]
+import torch
+from cases import CASES
+from dcn_deploy.cuda_kernels import deform_conv2d_cuda
+for case in (CASES[0], CASES[-1], CASES[-3]):
+    for dtype in (torch.float32, torch.float16):
+        t = {k: (torch.from_numpy(v).to("cuda", dtype) if v is not None else None) for k, v in case.make().items()}
+        deform_conv2d_cuda(t["X"], t["offset"], t["W"], t["B"], mask=t["mask"], stride=case.stride,
+                           padding=case.pads, dilation=case.dilation, groups=case.group,
+                           offset_groups=case.offset_group)
+torch.cuda.synchronize()
+print("sanitized cases ran")
+'
+if [ -n "$sanitizer" ]; then
+    step "compute-sanitizer memcheck" 300 "$sanitizer" --tool memcheck --error-exitcode 1 "$python" -c "$small_case"
+    step "compute-sanitizer racecheck" 300 "$sanitizer" --tool racecheck --error-exitcode 1 "$python" -c "$small_case"
+else
+    skip "compute-sanitizer" "not installed"
+fi
+
+parity_json="${log_dir}/gpu_parity.json"
+echo "== parity and timing table" | tee -a "$log"
+start=$SECONDS
+if timeout 300 "$python" scripts/gpu_parity.py --json "$parity_json" 2>&1 | tee -a "$log"; then
+    summary+=("$(printf '%-34s PASS  %4ds' "parity table" $((SECONDS - start)))")
+else
+    summary+=("$(printf '%-34s FAIL  %4ds' "parity table" $((SECONDS - start)))")
+    failures=$((failures + 1))
+fi
+
+if "$python" -c 'import tensorrt' 2>/dev/null && [ -f "${build_dir}/lib/libdcn_deploy_trt.so" ]; then
+    engine_dir="${build_dir}/engine"
+    mkdir -p "$engine_dir"
+    export DCN_DEPLOY_TRT_LIB="${build_dir}/lib/libdcn_deploy_trt.so"
+    step "TensorRT engine fp32" 300 bash -c "'$python' -m dcn_deploy.cli export --recipe demo -o '$engine_dir/demo.onnx' \
+        && '$python' -m dcn_deploy.cli build '$engine_dir/demo.onnx' -o '$engine_dir/demo.fp32.engine' --precision fp32 \
+        && '$python' -m dcn_deploy.cli validate '$engine_dir/demo.onnx' --trt '$engine_dir/demo.fp32.engine'"
+    step "TensorRT engine fp16" 300 bash -c "'$python' -m dcn_deploy.cli export --recipe demo --precision fp16 -o '$engine_dir/demo.fp16.onnx' \
+        && '$python' -m dcn_deploy.cli build '$engine_dir/demo.fp16.onnx' -o '$engine_dir/demo.fp16.engine' --precision fp16 \
+        && '$python' -m dcn_deploy.cli validate '$engine_dir/demo.fp16.onnx' --trt '$engine_dir/demo.fp16.engine'"
+else
+    skip "TensorRT engine" "tensorrt not importable or plugin not built"
+fi
+
+{
+    echo
+    echo "gpu_check summary"
+    printf '%s\n' "${summary[@]}"
+    echo "log: ${log}"
+} | tee -a "$log"
+[ "$failures" -eq 0 ]

@@ -1,0 +1,263 @@
+"""The CUDA kernels (plugins/common/cuda) against the float64 PyTorch reference.
+
+Every test runs the kernel's own code twice where it can: emulated on the CPU (always;
+the block phases run thread by thread, see deform_conv_tile.cuh) and on a CUDA device
+(only where torch sees one, as on the machine scripts/gpu_check.sh runs on).
+
+Tolerances (issue 5): FP32 max |error| / max |reference| <= 1e-5; FP16 relative L2
+<= 1e-3 against the float64 reference computed on the same (fp16-rounded) inputs, so
+the bound measures the kernel, not the rounding of its inputs.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from cases import CASES, Case
+from dcn_deploy.ops import deform_conv2d
+
+cuda_kernels = pytest.importorskip("dcn_deploy.cuda_kernels")
+
+FP32_MAX_REL = 1e-5
+FP16_REL_L2 = 1e-3
+
+try:
+    cuda_kernels.cuda_kernel_library()
+    _LIBRARY_ERROR = None
+except FileNotFoundError as error:  # nvcc missing: the CUDA kernels are not built
+    _LIBRARY_ERROR = str(error)
+
+pytestmark = pytest.mark.skipif(_LIBRARY_ERROR is not None, reason=_LIBRARY_ERROR or "")
+
+DEVICES = [
+    "emulated",
+    pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")),
+]
+
+
+def _tensors(case: Case, data_dtype: torch.dtype, offset_dtype: torch.dtype, device: str):
+    """Inputs of the case in the storage dtypes, on the device the kernel runs on."""
+    place = "cpu" if device == "emulated" else device
+    arrays = case.make(np.float32)
+    out = {}
+    for name, array in arrays.items():
+        if array is None:
+            out[name] = None
+            continue
+        dtype = offset_dtype if name in ("offset", "mask") else data_dtype
+        out[name] = torch.from_numpy(array).to(dtype=dtype, device=place)
+    return out
+
+
+def _kwargs(case: Case) -> dict:
+    return dict(stride=case.stride, padding=case.pads, dilation=case.dilation, groups=case.group,
+                offset_groups=case.offset_group)
+
+
+def _run(t: dict, device: str, **kwargs) -> torch.Tensor:
+    return cuda_kernels.deform_conv2d_cuda(
+        t["X"], t["offset"], t["W"], t["B"], mask=t["mask"], emulate=device == "emulated", **kwargs
+    )
+
+
+def _reference(t: dict, **kwargs) -> torch.Tensor:
+    """float64 reference on exactly the values the kernel received."""
+    as64 = {k: (v.detach().cpu().double() if v is not None else None) for k, v in t.items()}
+    return deform_conv2d(as64["X"], as64["offset"], as64["W"], as64["B"], mask=as64["mask"], **kwargs)
+
+
+def _max_rel(out: torch.Tensor, ref: torch.Tensor) -> float:
+    return float((out.cpu().double() - ref).abs().max() / ref.abs().max())
+
+
+def _rel_l2(out: torch.Tensor, ref: torch.Tensor) -> float:
+    return float((out.cpu().double() - ref).norm() / ref.norm())
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_fp32_matches_reference(case: Case, device: str):
+    t = _tensors(case, torch.float32, torch.float32, device)
+    out = _run(t, device, **_kwargs(case))
+    assert out.dtype == torch.float32 and tuple(out.shape) == (case.n, case.m, *case.out_hw)
+    assert _max_rel(out, _reference(t, **_kwargs(case))) <= FP32_MAX_REL
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("offset_dtype", [torch.float16, torch.float32], ids=["fp16_offsets", "fp32_offsets"])
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_fp16_matches_reference(case: Case, offset_dtype: torch.dtype, device: str):
+    t = _tensors(case, torch.float16, offset_dtype, device)
+    out = _run(t, device, **_kwargs(case))
+    assert out.dtype == torch.float16
+    assert _rel_l2(out, _reference(t, **_kwargs(case))) <= FP16_REL_L2
+
+
+def _large_coordinate_case(offset_dtype: torch.dtype, device: str):
+    """200x272 input, offsets up to +-8 px: coordinates up to ~280, where float16 spacing is 0.25."""
+    generator = torch.Generator().manual_seed(5)
+    place = "cpu" if device == "emulated" else device
+    n, c, h, w, m, k = 1, 8, 200, 272, 16, 3
+    x = torch.randn(n, c, h, w, generator=generator)
+    weight = torch.randn(m, c, k, k, generator=generator)
+    offset = (torch.rand(n, 2 * k * k, h, w, generator=generator) * 16 - 8)
+    mask = torch.rand(n, k * k, h, w, generator=generator)
+    bias = torch.randn(m, generator=generator)
+    data = {"X": x, "W": weight, "B": bias}
+    offsets = {"offset": offset, "mask": mask}
+    t = {name: v.to(torch.float16).to(place) for name, v in data.items()}
+    t.update({name: v.to(offset_dtype).to(place) for name, v in offsets.items()})
+    return t, dict(padding=1)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("offset_dtype", [torch.float16, torch.float32], ids=["fp16_offsets", "fp32_offsets"])
+def test_fp16_large_coordinates(offset_dtype: torch.dtype, device: str):
+    t, kwargs = _large_coordinate_case(offset_dtype, device)
+    ref = _reference(t, **kwargs)
+    assert _rel_l2(_run(t, device, **kwargs), ref) <= FP16_REL_L2
+
+
+def test_half_precision_coordinates_would_fail_the_large_coordinate_bound():
+    """Sensitivity of the test above: rounding each sampling coordinate to float16 (as a
+    half-coordinate kernel does) moves samples by up to 1/8 px and breaks the 1e-3 bound."""
+    t, kwargs = _large_coordinate_case(torch.float32, "emulated")
+    ref = _reference(t, **kwargs)
+    h, w = t["X"].shape[2:]
+    ys = torch.arange(h, dtype=torch.float64).view(1, 1, h, 1) - 1 + torch.arange(3).repeat_interleave(3).view(1, 9, 1, 1)
+    xs = torch.arange(w, dtype=torch.float64).view(1, 1, 1, w) - 1 + torch.arange(3).repeat(3).view(1, 9, 1, 1)
+    offset = t["offset"].double()
+    dy, dx = offset[:, 0::2], offset[:, 1::2]
+    rounded = torch.empty_like(offset)
+    rounded[:, 0::2] = (ys + dy).half().double() - ys
+    rounded[:, 1::2] = (xs + dx).half().double() - xs
+    t_half_coordinates = dict(t, offset=rounded)
+    assert _rel_l2(_reference(t_half_coordinates, **kwargs), ref) > 5 * FP16_REL_L2
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.parametrize("case", CASES[:6], ids=lambda c: c.name)
+def test_device_matches_emulation(case: Case):
+    """The GPU and the CPU emulation run the same phases; they agree to float32 rounding."""
+    t_gpu = _tensors(case, torch.float32, torch.float32, "cuda")
+    t_cpu = {k: (v.cpu() if v is not None else None) for k, v in t_gpu.items()}
+    gpu = _run(t_gpu, "cuda", **_kwargs(case)).cpu()
+    emulated = _run(t_cpu, "emulated", **_kwargs(case))
+    assert torch.allclose(gpu, emulated, rtol=1e-6, atol=1e-6 * float(emulated.abs().max()))
+
+
+def test_workspace_is_zero():
+    problem = cuda_kernels.Problem(batch=1, in_channels=4, in_height=8, in_width=8, out_channels=4, kernel_h=3,
+                                   kernel_w=3, stride_h=1, stride_w=1, pad_top=1, pad_left=1, pad_bottom=1,
+                                   pad_right=1, dilation_h=1, dilation_w=1, group=1, offset_group=1)
+    assert cuda_kernels.workspace_size(problem) == 0
+
+
+# ---- bad input: clear errors, never a crash ---------------------------------------------------
+
+def _problem(**overrides):
+    fields = dict(batch=1, in_channels=4, in_height=6, in_width=5, out_channels=2, kernel_h=3, kernel_w=3,
+                  stride_h=1, stride_w=1, pad_top=1, pad_left=1, pad_bottom=1, pad_right=1, dilation_h=1,
+                  dilation_w=1, group=1, offset_group=1, has_mask=1, has_bias=1, data_type=0, offset_type=0)
+    fields.update(overrides)
+    return cuda_kernels.Problem(**fields)
+
+
+def _host_buffers(problem) -> list[int]:
+    """Host buffers big enough for the problem (kept alive on the function object)."""
+    sizes = [problem.batch * problem.in_channels * problem.in_height * problem.in_width, 4 * 9 * 4,
+             2 * 9 * 30, 9 * 30, 4, 4 * 30]
+    _host_buffers.keep = [torch.zeros(max(s, 1)) for s in sizes]
+    return [b.data_ptr() for b in _host_buffers.keep]
+
+
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        (dict(group=0), "attribute 'group' must be >= 1"),
+        (dict(stride_h=0), "attribute 'strides' values must be >= 1"),
+        (dict(pad_left=-1), "attribute 'pads' values must be >= 0"),
+        (dict(in_channels=3, group=2), "not divisible by group=2"),
+        (dict(in_channels=4, offset_group=3), "not divisible by offset_group=3"),
+        (dict(in_height=1, pad_top=0, pad_bottom=0), "output would be empty"),
+        (dict(data_type=7), "data_type and offset_type must be DCN_FLOAT32 (0) or DCN_FLOAT16 (1), got 7"),
+        (dict(batch=70000), "N*group = 70000"),
+    ],
+)
+@pytest.mark.parametrize("emulate", [True, False], ids=["emulated", "launch"])
+def test_c_api_rejects_bad_problems(overrides, expected, emulate):
+    problem = _problem(**overrides)
+    status, message = cuda_kernels.call_c_api(problem, [1, 1, 1, 1, 1, 1], emulate=emulate)
+    assert status in (1, 2) and expected in message, message
+    assert message.startswith("DcnDeformConv node 'dcn_deform_conv_cuda': ")
+
+
+@pytest.mark.parametrize("missing, name", [(0, "X"), (1, "W"), (2, "offset"), (3, "mask"), (4, "B"), (5, "Y")])
+def test_c_api_names_null_buffers(missing, name):
+    problem = _problem()
+    pointers = _host_buffers(problem)
+    pointers[missing] = None
+    status, message = cuda_kernels.call_c_api(problem, pointers, emulate=True)
+    assert status == 1 and f"NULL buffer for: {name}" in message, message
+
+
+def test_c_api_truncates_long_messages_safely():
+    problem = _problem(group=0)
+    buffers = cuda_kernels._Buffers()
+    error = cuda_kernels.ctypes.create_string_buffer(8)
+    status = cuda_kernels._load().dcn_deform_conv_cuda_emulated(
+        cuda_kernels.ctypes.byref(problem), cuda_kernels.ctypes.byref(buffers), error, 8)
+    assert status == 1 and error.value == b"DcnDefo"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-device path")
+def test_launch_without_a_device_reports_a_cuda_error():
+    problem = _problem()
+    status, message = cuda_kernels.call_c_api(problem, _host_buffers(problem), emulate=False)
+    assert status == 3 and "kernel launch failed: cuda" in message, message
+
+
+@pytest.mark.parametrize(
+    "change, error, expected",
+    [
+        (dict(W=torch.float16), TypeError, "input, weight and bias must share one dtype"),
+        (dict(offset=torch.float16), TypeError, "offset and mask must share one dtype"),
+        (dict(X=torch.float64, W=torch.float64, B=torch.float64), TypeError, "must be float32 or float16"),
+    ],
+)
+def test_python_rejects_bad_dtypes(change, error, expected):
+    t = _tensors(CASES[0], torch.float32, torch.float32, "emulated")
+    for name, dtype in change.items():
+        t[name] = t[name].to(dtype)
+    with pytest.raises(error, match=expected):
+        _run(t, "emulated", **_kwargs(CASES[0]))
+
+
+def test_python_rejects_cpu_tensors_without_emulate():
+    t = _tensors(CASES[0], torch.float32, torch.float32, "emulated")
+    with pytest.raises(ValueError, match="pass CUDA tensors, or emulate=True"):
+        _run(t, "cpu", **_kwargs(CASES[0]))
+
+
+def test_python_checks_shapes_with_the_reference_validation():
+    t = _tensors(CASES[0], torch.float32, torch.float32, "emulated")
+    t["offset"] = t["offset"][:, :-2]
+    with pytest.raises(ValueError, match="deform_conv2d_cuda: offset has 16 channels, expected 2"):
+        _run(t, "emulated", **_kwargs(CASES[0]))
+
+
+def test_gpu_parity_script_runs_on_the_emulation(tmp_path):
+    """scripts/gpu_parity.py (the table of scripts/gpu_check.sh) works end to end."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    result = subprocess.run([sys.executable, str(root / "scripts" / "gpu_parity.py"), "--emulate", "--json",
+                             str(tmp_path / "rows.json")], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "gpu_parity: 5 passed, 0 failed" in result.stdout
+    rows = json.loads((tmp_path / "rows.json").read_text())["rows"]
+    assert all(row["fp32_max_rel"] <= FP32_MAX_REL and row["fp16_rel_l2"] <= FP16_REL_L2 for row in rows)
