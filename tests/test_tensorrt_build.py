@@ -238,8 +238,10 @@ def test_precision_decision_table(major, requested, graph, tf32, expected):
 # --------------------------------------------------------------------------------------
 
 def test_plugin_library_resolution(tmp_path, monkeypatch):
-    monkeypatch.setattr(te, "_REPO_ROOT", tmp_path)
-    monkeypatch.setattr(te, "__file__", str(tmp_path / "dcn_deploy" / "tensorrt_engine.py"))
+    from dcn_deploy import native
+
+    monkeypatch.setattr(native, "_REPO_ROOT", tmp_path)
+    monkeypatch.setattr(native, "__file__", str(tmp_path / "dcn_deploy" / "native.py"))
     monkeypatch.delenv(te.LIBRARY_ENV, raising=False)
     with pytest.raises(FileNotFoundError) as error:
         trt_plugin_library()
