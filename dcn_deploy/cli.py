@@ -250,6 +250,153 @@ def build(
                   f"{result.tensorrt_version}, {plugin}; {result.seconds:.1f} s")
 
 
+@app.command()
+def bench(
+    shape: Optional[list[str]] = typer.Option(
+        None, "--shape", help="layer shape CxHxW (C input = output channels, e.g. 64x64x64) or C:MxHxW; "
+        "repeatable (default: 64x64x64, 256x50x68, 512x25x34, 128x100x136; 3x3, pad 1, stride 1, mask, bias)"),
+    batch: Optional[list[int]] = typer.Option(None, "--batch", help="batch size, repeatable (default: 1 and 8)"),
+    threads: Optional[int] = typer.Option(None, help="intra-op threads of ONNX Runtime and torch (default: all cores)"),
+    repeat: Optional[int] = typer.Option(None, help="timed rounds per row (default: 10 on the CPU, 50 on the GPU)"),
+    warmup: int = typer.Option(2, help="untimed runs of each implementation first (GPU: at least 3)"),
+    recipe: Optional[list[str]] = typer.Option(
+        None, "--recipe", help="also time this recipe end to end: custom op vs standard DeformConv in ONNX "
+        "Runtime, and the PyTorch model (repeatable)"),
+    input_shape: Optional[str] = typer.Option(None, "--input-shape",
+                                              help="NxCxHxW for --recipe (default: the recipe's)"),
+    layers: bool = typer.Option(True, "--layers/--no-layers", help="time the layer shapes"),
+    reference: bool = typer.Option(True, "--reference/--no-reference", help="time the PyTorch reference too"),
+    device: str = typer.Option("auto", help="auto: CPU, plus GPU when torch sees CUDA | cpu | cuda: GPU part only"),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="write machine info and every row as JSON"),
+    plot_path: Optional[Path] = typer.Option(None, "--plot",
+                                             help="write a PNG: time per shape for each implementation"),
+    seed: int = typer.Option(0, help="seed of the random inputs and weights"),
+    offset_scale: float = typer.Option(2.0, help="offsets ~ normal(0, this many pixels)"),
+) -> None:
+    """Time this project's DCN implementations against ONNX Runtime's, PyTorch's, torchvision's and a dense conv."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from .bench import DEFAULT_BATCHES, DEFAULT_SHAPES, BenchConfig, BenchError, command_line, run_benchmark
+
+    try:
+        config = BenchConfig(
+            shapes=[_bench_shape(text) for text in shape] if shape else DEFAULT_SHAPES,
+            batches=list(batch) if batch else DEFAULT_BATCHES,
+            threads=threads, warmup=warmup, repeat=repeat, device=device, layers=layers,
+            recipes=list(recipe or ()), recipe_shape=_parse_shape(input_shape) if input_shape else None,
+            reference=reference, seed=seed, offset_scale=offset_scale, command=command_line(),
+        )
+        columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                   TimeElapsedColumn())
+        with Progress(*columns, console=console, transient=True) as bar:
+            task = bar.add_task("bench", total=None)
+            result = run_benchmark(
+                config, progress=lambda text, done, total: bar.update(task, description=text, completed=done,
+                                                                      total=total))
+    except (BenchError, FileNotFoundError) as error:
+        _fail(str(error))
+    except typer.BadParameter as error:
+        _fail(str(error))
+    _print_bench(result)
+    if json_path:
+        from .bench import write_json
+
+        write_json(result, json_path)
+        console.print(f"wrote {json_path}")
+    if plot_path:
+        from .bench import write_plot
+
+        write_plot(result, plot_path)
+        console.print(f"wrote {plot_path}")
+
+
+def _bench_shape(text: str):
+    from .bench import parse_shape_spec
+
+    return parse_shape_spec(text)
+
+
+def _print_bench(result: dict) -> None:
+    """The rich tables of a bench result: medians in ms, ratios of medians."""
+    from rich import box
+
+    machine, settings = result["machine"], result["settings"]
+
+    def ms(row: dict, name: str) -> str:
+        timing = row["implementations"].get(name)
+        return "-" if timing is None else f"{timing['median_ms']:.3f}"
+
+    def ratio(row: dict, key: str) -> str:
+        value = row["ratios"].get(key)
+        return "-" if value is None else f"{value:.2f}"
+
+    if result["cpu_layers"]:
+        title = (f"CPU layer, median ms of {settings['repeat_cpu']} ({machine['cpu_model']}, "
+                 f"{settings['threads']} threads)")
+        table = Table(title=title, box=box.SIMPLE_HEAD)
+        for column in ("shape", "N", "custom", "native", "dense", "torch\nref", "custom\n/native",
+                       "custom\n/dense", "custom\n/ref"):
+            table.add_column(column, justify="left" if column == "shape" else "right", no_wrap=column == "shape",
+                             min_width=7 if "/" in column else None)
+        for row in result["cpu_layers"]:
+            table.add_row(row["shape"], str(row["batch"]), *(ms(row, n) for n in ("custom", "native", "dense",
+                          "reference")), *(ratio(row, k) for k in ("custom/native", "custom/dense",
+                                                                    "custom/reference")))
+        console.print(table)
+    if result["end_to_end"]:
+        table = Table(title=f"end to end, median ms of {settings['repeat_cpu']} ({settings['threads']} threads)",
+                      box=box.SIMPLE_HEAD)
+        for column in ("recipe", "input", "DCN\nnodes", "custom", "native", "torch\nmodel", "custom\n/native",
+                       "custom\n/torch"):
+            table.add_column(column, justify="left" if column in ("recipe", "input") else "right",
+                             no_wrap=column in ("recipe", "input"))
+        for row in result["end_to_end"]:
+            table.add_row(row["recipe"], "x".join(map(str, row["input_shape"])), str(row["dcn_nodes"]),
+                          *(ms(row, n) for n in ("custom", "native", "reference")),
+                          *(ratio(row, k) for k in ("custom/native", "custom/reference")))
+        console.print(table)
+    if result["gpu_layers"]:
+        rows = result["gpu_layers"]
+        short = {"ours_fp16": "fp16", "ours_fp16_simt": "fp16\nsimt", "ours_fp16_tensor_core": "fp16\nTC",
+                 "ours_fp32": "fp32", "torchvision_fp16": "tv\nfp16", "cudnn_fp16": "cuDNN\nfp16"}
+        names = [n for n in short if any(n in row["implementations"] for row in rows)]
+        table = Table(title=f"GPU layer, median ms of {settings['repeat_gpu']} ({machine.get('gpu')})",
+                      caption="fp16/fp32: ours (deform_conv2d_cuda), TC: tensor cores; tv: torchvision; "
+                      "cuDNN: dense conv, channels_last", box=box.SIMPLE_HEAD)
+        for column in ("shape", "N", *(short[n] for n in names)):
+            table.add_column(column, justify="left" if column == "shape" else "right", no_wrap=column == "shape")
+        for row in rows:
+            table.add_row(row["shape"], str(row["batch"]), *(ms(row, n) for n in names))
+        console.print(table)
+        ratio_columns = {"ours_fp16/cudnn_fp16": "fp16\n/cuDNN", "ours_fp16_tensor_core/cudnn_fp16": "fp16 TC\n/cuDNN",
+                         "ours_fp32/cudnn_fp16": "fp32\n/cuDNN", "torchvision_fp16/ours_fp16": "tv\n/fp16"}
+        keys = [k for k in ratio_columns if any(k in row["ratios"] for row in rows)]
+        table = Table(title="GPU layer: ratios of medians, workspace", caption="every ratio is in the JSON",
+                      box=box.SIMPLE_HEAD)
+        for column in ("shape", "N", *(ratio_columns[k] for k in keys), "workspace\nours fp16",
+                       "im2col fp16\nper image"):
+            table.add_column(column, justify="left" if column == "shape" else "right", no_wrap=column == "shape")
+        for row in rows:
+            space = row["workspace"]
+            table.add_row(row["shape"], str(row["batch"]), *(ratio(row, k) for k in keys),
+                          _bytes(space["ours_bytes"]["fp16"]), _bytes(space["im2col_bytes_per_image"]["fp16"]))
+        console.print(table)
+        notes = {f"{row['shape']} b{row['batch']} {name}": note for row in rows
+                 for name, note in row.get("not_timed", {}).items()}
+        for where, note in notes.items():
+            console.print(f"[yellow]not timed[/yellow] {where}: {note}")
+    for part, reason in result["skipped"].items():
+        console.print(f"{part}: skipped ({reason})")
+
+
+def _bytes(count: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if count < 1024 or unit == "GiB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024
+    return str(count)
+
+
 def main() -> None:
     app()
 

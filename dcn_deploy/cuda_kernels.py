@@ -16,11 +16,23 @@ input, weight,    float32, float16           one dtype for the four
 bias, output
 offset, mask      float32, float16           one dtype for the two
 ================  =========================  ===========================
+
+Kernels (``algorithm=``; the default "auto" takes the tensor-core kernel for float16
+whenever the device and the problem allow it):
+
+=============  ============  ==============================================================
+algorithm      X/W/B/Y       arithmetic
+=============  ============  ==============================================================
+simt           fp32, fp16    float32 FMA on the float32 samples
+tensor_core    fp16          samples rounded to float16 once, tensor-core products with
+                             float32 accumulation; split-K over a thread-block cluster
+                             (sm_90) when the tile grid is smaller than the GPU
+=============  ============  ==============================================================
 """
 from __future__ import annotations
 
 import ctypes
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import torch
 from torch import Tensor
@@ -28,13 +40,18 @@ from torch import Tensor
 from .ops import DeformConvGeometry
 from .native import native_library
 
-__all__ = ["CudaKernelError", "Problem", "call_c_api", "cuda_kernel_library", "deform_conv2d_cuda", "LIBRARY_ENV"]
+__all__ = [
+    "CudaKernelError", "LaunchInfo", "Problem", "call_c_api", "cuda_kernel_library", "deform_conv2d_cuda",
+    "launch_plan", "workspace_size", "ALGORITHMS", "ELEMENT_TYPES", "LIBRARY_ENV",
+]
 
 LIBRARY_ENV = "DCN_DEPLOY_CUDA_LIB"
 LIBRARY_NAME = "libdcn_deploy_cuda.so"
 
-_ELEMENT_TYPES = {torch.float32: 0, torch.float16: 1}  # DcnElementType
+ELEMENT_TYPES = {torch.float32: 0, torch.float16: 1}  # DcnElementType
 _STATUS_NAMES = {1: "invalid argument", 2: "unsupported", 3: "CUDA error"}
+ALGORITHMS = {"auto": 0, "simt": 1, "tensor_core": 2}  # DcnAlgorithm
+_ALGORITHM_NAMES = {value: name for name, value in ALGORITHMS.items()}
 
 
 class CudaKernelError(RuntimeError):
@@ -60,7 +77,29 @@ class Problem(ctypes.Structure):
         ("has_bias", ctypes.c_int32),
         ("data_type", ctypes.c_int),
         ("offset_type", ctypes.c_int),
+        ("algorithm", ctypes.c_int),
+        ("split_k", ctypes.c_int32),
     ]
+
+
+class _LaunchInfo(ctypes.Structure):
+    _fields_ = [
+        ("algorithm", ctypes.c_int),
+        ("splits", ctypes.c_int32),
+        ("grid", ctypes.c_uint32 * 3),
+        ("threads", ctypes.c_uint32),
+        ("shared_bytes", ctypes.c_uint64),
+    ]
+
+
+class LaunchInfo(NamedTuple):
+    """What one launch of a problem does (``dcn_deform_conv_cuda_plan``)."""
+
+    algorithm: str
+    splits: int
+    grid: tuple[int, int, int]
+    threads: int
+    shared_bytes: int
 
 
 class _Buffers(ctypes.Structure):
@@ -86,6 +125,10 @@ def _load() -> ctypes.CDLL:
         library.dcn_deform_conv_cuda_emulated.argtypes = [
             ctypes.POINTER(Problem), ctypes.POINTER(_Buffers), *error_args
         ]
+        library.dcn_deform_conv_cuda_plan.argtypes = [
+            ctypes.POINTER(Problem), ctypes.c_int, ctypes.POINTER(_LaunchInfo), *error_args
+        ]
+        library.dcn_deform_conv_cuda_plan.restype = ctypes.c_int
         library.dcn_deform_conv_cuda_workspace_size.argtypes = [ctypes.POINTER(Problem)]
         library.dcn_deform_conv_cuda_workspace_size.restype = ctypes.c_size_t
         for function in (library.dcn_deform_conv_cuda, library.dcn_deform_conv_cuda_emulated):
@@ -101,13 +144,31 @@ def _element_type(tensors: dict[str, Tensor | None], role: str) -> int:
         listed = ", ".join(f"{name}={t.dtype}" for name, t in present.items())
         raise TypeError(f"deform_conv2d_cuda: {role} must share one dtype, got {listed}")
     dtype = dtypes.pop()
-    if dtype not in _ELEMENT_TYPES:
+    if dtype not in ELEMENT_TYPES:
         raise TypeError(f"deform_conv2d_cuda: {role} must be float32 or float16, got {dtype}")
-    return _ELEMENT_TYPES[dtype]
+    return ELEMENT_TYPES[dtype]
 
 
 def workspace_size(problem: Problem) -> int:
     return int(_load().dcn_deform_conv_cuda_workspace_size(ctypes.byref(problem)))
+
+
+def launch_plan(problem: Problem, emulated: bool = False) -> LaunchInfo:
+    """The kernel, split-K, grid and shared memory a launch of ``problem`` gets on the current
+    CUDA device (``emulated=False``) or in the emulator (which plans for an H100)."""
+    info = _LaunchInfo()
+    error = ctypes.create_string_buffer(1024)
+    status = _load().dcn_deform_conv_cuda_plan(ctypes.byref(problem), int(emulated), ctypes.byref(info), error, 1024)
+    if status != 0:
+        raise CudaKernelError(status, error.value.decode(errors="replace"))
+    return LaunchInfo(_ALGORITHM_NAMES[info.algorithm], info.splits, tuple(info.grid), info.threads, info.shared_bytes)
+
+
+def _algorithm_code(algorithm: str) -> int:
+    try:
+        return ALGORITHMS[algorithm]
+    except KeyError:
+        raise ValueError(f"deform_conv2d_cuda: algorithm must be one of {sorted(ALGORITHMS)}, got {algorithm!r}") from None
 
 
 def deform_conv2d_cuda(
@@ -123,12 +184,17 @@ def deform_conv2d_cuda(
     offset_groups: int | None = None,
     *,
     emulate: bool = False,
+    algorithm: str = "auto",
+    split_k: int = 0,
 ) -> Tensor:
     """Runs the CUDA kernel (or its CPU emulation) with :func:`dcn_deploy.ops.deform_conv2d`'s arguments.
 
     Returns a new tensor of the input's dtype on the input's device. On CUDA the launch
     is on torch's current stream, so the result is ordered like any torch operation.
+    ``algorithm`` picks the kernel (see the module's table); ``split_k`` > 0 forces that many
+    K splits on the tensor-core kernel (0: the kernel's own choice).
     """
+    algorithm_code = _algorithm_code(algorithm)
     geo = DeformConvGeometry.check(
         input, offset, weight, bias, mask, stride, padding, dilation, groups, offset_groups,
         where="deform_conv2d_cuda",
@@ -157,7 +223,7 @@ def deform_conv2d_cuda(
         pad_top=geo.pads[0], pad_left=geo.pads[1], pad_bottom=geo.pads[2], pad_right=geo.pads[3],
         dilation_h=geo.dilation[0], dilation_w=geo.dilation[1], group=geo.groups, offset_group=geo.offset_groups,
         has_mask=int(mask is not None), has_bias=int(bias is not None),
-        data_type=data_type, offset_type=offset_type,
+        data_type=data_type, offset_type=offset_type, algorithm=algorithm_code, split_k=split_k,
     )
 
     def pointer(tensor: Tensor | None) -> int | None:

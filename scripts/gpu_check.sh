@@ -7,6 +7,7 @@
 #      GPU vs the CPU emulation of the same kernel, bad input
 #   4. compute-sanitizer memcheck and racecheck on small cases, if compute-sanitizer is installed
 #   5. prints a parity and timing table (scripts/gpu_parity.py)
+#   5b. times the layer benchmark on the GPU (dcn-deploy bench --device cuda: bench_gpu.json/.png)
 #   6. if TensorRT's Python package imports: builds the plugin, builds an engine of the demo
 #      recipe in FP32 and FP16, and validates it against the reference
 # Uses the system python3 (the one with CUDA PyTorch), not .venv. Finishes in a few minutes.
@@ -98,6 +99,11 @@ else
     summary+=("$(printf '%-34s FAIL  %4ds' "parity table" $((SECONDS - start)))")
     failures=$((failures + 1))
 fi
+
+# Timings of the layer shapes of issue 7 (ours FP16/FP32, torchvision, cuDNN dense; workspace bytes):
+# two files in $OUT (at most 8 come back from a lent machine), about half a minute on an H100.
+step "bench --device cuda" 180 "$python" -m dcn_deploy.cli bench --device cuda \
+    --json "$log_dir/bench_gpu.json" --plot "$log_dir/bench_gpu.png"
 
 if "$python" -c 'import tensorrt' 2>/dev/null && [ -f "${build_dir}/lib/libdcn_deploy_trt.so" ]; then
     engine_dir="${build_dir}/engine"

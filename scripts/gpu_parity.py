@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 from pathlib import Path
 
@@ -25,11 +24,24 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from cases import CASES, Case  # noqa: E402
+from dcn_deploy.bench import time_gpu_layer  # noqa: E402
 from dcn_deploy.cuda_kernels import deform_conv2d_cuda  # noqa: E402
 from dcn_deploy.ops import deform_conv2d  # noqa: E402
 
 FP32_MAX_REL = 1e-5
 FP16_REL_L2 = 1e-3
+
+
+def fp32_bound(case: Case) -> float:
+    """FP32 bound: accumulation rounding (1e-5) plus what float32 sampling coordinates cost.
+
+    Coordinates are float32 by definition (as in torchvision); near coordinate c their spacing
+    is about c * 2^-23, so a sample moves by up to c * 2^-24 px and the interpolated value by
+    about as much relative to the data. On the 200x272 case (coordinates up to ~280) that is
+    1.7e-5, more than the accumulation term: the H100 measured 1.5e-5 there (2026-11-22).
+    """
+    largest_coordinate = max(case.h, case.w) + 8 * case.offset_scale
+    return FP32_MAX_REL + largest_coordinate * 2.0**-24
 
 # Realistic layers (batch 1, 3x3, pad 1; the shapes of issue 7) and the large-coordinate
 # case of issue 5 (offsets up to +-8 px on a 200x272 input).
@@ -69,38 +81,19 @@ def reference(t: dict, case: Case) -> torch.Tensor:
     return deform_conv2d(as64["X"], as64["offset"], as64["W"], as64["B"], mask=as64["mask"], **kwargs(case))
 
 
-def median_ms(function, repeats: int = 30) -> float:
-    for _ in range(3):
-        function()
-    times = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        function()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
-
-
 def timings(case: Case) -> dict:
-    """Median FP16 times (ms): ours, torchvision, cuDNN dense conv (channels-last) of the same shape."""
-    t = tensors(case, "cuda", torch.float16, torch.float16)
-    result = {"ours_fp16_ms": median_ms(lambda: run_ours(t, case, emulate=False))}
-    try:
-        import torchvision.ops
+    """Median FP16 times (ms): ours, torchvision, cuDNN dense conv (channels-last) of the same shape.
 
-        result["torchvision_fp16_ms"] = median_ms(lambda: torchvision.ops.deform_conv2d(
-            t["X"], t["offset"], t["W"], t["B"], stride=case.stride, padding=(case.pads[0], case.pads[1]),
-            dilation=case.dilation, mask=t["mask"]))
-    except Exception as error:  # not importable, or no CUDA kernel for this dtype
-        result["torchvision_fp16_ms"] = None
-        result["torchvision_note"] = f"{type(error).__name__}: {error}"[:120]
-    x = t["X"].contiguous(memory_format=torch.channels_last)
-    w = t["W"].contiguous(memory_format=torch.channels_last)
-    result["cudnn_dense_fp16_ms"] = median_ms(lambda: torch.nn.functional.conv2d(
-        x, w, t["B"], stride=case.stride, padding=(case.pads[0], case.pads[1]), dilation=case.dilation,
-        groups=case.group))
+    The timing is dcn_deploy.bench's (CUDA events, warm-up, interleaved rounds, median), the one
+    `dcn-deploy bench --device cuda` uses; this script only picks its FP16 columns.
+    """
+    t = tensors(case, "cuda", torch.float16, torch.float16)
+    timed, notes = time_gpu_layer(t, None, kwargs(case), warmup=3, repeat=30)
+    result = {"ours_fp16_ms": None, "torchvision_fp16_ms": None, "cudnn_dense_fp16_ms": None}
+    for name, timing in timed.items():  # ours_fp16_simt / _tensor_core too, where the kernels have them
+        result["cudnn_dense_fp16_ms" if name == "cudnn_fp16" else f"{name}_ms"] = timing.median_ms
+    for name, note in notes.items():
+        result[f"{name}_note"] = note[:120]
     return result
 
 
@@ -116,7 +109,8 @@ def check(case: Case, emulate: bool, timed: bool) -> dict:
         out16 = run_ours(t16, case, emulate).double()
         ref16 = reference(t16, case)
         row[f"{label}_rel_l2"] = float((out16 - ref16).norm() / ref16.norm())
-    row["ok"] = (row["fp32_max_rel"] <= FP32_MAX_REL and row["fp16_rel_l2"] <= FP16_REL_L2
+    row["fp32_bound"] = fp32_bound(case)
+    row["ok"] = (row["fp32_max_rel"] <= row["fp32_bound"] and row["fp16_rel_l2"] <= FP16_REL_L2
                  and row["fp16_fp32_offsets_rel_l2"] <= FP16_REL_L2)
     if timed:
         row.update(timings(case))

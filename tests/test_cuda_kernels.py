@@ -55,6 +55,10 @@ def _kwargs(case: Case) -> dict:
                 offset_groups=case.offset_group)
 
 
+# Every float16 test runs on both kernels.
+ALGORITHMS = ["simt", "tensor_core"]
+
+
 def _run(t: dict, device: str, **kwargs) -> torch.Tensor:
     return cuda_kernels.deform_conv2d_cuda(
         t["X"], t["offset"], t["W"], t["B"], mask=t["mask"], emulate=device == "emulated", **kwargs
@@ -84,12 +88,13 @@ def test_fp32_matches_reference(case: Case, device: str):
     assert _max_rel(out, _reference(t, **_kwargs(case))) <= FP32_MAX_REL
 
 
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("offset_dtype", [torch.float16, torch.float32], ids=["fp16_offsets", "fp32_offsets"])
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
-def test_fp16_matches_reference(case: Case, offset_dtype: torch.dtype, device: str):
+def test_fp16_matches_reference(case: Case, offset_dtype: torch.dtype, device: str, algorithm: str):
     t = _tensors(case, torch.float16, offset_dtype, device)
-    out = _run(t, device, **_kwargs(case))
+    out = _run(t, device, algorithm=algorithm, **_kwargs(case))
     assert out.dtype == torch.float16
     assert _rel_l2(out, _reference(t, **_kwargs(case))) <= FP16_REL_L2
 
@@ -111,12 +116,13 @@ def _large_coordinate_case(offset_dtype: torch.dtype, device: str):
     return t, dict(padding=1)
 
 
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("offset_dtype", [torch.float16, torch.float32], ids=["fp16_offsets", "fp32_offsets"])
-def test_fp16_large_coordinates(offset_dtype: torch.dtype, device: str):
+def test_fp16_large_coordinates(offset_dtype: torch.dtype, device: str, algorithm: str):
     t, kwargs = _large_coordinate_case(offset_dtype, device)
     ref = _reference(t, **kwargs)
-    assert _rel_l2(_run(t, device, **kwargs), ref) <= FP16_REL_L2
+    assert _rel_l2(_run(t, device, algorithm=algorithm, **kwargs), ref) <= FP16_REL_L2
 
 
 def test_half_precision_coordinates_would_fail_the_large_coordinate_bound():
@@ -145,6 +151,114 @@ def test_device_matches_emulation(case: Case):
     gpu = _run(t_gpu, "cuda", **_kwargs(case)).cpu()
     emulated = _run(t_cpu, "emulated", **_kwargs(case))
     assert torch.allclose(gpu, emulated, rtol=1e-6, atol=1e-6 * float(emulated.abs().max()))
+
+
+# ---- the tensor-core kernel: split-K, planning, device vs emulation -------------------------
+
+def _deep_case() -> Case:
+    """K = 48 * 9 = 432, 14 K slices of 32: enough for 2..8 splits, with a ragged last slice."""
+    return Case("deep", n=1, c=48, h=9, w=11, m=20, offset_scale=2.0, seed=41)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("split_k", [1, 2, 3, 8])
+def test_tensor_core_split_k_matches_reference(split_k: int, device: str):
+    case = _deep_case()
+    t = _tensors(case, torch.float16, torch.float32, device)
+    out = _run(t, device, algorithm="tensor_core", split_k=split_k, **_kwargs(case))
+    assert _rel_l2(out, _reference(t, **_kwargs(case))) <= FP16_REL_L2
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("out_channels, tile", [(200, 256), (300, 512), (700, 512)])
+def test_tensor_core_wide_tiles_match_reference(out_channels: int, tile: int, device: str):
+    """Output channels beyond 128 take the 256 x 64 and 512 x 32 tiles (700: two channel tiles)."""
+    case = Case("wide", n=1, c=8, h=6, w=13, m=out_channels, offset_scale=2.0, seed=43)
+    t = _tensors(case, torch.float16, torch.float32, device)
+    out = _run(t, device, algorithm="tensor_core", **_kwargs(case))
+    assert _rel_l2(out, _reference(t, **_kwargs(case))) <= FP16_REL_L2
+    info = cuda_kernels.launch_plan(
+        _fp16_problem(in_channels=8, in_height=6, in_width=13, out_channels=out_channels), emulated=True
+    )
+    pixels_per_tile = 16384 // tile
+    assert info.grid[1] == -(-out_channels // tile) and info.grid[0] == -(-78 // pixels_per_tile) * info.splits
+
+
+def test_split_k_changes_only_the_summation_order():
+    """Splits partition K: the emulated outputs of 1 and 3 splits differ by float32 summation
+    order, then one float16 rounding, i.e. at most 1 float16 ulp of the output."""
+    case = _deep_case()
+    t = _tensors(case, torch.float16, torch.float32, "emulated")
+    one = _run(t, "emulated", algorithm="tensor_core", split_k=1, **_kwargs(case)).float()
+    three = _run(t, "emulated", algorithm="tensor_core", split_k=3, **_kwargs(case)).float()
+    ulp = torch.finfo(torch.float16).eps * one.abs().clamp(min=2.0**-14)
+    assert bool(((one - three).abs() <= ulp + 1e-6).all())
+
+
+def _fp16_problem(**overrides):
+    return _problem(**{"data_type": 1, "offset_type": 0, "in_channels": 256, "in_height": 50, "in_width": 68,
+                       "out_channels": 256, **overrides})
+
+
+def test_plan_prefers_tensor_cores_for_fp16():
+    info = cuda_kernels.launch_plan(_fp16_problem(), emulated=True)
+    assert info.algorithm == "tensor_core" and info.threads == 256
+    # All 256 channels in one 256 x 64 tile, 50*68 pixels in 54 tiles: 54 blocks give fewer than
+    # two per SM of an H100 (132 SMs), so K is split over a cluster.
+    assert info.grid[1:] == (1, 1) and info.grid[0] == 54 * info.splits and info.splits == 5
+    assert info.shared_bytes > 0
+
+
+def test_plan_without_split_when_the_grid_fills_the_gpu():
+    info = cuda_kernels.launch_plan(_fp16_problem(batch=8), emulated=True)
+    assert info.algorithm == "tensor_core" and info.splits == 1 and info.grid == (54, 1, 8)
+
+
+@pytest.mark.parametrize(
+    "overrides, algorithm",
+    [(dict(data_type=0), "simt"), (dict(offset_group=64, kernel_h=5, kernel_w=5), "simt"),
+     (dict(data_type=1, algorithm=1), "simt")],
+    ids=["fp32", "corner_table_too_large", "simt_asked"],
+)
+def test_plan_falls_back_to_simt(overrides, algorithm):
+    assert cuda_kernels.launch_plan(_fp16_problem(**overrides), emulated=True).algorithm == algorithm
+
+
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        (dict(data_type=0, algorithm=2), "tensor-core kernel cannot run this problem: it needs float16"),
+        (dict(offset_group=64, kernel_h=5, kernel_w=5, algorithm=2), "corner table of offset_group*kh*kw = 1600"),
+        (dict(algorithm=1, split_k=2), "split_k > 1 needs the tensor-core kernel"),
+        (dict(split_k=9), "split_k must be 0 (automatic) or 1..8, got 9"),
+        (dict(split_k=-1), "split_k must be 0 (automatic) or 1..8, got -1"),
+        (dict(algorithm=5), "algorithm must be DCN_ALGORITHM_AUTO (0), SIMT (1) or TENSOR_CORE (2), got 5"),
+    ],
+)
+def test_plan_rejects_impossible_requests(overrides, expected):
+    with pytest.raises(cuda_kernels.CudaKernelError, match=None) as error:
+        cuda_kernels.launch_plan(_fp16_problem(**overrides), emulated=True)
+    assert expected in str(error.value)
+
+
+def test_python_rejects_unknown_algorithm():
+    t = _tensors(CASES[0], torch.float16, torch.float32, "emulated")
+    with pytest.raises(ValueError, match="algorithm must be one of"):
+        _run(t, "emulated", algorithm="fast", **_kwargs(CASES[0]))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.parametrize("split_k", [0, 1, 3])
+@pytest.mark.parametrize("case", [*CASES[:6], _deep_case()], ids=lambda c: c.name)
+def test_tensor_core_device_matches_emulation(case: Case, split_k: int):
+    """Same phases on the GPU and in the emulator; the tensor cores sum the same float16
+    products in another order, so outputs agree to about one float16 ulp."""
+    t_gpu = _tensors(case, torch.float16, torch.float32, "cuda")
+    t_cpu = {k: (v.cpu() if v is not None else None) for k, v in t_gpu.items()}
+    kwargs = dict(algorithm="tensor_core", split_k=split_k, **_kwargs(case))
+    gpu = _run(t_gpu, "cuda", **kwargs).cpu().float()
+    emulated = _run(t_cpu, "emulated", **kwargs).float()
+    assert torch.allclose(gpu, emulated, rtol=2e-3, atol=2e-3 * float(emulated.abs().max()))
 
 
 def test_workspace_is_zero():

@@ -1,17 +1,11 @@
 #include "deform_conv_fields.h"
 
 #include <cstring>
-#include <sstream>
+
+#include "text.h"
 
 namespace dcn_deploy {
 namespace {
-
-template <typename... Parts>
-std::string concat(const Parts&... parts) {
-  std::ostringstream out;
-  (out << ... << parts);
-  return out.str();
-}
 
 const char* type_name(const FieldView& field) {
   switch (field.type) {
@@ -85,15 +79,6 @@ std::string read_int_field(const std::string& node_name, const FieldView& field,
     (*values)[static_cast<size_t>(i)] = value;
   }
   return "";
-}
-
-template <typename T>
-std::string format_values(const T* values, size_t count) {
-  std::ostringstream out;
-  out << '[';
-  for (size_t i = 0; i < count; ++i) out << (i ? ", " : "") << values[i];
-  out << ']';
-  return out.str();
 }
 
 std::string check_rank(const std::string& node_name, const char* what, int32_t rank, int32_t expected,
@@ -173,7 +158,7 @@ std::string describe_attributes(const DeformConvAttributes& attributes) {
     text += text.empty() ? "" : " ";
     text += field.name + "=";
     text += field.values.size() == 1 ? std::to_string(field.values[0])
-                                     : format_values(field.values.data(), field.values.size());
+                                     : format_list(field.values.data(), field.values.size());
   }
   return text;
 }

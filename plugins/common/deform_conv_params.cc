@@ -1,29 +1,11 @@
 #include "deform_conv_params.h"
 
 #include <limits>
-#include <sstream>
+
+#include "text.h"
 
 namespace dcn_deploy {
 namespace {
-
-template <typename T>
-std::string format_list(const T* values, size_t count) {
-  std::ostringstream out;
-  out << '[';
-  for (size_t i = 0; i < count; ++i) {
-    out << (i ? ", " : "") << values[i];
-  }
-  out << ']';
-  return out.str();
-}
-
-// Concatenates streamable pieces into one string.
-template <typename... Parts>
-std::string concat(const Parts&... parts) {
-  std::ostringstream out;
-  (out << ... << parts);
-  return out.str();
-}
 
 bool all_at_least(const int64_t* values, size_t count, int64_t minimum) {
   for (size_t i = 0; i < count; ++i) {

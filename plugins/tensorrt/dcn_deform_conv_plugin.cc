@@ -2,11 +2,11 @@
 
 #include <exception>
 #include <new>
-#include <sstream>
 #include <utility>
 
 #include "deform_conv_cuda.h"
 #include "plugin_logging.h"
+#include "text.h"
 
 namespace dcn_deploy::tensorrt {
 namespace {
@@ -17,13 +17,6 @@ using nvinfer1::ErrorCode;
 using nvinfer1::PluginFieldType;
 using nvinfer1::PluginTensorDesc;
 using nvinfer1::TensorFormat;
-
-template <typename... Parts>
-std::string concat(const Parts&... parts) {
-  std::ostringstream out;
-  (out << ... << parts);
-  return out.str();
-}
 
 bool is_float_or_half(DataType type) { return type == DataType::kFLOAT || type == DataType::kHALF; }
 

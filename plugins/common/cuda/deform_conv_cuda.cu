@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "deform_conv_mma.cuh"
 #include "deform_conv_params.h"
 #include "deform_conv_tile.cuh"
 
@@ -44,9 +45,77 @@ __global__ void __launch_bounds__(cuda_tile::kThreads)
   cuda_tile::store_outputs(problem, tensors, block, tid, acc);
 }
 
+// Tensor-core kernel: see deform_conv_mma.cuh for the phases.
+template <int TileM, typename TOffset>
+__global__ void __launch_bounds__(cuda_mma::kThreads, cuda_mma::kMinBlocksPerSm)
+    deform_conv_mma_kernel(cuda_mma::MmaProblem problem, TilePointers<__half, TOffset> tensors) {
+  extern __shared__ __align__(128) unsigned char shared[];
+  using namespace cuda_mma;
+  using C = Config<TileM>;
+  const SharedLayout layout = shared_layout<C>(shared, problem.offset_group_taps);
+  const int32_t split = static_cast<int32_t>(blockIdx.x) % problem.splits;
+  const MmaBlockIndex block{static_cast<int32_t>(blockIdx.x) / problem.splits, split,
+                            static_cast<int32_t>(blockIdx.y), static_cast<int32_t>(blockIdx.z)};
+  const int tid = static_cast<int>(threadIdx.x);
+  const int warp = tid / kWarpSize;
+
+  build_corner_table<C>(problem, tensors, block, tid, layout);
+  __syncthreads();
+  WarpAccumulator acc;
+  clear_accumulator(acc);
+  int32_t k_begin, k_end;
+  k_range_of_split(problem, split, &k_begin, &k_end);
+  if (k_begin < k_end) {
+    load_slice<C>(problem, tensors, block, k_begin, k_end, tid, layout, 0);
+    __syncthreads();
+    int stage = 0;
+    for (int32_t k0 = k_begin; k0 < k_end; k0 += kTileK) {
+      mma_slice<C>(layout, stage, warp, acc);
+      if (k0 + kTileK < k_end) load_slice<C>(problem, tensors, block, k0 + kTileK, k_end, tid, layout, stage ^ 1);
+      __syncthreads();
+      stage ^= 1;
+    }
+  }
+  __syncthreads();  // The float tile overwrites the stages and the corner table.
+  store_accumulators<C>(layout, warp, acc);
+  if (problem.splits == 1) {
+    __syncthreads();
+    const float* tiles[1] = {layout.c};
+    store_outputs<C>(problem, tensors, block, tid, tiles, 1, 0, C::kTileM);
+    return;
+  }
+#if __CUDA_ARCH__ >= 900
+  // Split-K: the cluster's blocks hold partial tiles of one output tile; each
+  // sums its share of rows over all of them through distributed shared memory.
+  namespace cg = cooperative_groups;
+  cg::cluster_group cluster = cg::this_cluster();
+  cluster.sync();
+  const float* tiles[kMaxSplits];
+  for (int rank = 0; rank < problem.splits; ++rank) tiles[rank] = cluster.map_shared_rank(layout.c, rank);
+  int row_begin, row_end;
+  rows_of_rank(C::kTileM, split, problem.splits, &row_begin, &row_end);
+  store_outputs<C>(problem, tensors, block, tid, tiles, problem.splits, row_begin, row_end);
+  cluster.sync();  // Keep this block's tile alive until every rank has read it.
+#endif
+}
+
+// What the launch depends on besides the problem.
+struct DeviceLimits {
+  int sm_count;
+  int compute_capability;  // major * 10 + minor
+  size_t max_shared_per_block;
+};
+
+// The emulator plans for an H100 so its choices (split-K included) are the ones CI should cover.
+constexpr DeviceLimits kEmulatedDevice{132, 90, 227 * 1024};
+
 struct LaunchPlan {
-  TileProblem problem;
+  DcnAlgorithm algorithm = DCN_ALGORITHM_SIMT;
+  TileProblem problem;      // SIMT kernel
+  cuda_mma::MmaProblem mma;  // tensor-core kernel
+  int tile_m = 0;            // tensor-core kernel: 128, 256 or 512 channels per block
   dim3 grid;
+  size_t shared_bytes = 0;
 };
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
@@ -164,6 +233,123 @@ int plan_launch(const DcnDeformConvProblem* p, LaunchPlan* plan, std::string* me
   t.reduction = static_cast<int32_t>(reduction);
   t.has_mask = shape.has_mask;
   t.has_bias = shape.has_bias;
+  plan->algorithm = DCN_ALGORITHM_SIMT;
+  return DCN_STATUS_OK;
+}
+
+// Chooses between the kernels (after plan_launch) and sizes the tensor-core
+// launch: tile grid, split-K and shared memory.
+int plan_algorithm(const DcnDeformConvProblem* p, const DeviceLimits& device, LaunchPlan* plan,
+                   std::string* message) {
+  using namespace cuda_mma;
+  const TileProblem& t = plan->problem;
+  if (p->algorithm != DCN_ALGORITHM_AUTO && p->algorithm != DCN_ALGORITHM_SIMT &&
+      p->algorithm != DCN_ALGORITHM_TENSOR_CORE) {
+    *message = node_error(kCallerName, "algorithm must be DCN_ALGORITHM_AUTO (0), SIMT (1) or TENSOR_CORE (2), got " +
+                                           std::to_string(static_cast<int>(p->algorithm)));
+    return DCN_STATUS_INVALID_ARGUMENT;
+  }
+  if (p->split_k < 0 || p->split_k > kMaxSplits) {
+    *message = node_error(kCallerName, "split_k must be 0 (automatic) or 1.." + std::to_string(kMaxSplits) +
+                                           ", got " + std::to_string(p->split_k));
+    return DCN_STATUS_INVALID_ARGUMENT;
+  }
+  const int32_t offset_group_taps = t.offset_groups * t.kernel_area;
+  // The smallest tile that holds every output channel of a group (up to 512),
+  // so each sample is computed once per block.
+  const int tile_m = t.out_channels_per_group <= 128 ? 128 : t.out_channels_per_group <= 256 ? 256 : 512;
+  const int tile_n = tile_m == 128 ? Config<128>::kTileN : tile_m == 256 ? Config<256>::kTileN : Config<512>::kTileN;
+  const size_t shared = tile_m == 128   ? Config<128>::shared_bytes(offset_group_taps)
+                        : tile_m == 256 ? Config<256>::shared_bytes(offset_group_taps)
+                                        : Config<512>::shared_bytes(offset_group_taps);
+  std::string why_not;
+  if (p->data_type != DCN_FLOAT16) {
+    why_not = "it needs float16 X/W/B/Y";
+  } else if (device.compute_capability < 70) {
+    why_not = "it needs compute capability 7.0 or newer";
+  } else if (shared > device.max_shared_per_block) {
+    why_not = "its corner table of offset_group*kh*kw = " + std::to_string(offset_group_taps) +
+              " taps needs " + std::to_string(shared) + " bytes of shared memory, the device allows " +
+              std::to_string(device.max_shared_per_block);
+  }
+  if (!why_not.empty()) {
+    if (p->algorithm == DCN_ALGORITHM_TENSOR_CORE) {
+      *message = node_error(kCallerName, "the tensor-core kernel cannot run this problem: " + why_not);
+      return DCN_STATUS_UNSUPPORTED;
+    }
+    if (p->split_k > 1) {
+      *message = node_error(kCallerName, "split_k > 1 needs the tensor-core kernel, which cannot run this problem: " +
+                                             why_not);
+      return DCN_STATUS_UNSUPPORTED;
+    }
+    return DCN_STATUS_OK;  // SIMT
+  }
+  if (p->algorithm == DCN_ALGORITHM_SIMT) {
+    if (p->split_k > 1) {
+      *message = node_error(kCallerName, "split_k > 1 needs the tensor-core kernel, not DCN_ALGORITHM_SIMT");
+      return DCN_STATUS_UNSUPPORTED;
+    }
+    return DCN_STATUS_OK;
+  }
+
+  const int64_t pixel_tiles = ceil_div(t.out_pixels, tile_n);
+  const int64_t channel_tiles = ceil_div(t.out_channels_per_group, tile_m);
+  const int64_t image_groups = static_cast<int64_t>(plan->grid.z);
+  const int64_t slices = ceil_div(t.reduction, kTileK);
+  int64_t splits = 1;
+  if (p->split_k > 0) {
+    splits = p->split_k;
+    if (splits > 1 && device.compute_capability < 90) {
+      *message = node_error(kCallerName, "split_k > 1 needs thread-block clusters (compute capability 9.0)");
+      return DCN_STATUS_UNSUPPORTED;
+    }
+  } else if (device.compute_capability >= 90 && image_groups > 0) {
+    // Split K when the tile grid gives fewer than two blocks per SM (the
+    // kernel is latency bound: it needs resident warps); each split keeps at
+    // least 4 K slices so the partial sums are worth their reduction.
+    const int64_t blocks = pixel_tiles * channel_tiles * image_groups;
+    const int64_t wanted = 2 * static_cast<int64_t>(device.sm_count);
+    if (blocks < wanted) {
+      splits = std::min<int64_t>({kMaxSplits, ceil_div(wanted, blocks), std::max<int64_t>(1, slices / 4)});
+    }
+  }
+  const int64_t slices_per_split = ceil_div(slices, splits);
+  if (p->split_k == 0) splits = ceil_div(slices, slices_per_split);  // no empty split
+  if (pixel_tiles * splits > std::numeric_limits<int32_t>::max() || channel_tiles > kMaxGridYZ) {
+    *message = node_error(kCallerName, "problem too large for one tensor-core launch: " + std::to_string(pixel_tiles) +
+                                           " pixel tiles, " + std::to_string(channel_tiles) + " channel tiles");
+    return DCN_STATUS_UNSUPPORTED;
+  }
+  plan->algorithm = DCN_ALGORITHM_TENSOR_CORE;
+  plan->tile_m = tile_m;
+  plan->mma.base = t;
+  plan->mma.offset_group_taps = offset_group_taps;
+  plan->mma.splits = static_cast<int32_t>(splits);
+  plan->mma.k_per_split = static_cast<int32_t>(slices_per_split * kTileK);
+  plan->shared_bytes = shared;
+  if (image_groups > 0) {
+    plan->grid = dim3(static_cast<unsigned>(pixel_tiles * splits), static_cast<unsigned>(channel_tiles),
+                      static_cast<unsigned>(image_groups));
+  }
+  return DCN_STATUS_OK;
+}
+
+// Limits of the current device.
+int query_device(DeviceLimits* device, std::string* message) {
+  int ordinal = 0, sm_count = 0, major = 0, minor = 0, shared = 0;
+  cudaError_t status = cudaGetDevice(&ordinal);
+  if (status == cudaSuccess) status = cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, ordinal);
+  if (status == cudaSuccess) status = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, ordinal);
+  if (status == cudaSuccess) status = cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, ordinal);
+  if (status == cudaSuccess) {
+    status = cudaDeviceGetAttribute(&shared, cudaDevAttrMaxSharedMemoryPerBlockOptin, ordinal);
+  }
+  if (status != cudaSuccess) {
+    *message = node_error(kCallerName, std::string("kernel launch failed: ") + cudaGetErrorName(status) + ": " +
+                                           cudaGetErrorString(status));
+    return DCN_STATUS_CUDA_ERROR;
+  }
+  *device = DeviceLimits{sm_count, major * 10 + minor, static_cast<size_t>(shared)};
   return DCN_STATUS_OK;
 }
 
@@ -195,23 +381,48 @@ TilePointers<T, TOffset> typed_pointers(const DcnDeformConvBuffers& b) {
 
 // Calls Body::template run<T, TOffset>(args...) for the problem's storage types.
 template <typename Body, typename... Args>
-void dispatch_types(DcnElementType data_type, DcnElementType offset_type, Args&&... args) {
+auto dispatch_types(DcnElementType data_type, DcnElementType offset_type, Args&&... args) {
   if (data_type == DCN_FLOAT32) {
-    if (offset_type == DCN_FLOAT32) Body::template run<float, float>(args...);
-    else Body::template run<float, __half>(args...);
-  } else {
-    if (offset_type == DCN_FLOAT32) Body::template run<__half, float>(args...);
-    else Body::template run<__half, __half>(args...);
+    if (offset_type == DCN_FLOAT32) return Body::template run<float, float>(args...);
+    return Body::template run<float, __half>(args...);
   }
+  if (offset_type == DCN_FLOAT32) return Body::template run<__half, float>(args...);
+  return Body::template run<__half, __half>(args...);
 }
 
 struct Launch {
   template <typename T, typename TOffset>
-  static void run(const LaunchPlan& plan, const DcnDeformConvBuffers& buffers, cudaStream_t stream) {
+  static cudaError_t run(const LaunchPlan& plan, const DcnDeformConvBuffers& buffers, cudaStream_t stream) {
     deform_conv_tile_kernel<T, TOffset>
         <<<plan.grid, cuda_tile::kThreads, 0, stream>>>(plan.problem, typed_pointers<T, TOffset>(buffers));
+    return cudaGetLastError();
   }
 };
+
+template <int TileM, typename TOffset>
+cudaError_t launch_mma(const LaunchPlan& plan, const DcnDeformConvBuffers& buffers, cudaStream_t stream) {
+  auto kernel = deform_conv_mma_kernel<TileM, TOffset>;
+  cudaError_t status = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                            static_cast<int>(plan.shared_bytes));
+  if (status != cudaSuccess) return status;
+  cudaLaunchConfig_t config = {};
+  config.gridDim = plan.grid;
+  config.blockDim = dim3(cuda_mma::kThreads);
+  config.dynamicSmemBytes = plan.shared_bytes;
+  config.stream = stream;
+  cudaLaunchAttribute cluster[1];
+  if (plan.mma.splits > 1) {
+    cluster[0].id = cudaLaunchAttributeClusterDimension;
+    cluster[0].val.clusterDim.x = static_cast<unsigned>(plan.mma.splits);
+    cluster[0].val.clusterDim.y = 1;
+    cluster[0].val.clusterDim.z = 1;
+    config.attrs = cluster;
+    config.numAttrs = 1;
+  }
+  status = cudaLaunchKernelEx(&config, kernel, plan.mma, typed_pointers<__half, TOffset>(buffers));
+  if (status != cudaSuccess) return status;
+  return cudaGetLastError();
+}
 
 struct Emulate {
   template <typename T, typename TOffset>
@@ -242,10 +453,129 @@ void Emulate::run(const LaunchPlan& plan, const DcnDeformConvBuffers& buffers) {
   }
 }
 
+template <int TileM, typename TOffset>
+void emulate_mma(const LaunchPlan& plan, const DcnDeformConvBuffers& buffers) {
+  using namespace cuda_mma;
+  using C = Config<TileM>;
+  const MmaProblem& problem = plan.mma;
+  const TilePointers<__half, TOffset> tensors = typed_pointers<__half, TOffset>(buffers);
+  const int ranks = problem.splits;
+  // One shared memory per cluster rank, 128-byte aligned like the device's.
+  std::vector<std::vector<float4>> shared(ranks, std::vector<float4>(plan.shared_bytes / sizeof(float4) + 8));
+  std::vector<WarpAccumulator> acc(kWarps);
+  for (unsigned z = 0; z < plan.grid.z; ++z) {
+    for (unsigned y = 0; y < plan.grid.y; ++y) {
+      for (unsigned cluster_x = 0; cluster_x < plan.grid.x; cluster_x += ranks) {
+        std::vector<SharedLayout> layouts;
+        std::vector<const float*> tiles;
+        for (int rank = 0; rank < ranks; ++rank) {
+          auto* base = reinterpret_cast<unsigned char*>(shared[rank].data());
+          base += (128 - reinterpret_cast<uintptr_t>(base) % 128) % 128;
+          const SharedLayout layout = shared_layout<C>(base, problem.offset_group_taps);
+          layouts.push_back(layout);
+          tiles.push_back(layout.c);
+          const MmaBlockIndex block{static_cast<int32_t>(cluster_x / ranks), rank, static_cast<int32_t>(y),
+                                    static_cast<int32_t>(z)};
+          for (int tid = 0; tid < kThreads; ++tid) build_corner_table<C>(problem, tensors, block, tid, layout);
+          for (auto& warp_acc : acc) clear_accumulator(warp_acc);
+          int32_t k_begin, k_end;
+          k_range_of_split(problem, rank, &k_begin, &k_end);
+          if (k_begin < k_end) {
+            for (int tid = 0; tid < kThreads; ++tid) {
+              load_slice<C>(problem, tensors, block, k_begin, k_end, tid, layout, 0);
+            }
+            int stage = 0;
+            for (int32_t k0 = k_begin; k0 < k_end; k0 += kTileK) {
+              // The multiply reads this stage, the loads write the other: their
+              // order within an iteration does not matter.
+              for (int warp = 0; warp < kWarps; ++warp) mma_slice<C>(layout, stage, warp, acc[warp]);
+              if (k0 + kTileK < k_end) {
+                for (int tid = 0; tid < kThreads; ++tid) {
+                  load_slice<C>(problem, tensors, block, k0 + kTileK, k_end, tid, layout, stage ^ 1);
+                }
+              }
+              stage ^= 1;
+            }
+          }
+          for (int warp = 0; warp < kWarps; ++warp) store_accumulators<C>(layout, warp, acc[warp]);
+        }
+        for (int rank = 0; rank < ranks; ++rank) {
+          const MmaBlockIndex block{static_cast<int32_t>(cluster_x / ranks), rank, static_cast<int32_t>(y),
+                                    static_cast<int32_t>(z)};
+          int row_begin, row_end;
+          rows_of_rank(C::kTileM, rank, ranks, &row_begin, &row_end);
+          for (int tid = 0; tid < kThreads; ++tid) {
+            store_outputs<C>(problem, tensors, block, tid, tiles.data(), ranks, row_begin, row_end);
+          }
+        }
+      }
+    }
+  }
+}
+
+struct LaunchMma {
+  template <int TileM, typename TOffset>
+  static cudaError_t run(const LaunchPlan& plan, const DcnDeformConvBuffers& buffers, cudaStream_t stream) {
+    return launch_mma<TileM, TOffset>(plan, buffers, stream);
+  }
+};
+
+struct EmulateMma {
+  template <int TileM, typename TOffset>
+  static void run(const LaunchPlan& plan, const DcnDeformConvBuffers& buffers) {
+    emulate_mma<TileM, TOffset>(plan, buffers);
+  }
+};
+
+// Calls Body::template run<tile_m, TOffset>(args...) for the plan's tile and offset type.
+template <typename Body, typename... Args>
+auto dispatch_mma(const LaunchPlan& plan, DcnElementType offset_type, Args&&... args) {
+  if (offset_type == DCN_FLOAT32) {
+    if (plan.tile_m == 128) return Body::template run<128, float>(args...);
+    if (plan.tile_m == 256) return Body::template run<256, float>(args...);
+    return Body::template run<512, float>(args...);
+  }
+  if (plan.tile_m == 128) return Body::template run<128, __half>(args...);
+  if (plan.tile_m == 256) return Body::template run<256, __half>(args...);
+  return Body::template run<512, __half>(args...);
+}
+
+// Validates, then plans the launch for `device`.
+int plan_everything(const DcnDeformConvProblem* problem, const DcnDeformConvBuffers* buffers,
+                    const DeviceLimits* device, LaunchPlan* plan, std::string* message) {
+  int status = plan_launch(problem, plan, message);
+  if (status == DCN_STATUS_OK && buffers != nullptr) status = check_buffers(problem, buffers, message);
+  DeviceLimits current{};
+  if (status == DCN_STATUS_OK && device == nullptr) {
+    status = query_device(&current, message);
+    device = &current;
+  }
+  if (status == DCN_STATUS_OK) status = plan_algorithm(problem, *device, plan, message);
+  return status;
+}
+
 }  // namespace
 }  // namespace dcn_deploy
 
 using namespace dcn_deploy;
+
+extern "C" int dcn_deform_conv_cuda_plan(const DcnDeformConvProblem* problem, int emulated, DcnLaunchInfo* info,
+                                         char* error, size_t error_capacity) {
+  LaunchPlan plan;
+  std::string message;
+  const int status = plan_everything(problem, nullptr, emulated ? &kEmulatedDevice : nullptr, &plan, &message);
+  if (status != DCN_STATUS_OK) return report(status, message, error, error_capacity);
+  if (info != nullptr) {
+    info->algorithm = plan.algorithm;
+    info->splits = plan.algorithm == DCN_ALGORITHM_TENSOR_CORE ? plan.mma.splits : 1;
+    info->grid[0] = plan.grid.x;
+    info->grid[1] = plan.grid.y;
+    info->grid[2] = plan.grid.z;
+    info->threads = plan.algorithm == DCN_ALGORITHM_TENSOR_CORE ? cuda_mma::kThreads : cuda_tile::kThreads;
+    info->shared_bytes = plan.shared_bytes;
+  }
+  return DCN_STATUS_OK;
+}
 
 extern "C" int dcn_deform_conv_output_size(const DcnDeformConvProblem* problem, int64_t* out_height,
                                            int64_t* out_width, char* error, size_t error_capacity) {
@@ -264,14 +594,20 @@ extern "C" int dcn_deform_conv_cuda(const DcnDeformConvProblem* problem, const D
                                     void* /*workspace*/, void* stream, char* error, size_t error_capacity) {
   LaunchPlan plan;
   std::string message;
-  int status = plan_launch(problem, &plan, &message);
-  if (status == DCN_STATUS_OK) status = check_buffers(problem, buffers, &message);
+  if (buffers == nullptr) {
+    return report(DCN_STATUS_INVALID_ARGUMENT, node_error(kCallerName, "buffers is NULL"), error, error_capacity);
+  }
+  const int status = plan_everything(problem, buffers, nullptr, &plan, &message);
   if (status != DCN_STATUS_OK) return report(status, message, error, error_capacity);
   if (plan.grid.x == 0 || plan.grid.y == 0 || plan.grid.z == 0) return DCN_STATUS_OK;
 
-  dispatch_types<Launch>(problem->data_type, problem->offset_type, plan, *buffers,
-                         static_cast<cudaStream_t>(stream));
-  const cudaError_t launch = cudaGetLastError();
+  const auto cuda_stream = static_cast<cudaStream_t>(stream);
+  cudaError_t launch;
+  if (plan.algorithm == DCN_ALGORITHM_TENSOR_CORE) {
+    launch = dispatch_mma<LaunchMma>(plan, problem->offset_type, plan, *buffers, cuda_stream);
+  } else {
+    launch = dispatch_types<Launch>(problem->data_type, problem->offset_type, plan, *buffers, cuda_stream);
+  }
   if (launch != cudaSuccess) {
     return report(DCN_STATUS_CUDA_ERROR,
                   node_error(kCallerName, std::string("kernel launch failed: ") + cudaGetErrorName(launch) + ": " +
@@ -285,9 +621,15 @@ extern "C" int dcn_deform_conv_cuda_emulated(const DcnDeformConvProblem* problem
                                              char* error, size_t error_capacity) {
   LaunchPlan plan;
   std::string message;
-  int status = plan_launch(problem, &plan, &message);
-  if (status == DCN_STATUS_OK) status = check_buffers(problem, buffers, &message);
+  if (buffers == nullptr) {
+    return report(DCN_STATUS_INVALID_ARGUMENT, node_error(kCallerName, "buffers is NULL"), error, error_capacity);
+  }
+  const int status = plan_everything(problem, buffers, &kEmulatedDevice, &plan, &message);
   if (status != DCN_STATUS_OK) return report(status, message, error, error_capacity);
-  dispatch_types<Emulate>(problem->data_type, problem->offset_type, plan, *buffers);
+  if (plan.algorithm == DCN_ALGORITHM_TENSOR_CORE) {
+    dispatch_mma<EmulateMma>(plan, problem->offset_type, plan, *buffers);
+  } else {
+    dispatch_types<Emulate>(problem->data_type, problem->offset_type, plan, *buffers);
+  }
   return DCN_STATUS_OK;
 }

@@ -12,8 +12,16 @@
  * type, sampling coordinates, bilinear weights, the mask product and the
  * accumulation are float32 (no TF32, no half arithmetic).
  *
- * Workspace: none. The kernel is an implicit GEMM that samples straight into
- * shared memory, so no column buffer exists in global memory.
+ * Workspace: none. Both kernels are implicit GEMMs that sample straight into
+ * shared memory, so no column buffer exists in global memory:
+ *   DCN_ALGORITHM_SIMT         float32 FMA; float32 or float16 storage.
+ *   DCN_ALGORITHM_TENSOR_CORE  float16 storage only: samples rounded to
+ *                              float16 once, WMMA with float32 accumulation,
+ *                              split-K over a thread-block cluster (sm_90)
+ *                              when the grid is small.
+ * DCN_ALGORITHM_AUTO picks the tensor-core kernel for float16 whenever the
+ * device and the problem allow it (its corner table must fit in shared
+ * memory), else the SIMT kernel.
  */
 #ifndef DCN_DEPLOY_DEFORM_CONV_CUDA_H_
 #define DCN_DEPLOY_DEFORM_CONV_CUDA_H_
@@ -35,6 +43,12 @@ typedef enum DcnElementType {
   DCN_FLOAT32 = 0,
   DCN_FLOAT16 = 1,
 } DcnElementType;
+
+typedef enum DcnAlgorithm {
+  DCN_ALGORITHM_AUTO = 0,
+  DCN_ALGORITHM_SIMT = 1,
+  DCN_ALGORITHM_TENSOR_CORE = 2,
+} DcnAlgorithm;
 
 typedef enum DcnStatus {
   DCN_STATUS_OK = 0,
@@ -59,7 +73,18 @@ typedef struct DcnDeformConvProblem {
   int32_t has_bias;                       /* B input present */
   DcnElementType data_type;               /* X, W, B, Y */
   DcnElementType offset_type;             /* offset, mask */
+  DcnAlgorithm algorithm;                 /* 0 (zero-initialised): automatic */
+  int32_t split_k;                        /* 0: automatic; n >= 1 forces n K splits (tensor-core kernel) */
 } DcnDeformConvProblem;
+
+/* What a launch of a problem does, from dcn_deform_conv_cuda_plan. */
+typedef struct DcnLaunchInfo {
+  DcnAlgorithm algorithm;  /* SIMT or TENSOR_CORE, never AUTO */
+  int32_t splits;          /* blocks of a cluster sharing one output tile (1: no split-K) */
+  uint32_t grid[3];        /* x, y, z */
+  uint32_t threads;        /* per block */
+  uint64_t shared_bytes;   /* dynamic shared memory per block */
+} DcnLaunchInfo;
 
 /* Device (or, for the emulator, host) pointers. mask and bias may be NULL
  * when the problem says they are absent. */
@@ -80,6 +105,12 @@ DCN_CUDA_API int dcn_deform_conv_output_size(const DcnDeformConvProblem* problem
 /* Bytes of device workspace the kernel needs: always 0 (kept in the API so
  * callers need not change if a future kernel wants split-K scratch). */
 DCN_CUDA_API size_t dcn_deform_conv_cuda_workspace_size(const DcnDeformConvProblem* problem);
+
+/* The launch the problem would get on the current device (`emulated` = 0) or
+ * in the emulator (`emulated` != 0, which plans for an H100: 132 SMs,
+ * compute capability 9.0, 227 KiB of shared memory per block). */
+DCN_CUDA_API int dcn_deform_conv_cuda_plan(const DcnDeformConvProblem* problem, int emulated, DcnLaunchInfo* info,
+                                           char* error, size_t error_capacity);
 
 /* Validates the problem and launches the kernel on `stream` (a cudaStream_t;
  * NULL for the default stream). Asynchronous: returns after the launch.
