@@ -6,6 +6,8 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <atomic>
+#include <mutex>
 #include <cstdio>
 #include <cstring>
 #include <limits>
@@ -335,9 +337,23 @@ int plan_algorithm(const DcnDeformConvProblem* p, const DeviceLimits& device, La
 }
 
 // Limits of the current device.
+// Limits of the current device, read once per device ordinal: a launch is on
+// the hot path of every DCN layer, the attributes never change.
+constexpr int kCachedDevices = 64;
+struct CachedLimits {
+  std::atomic<bool> ready{false};
+  DeviceLimits limits{};
+};
+CachedLimits g_device_limits[kCachedDevices];
+
 int query_device(DeviceLimits* device, std::string* message) {
   int ordinal = 0, sm_count = 0, major = 0, minor = 0, shared = 0;
   cudaError_t status = cudaGetDevice(&ordinal);
+  const bool cacheable = status == cudaSuccess && ordinal >= 0 && ordinal < kCachedDevices;
+  if (cacheable && g_device_limits[ordinal].ready.load(std::memory_order_acquire)) {
+    *device = g_device_limits[ordinal].limits;
+    return DCN_STATUS_OK;
+  }
   if (status == cudaSuccess) status = cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, ordinal);
   if (status == cudaSuccess) status = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, ordinal);
   if (status == cudaSuccess) status = cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, ordinal);
@@ -350,6 +366,14 @@ int query_device(DeviceLimits* device, std::string* message) {
     return DCN_STATUS_CUDA_ERROR;
   }
   *device = DeviceLimits{sm_count, major * 10 + minor, static_cast<size_t>(shared)};
+  if (cacheable) {  // Written once, under the lock; read only after `ready`.
+    static std::mutex fill;
+    const std::lock_guard<std::mutex> lock(fill);
+    if (!g_device_limits[ordinal].ready.load(std::memory_order_relaxed)) {
+      g_device_limits[ordinal].limits = *device;
+      g_device_limits[ordinal].ready.store(true, std::memory_order_release);
+    }
+  }
   return DCN_STATUS_OK;
 }
 
