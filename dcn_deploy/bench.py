@@ -66,6 +66,8 @@ IMPLEMENTATIONS = {
     "ours_fp16": "dcn_deploy.cuda_kernels.deform_conv2d_cuda, float16 storage (default algorithm)",
     "ours_fp16_simt": "dcn_deploy.cuda_kernels.deform_conv2d_cuda, float16, algorithm='simt'",
     "ours_fp16_tensor_core": "dcn_deploy.cuda_kernels.deform_conv2d_cuda, float16, algorithm='tensor_core'",
+    "ours_fp16_tensor_core_nhwc": "dcn_deploy.cuda_kernels.deform_conv2d_cuda, float16, algorithm='tensor_core_nhwc' "
+    "(channels-last gathers; workspace: X in NHWC + W tap-major)",
     "ours_fp32": "dcn_deploy.cuda_kernels.deform_conv2d_cuda, float32 storage",
     "torchvision_fp16": "torchvision.ops.deform_conv2d, float16",
     "cudnn_fp16": "torch.nn.functional.conv2d (cuDNN), float16, channels_last: dense conv of the same shape (floor)",
@@ -599,6 +601,7 @@ def gpu_layer_functions(t16: dict, t32: dict | None, conv: dict) -> tuple[dict[s
         "ours_fp16": ours(t16),
         "ours_fp16_simt": ours(t16, algorithm="simt"),
         "ours_fp16_tensor_core": ours(t16, algorithm="tensor_core"),
+        "ours_fp16_tensor_core_nhwc": ours(t16, algorithm="tensor_core_nhwc"),
     }
     if t32 is not None:
         candidates["ours_fp32"] = ours(t32)
@@ -668,7 +671,7 @@ def _gpu_workspace(shape: LayerShape, batch: int) -> dict:
     columns = shape.in_channels * shape.kernel * shape.kernel * ho * wo
     ours = {"fp16": cuda_kernels.workspace_size(_gpu_problem(shape, batch, torch.float16)),
             "fp32": cuda_kernels.workspace_size(_gpu_problem(shape, batch, torch.float32))}
-    for algorithm in ("simt", "tensor_core"):
+    for algorithm in ("simt", "tensor_core", "tensor_core_nhwc"):
         ours[f"fp16_{algorithm}"] = cuda_kernels.workspace_size(_gpu_problem(shape, batch, torch.float16, algorithm))
     result = {
         "ours_bytes": ours,
@@ -861,13 +864,15 @@ _PART_TITLES = {
 _COLORS = {
     "custom": "#d62728", "native": "#1f77b4", "dense": "#7f7f7f", "reference": "#9467bd",
     "ours_fp16": "#d62728", "ours_fp16_simt": "#ff9896", "ours_fp16_tensor_core": "#8c1c13",
+    "ours_fp16_tensor_core_nhwc": "#e377c2",
     "ours_fp32": "#ff7f0e", "torchvision_fp16": "#1f77b4", "cudnn_fp16": "#7f7f7f",
 }
 
 _LABELS = {
     "custom": "custom op (DcnDeformConv, ORT)", "native": "ORT native DeformConv", "dense": "ORT dense Conv (floor)",
     "reference": "PyTorch reference", "ours_fp16": "ours fp16 (default)", "ours_fp16_simt": "ours fp16 simt",
-    "ours_fp16_tensor_core": "ours fp16 tensor core", "ours_fp32": "ours fp32", "torchvision_fp16": "torchvision fp16",
+    "ours_fp16_tensor_core": "ours fp16 tensor core", "ours_fp16_tensor_core_nhwc": "ours fp16 tensor core NHWC",
+    "ours_fp32": "ours fp32", "torchvision_fp16": "torchvision fp16",
     "cudnn_fp16": "cuDNN dense fp16 (floor)",
 }
 

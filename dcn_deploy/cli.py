@@ -358,6 +358,7 @@ def _print_bench(result: dict) -> None:
     if result["gpu_layers"]:
         rows = result["gpu_layers"]
         short = {"ours_fp16": "fp16", "ours_fp16_simt": "fp16\nsimt", "ours_fp16_tensor_core": "fp16\nTC",
+                 "ours_fp16_tensor_core_nhwc": "fp16\nTC NHWC",
                  "ours_fp32": "fp32", "torchvision_fp16": "tv\nfp16", "cudnn_fp16": "cuDNN\nfp16"}
         names = [n for n in short if any(n in row["implementations"] for row in rows)]
         table = Table(title=f"GPU layer, median ms of {settings['repeat_gpu']} ({machine.get('gpu')})",
@@ -369,6 +370,7 @@ def _print_bench(result: dict) -> None:
             table.add_row(row["shape"], str(row["batch"]), *(ms(row, n) for n in names))
         console.print(table)
         ratio_columns = {"ours_fp16/cudnn_fp16": "fp16\n/cuDNN", "ours_fp16_tensor_core/cudnn_fp16": "fp16 TC\n/cuDNN",
+                         "ours_fp16_tensor_core_nhwc/cudnn_fp16": "TC NHWC\n/cuDNN",
                          "ours_fp32/cudnn_fp16": "fp32\n/cuDNN", "torchvision_fp16/ours_fp16": "tv\n/fp16"}
         keys = [k for k in ratio_columns if any(k in row["ratios"] for row in rows)]
         table = Table(title="GPU layer: ratios of medians, workspace", caption="every ratio is in the JSON",

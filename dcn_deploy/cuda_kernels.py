@@ -27,6 +27,9 @@ simt           fp32, fp16    float32 FMA on the float32 samples
 tensor_core    fp16          samples rounded to float16 once, tensor-core products with
                              float32 accumulation; split-K over a thread-block cluster
                              (sm_90) when the tile grid is smaller than the GPU
+tensor_core_   fp16          the same on channels-last gathers (8 channels per 16-byte
+nhwc                         load); C/group and C/offset_group multiples of 8; a workspace
+                             (X in NHWC + W tap-major) allocated here from torch
 =============  ============  ==============================================================
 """
 from __future__ import annotations
@@ -50,7 +53,7 @@ LIBRARY_NAME = "libdcn_deploy_cuda.so"
 
 ELEMENT_TYPES = {torch.float32: 0, torch.float16: 1}  # DcnElementType
 _STATUS_NAMES = {1: "invalid argument", 2: "unsupported", 3: "CUDA error"}
-ALGORITHMS = {"auto": 0, "simt": 1, "tensor_core": 2}  # DcnAlgorithm
+ALGORITHMS = {"auto": 0, "simt": 1, "tensor_core": 2, "tensor_core_nhwc": 3}  # DcnAlgorithm
 _ALGORITHM_NAMES = {value: name for name, value in ALGORITHMS.items()}
 
 
@@ -231,14 +234,21 @@ def deform_conv2d_cuda(
 
     pointers = [pointer(contiguous[name]) for name in ("input", "weight", "offset", "mask", "bias")]
     stream = None if emulate else torch.cuda.current_stream(input.device).cuda_stream
-    status, message = call_c_api(problem, [*pointers, output.data_ptr()], emulate=emulate, stream=stream)
+    workspace = None
+    if not emulate and (size := workspace_size(problem)) > 0:  # torch's caching allocator, on this stream
+        workspace = torch.empty(size, dtype=torch.uint8, device=input.device)
+    status, message = call_c_api(
+        problem, [*pointers, output.data_ptr()], emulate=emulate, stream=stream,
+        workspace=workspace.data_ptr() if workspace is not None else None,
+    )
     if status != 0:
         raise CudaKernelError(status, message)
     return output
 
 
 def call_c_api(
-    problem: Problem, pointers: Sequence[int | None], emulate: bool, stream: int | None = None
+    problem: Problem, pointers: Sequence[int | None], emulate: bool, stream: int | None = None,
+    workspace: int | None = None,
 ) -> tuple[int, str]:
     """Calls the C API with a raw problem and raw pointers (X, W, offset, mask, B, Y); returns (status, message)."""
     buffers = _Buffers(*pointers)
@@ -248,6 +258,6 @@ def call_c_api(
         status = library.dcn_deform_conv_cuda_emulated(ctypes.byref(problem), ctypes.byref(buffers), error, 1024)
     else:
         status = library.dcn_deform_conv_cuda(
-            ctypes.byref(problem), ctypes.byref(buffers), None, stream, error, 1024
+            ctypes.byref(problem), ctypes.byref(buffers), workspace, stream, error, 1024
         )
     return status, error.value.decode(errors="replace")

@@ -232,7 +232,7 @@ def test_plan_falls_back_to_simt(overrides, algorithm):
         (dict(algorithm=1, split_k=2), "split_k > 1 needs the tensor-core kernel"),
         (dict(split_k=9), "split_k must be 0 (automatic) or 1..8, got 9"),
         (dict(split_k=-1), "split_k must be 0 (automatic) or 1..8, got -1"),
-        (dict(algorithm=5), "algorithm must be DCN_ALGORITHM_AUTO (0), SIMT (1) or TENSOR_CORE (2), got 5"),
+        (dict(algorithm=5), "algorithm must be DCN_ALGORITHM_AUTO (0), SIMT (1), TENSOR_CORE (2) or TENSOR_CORE_NHWC (3), got 5"),
     ],
 )
 def test_plan_rejects_impossible_requests(overrides, expected):
@@ -256,6 +256,95 @@ def test_tensor_core_device_matches_emulation(case: Case, split_k: int):
     t_gpu = _tensors(case, torch.float16, torch.float32, "cuda")
     t_cpu = {k: (v.cpu() if v is not None else None) for k, v in t_gpu.items()}
     kwargs = dict(algorithm="tensor_core", split_k=split_k, **_kwargs(case))
+    gpu = _run(t_gpu, "cuda", **kwargs).cpu().float()
+    emulated = _run(t_cpu, "emulated", **kwargs).float()
+    assert torch.allclose(gpu, emulated, rtol=2e-3, atol=2e-3 * float(emulated.abs().max()))
+
+
+# ---- the channels-last tensor-core variant ---------------------------------------------------
+
+CHANNELS_LAST_CASES = [
+    Case("cl_3x3", n=2, c=16, h=7, w=9, m=24, seed=51),
+    Case("cl_5x5_stride_2", n=1, c=8, h=11, w=10, m=12, kernel=(5, 5), stride=(2, 2), pads=(2, 2, 2, 2), seed=52),
+    Case("cl_dilation_asymmetric", n=1, c=16, h=9, w=8, m=8, dilation=(2, 1), pads=(2, 0, 1, 2), seed=53),
+    Case("cl_groups", n=2, c=32, h=6, w=7, m=16, group=2, offset_group=4, seed=54),
+    Case("cl_no_mask_no_bias", n=1, c=24, h=5, w=6, m=40, mask=False, bias=False, seed=55),
+    Case("cl_samples_leave_image", n=1, c=16, h=6, w=6, m=8, offset_scale=6.0, seed=56),
+    Case("cl_h_w_1", n=2, c=8, h=1, w=1, m=8, seed=57),
+    Case("cl_deep_wide", n=1, c=64, h=5, w=7, m=300, seed=58),
+]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("offset_dtype", [torch.float16, torch.float32], ids=["fp16_offsets", "fp32_offsets"])
+@pytest.mark.parametrize("case", CHANNELS_LAST_CASES, ids=lambda c: c.name)
+def test_channels_last_matches_reference(case: Case, offset_dtype: torch.dtype, device: str):
+    t = _tensors(case, torch.float16, offset_dtype, device)
+    out = _run(t, device, algorithm="tensor_core_nhwc", **_kwargs(case))
+    assert out.dtype == torch.float16 and tuple(out.shape) == (case.n, case.m, *case.out_hw)
+    assert _rel_l2(out, _reference(t, **_kwargs(case))) <= FP16_REL_L2
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("split_k", [2, 5])
+def test_channels_last_split_k(split_k: int, device: str):
+    case = _deep_case()
+    t = _tensors(case, torch.float16, torch.float32, device)
+    out = _run(t, device, algorithm="tensor_core_nhwc", split_k=split_k, **_kwargs(case))
+    assert _rel_l2(out, _reference(t, **_kwargs(case))) <= FP16_REL_L2
+
+
+def test_channels_last_and_planar_variants_agree():
+    """Same samples, same float16 rounding of each sample, K summed in another order: the two
+    tensor-core variants agree to about one float16 ulp of the output."""
+    case = CHANNELS_LAST_CASES[3]
+    t = _tensors(case, torch.float16, torch.float32, "emulated")
+    planar = _run(t, "emulated", algorithm="tensor_core", **_kwargs(case)).float()
+    channels_last = _run(t, "emulated", algorithm="tensor_core_nhwc", **_kwargs(case)).float()
+    assert torch.allclose(planar, channels_last, rtol=2e-3, atol=2e-3 * float(planar.abs().max()))
+
+
+def test_channels_last_needs_channel_multiples_of_8():
+    with pytest.raises(cuda_kernels.CudaKernelError, match="C/group = 12 and C/offset_group = 12") as error:
+        cuda_kernels.launch_plan(_fp16_problem(in_channels=12, algorithm=3), emulated=True)
+    assert error.value.status == 2
+    with pytest.raises(cuda_kernels.CudaKernelError, match="C/group = 16 and C/offset_group = 4"):
+        cuda_kernels.launch_plan(_fp16_problem(in_channels=16, offset_group=4, algorithm=3), emulated=True)
+
+
+def test_channels_last_workspace_size():
+    """X in NHWC and W tap-major, each rounded up to 256 bytes; nothing for the other kernels."""
+    problem = _fp16_problem(batch=2, in_channels=16, in_height=5, in_width=7, out_channels=24, algorithm=3)
+
+    def aligned(elements):
+        return -(-elements * 2 // 256) * 256
+
+    assert cuda_kernels.workspace_size(problem) == aligned(2 * 16 * 5 * 7) + aligned(24 * 16 * 9)
+    assert cuda_kernels.launch_plan(problem, emulated=True).algorithm == "tensor_core_nhwc"
+    for algorithm in (0, 1, 2):
+        assert cuda_kernels.workspace_size(_fp16_problem(in_channels=16, algorithm=algorithm)) == 0
+    assert cuda_kernels.workspace_size(_fp16_problem(in_channels=16, algorithm=3, data_type=0)) == 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_channels_last_launch_without_workspace_is_refused():
+    case = CHANNELS_LAST_CASES[0]
+    t = _tensors(case, torch.float16, torch.float16, "cuda")
+    out = torch.empty(case.n, case.m, *case.out_hw, dtype=torch.float16, device="cuda")
+    problem = _fp16_problem(batch=case.n, in_channels=case.c, in_height=case.h, in_width=case.w,
+                            out_channels=case.m, offset_type=1, algorithm=3)
+    pointers = [t["X"].data_ptr(), t["W"].data_ptr(), t["offset"].data_ptr(), t["mask"].data_ptr(),
+                t["B"].data_ptr(), out.data_ptr()]
+    status, message = cuda_kernels.call_c_api(problem, pointers, emulate=False, workspace=None)
+    assert status == 1 and "needs a workspace of" in message, message
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.parametrize("case", CHANNELS_LAST_CASES, ids=lambda c: c.name)
+def test_channels_last_device_matches_emulation(case: Case):
+    t_gpu = _tensors(case, torch.float16, torch.float32, "cuda")
+    t_cpu = {k: (v.cpu() if v is not None else None) for k, v in t_gpu.items()}
+    kwargs = dict(algorithm="tensor_core_nhwc", **_kwargs(case))
     gpu = _run(t_gpu, "cuda", **kwargs).cpu().float()
     emulated = _run(t_cpu, "emulated", **kwargs).float()
     assert torch.allclose(gpu, emulated, rtol=2e-3, atol=2e-3 * float(emulated.abs().max()))

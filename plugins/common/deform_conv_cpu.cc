@@ -2,114 +2,66 @@
 
 #include <algorithm>
 
-// The two hot loops get an AVX2+FMA clone picked at load time on x86-64 (GCC
-// ifunc), while the library itself still runs on any x86-64 CPU.
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define DCN_HOT_LOOP_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
-#else
-#define DCN_HOT_LOOP_CLONES
-#endif
-
 namespace dcn_deploy {
 namespace {
 
-// Output pixels per multiply micro-kernel step. Tiles are a multiple of it
-// and the column tile is padded to it, so the micro-kernel has no tail loop.
-constexpr int64_t kPixelBlock = 32;
-// Output channels per micro-kernel step (they share each column load).
-constexpr int kOutputBlock = 4;
-constexpr int64_t kMinTilePixels = kPixelBlock;
+using cpu::kPanelPixels;
+
+constexpr int64_t kMinTilePixels = 2 * kPanelPixels;
 constexpr int64_t kMaxTilePixels = 256;
-// Column tile kept around 256 KiB so it stays in L2 during the multiply.
+// Channels-last path: smaller tiles keep the pixel-major rows, the
+// accumulator and the weight panels of one block together in L2 (measured on
+// 128 channels: tile 128 about 10% faster than 256).
+constexpr int64_t kMaxChannelsLastTilePixels = 128;
+// Column block (panels of one channel block) kept around 256 KiB so it stays
+// in L2 while every output channel is multiplied with it.
 constexpr int64_t kColumnBudgetFloats = 64 * 1024;
+// Input pixels per prepare item (channels-last copy).
+constexpr int64_t kPreparePixels = 256;
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 int64_t round_up(int64_t value, int64_t multiple) { return ceil_div(value, multiple) * multiple; }
 
-int64_t choose_tile_pixels(int64_t column_rows, int64_t out_pixels, int64_t batch, int64_t min_work_items) {
-  int64_t tile = (kColumnBudgetFloats / std::max<int64_t>(column_rows, 1)) / kPixelBlock * kPixelBlock;
-  tile = std::clamp(tile, kMinTilePixels, kMaxTilePixels);
-  if (batch > 0 && min_work_items > batch) {
-    const int64_t tiles_wanted = ceil_div(min_work_items, batch);
-    tile = std::min(tile, std::max(ceil_div(out_pixels, tiles_wanted) / kPixelBlock * kPixelBlock, kMinTilePixels));
-  }
-  return std::min(tile, round_up(out_pixels, kPixelBlock));
-}
-
-// out[o][first + q] = bias[o] + sum_r weight[o][r] * columns[r][first + q]
-// for kRows output channels and q < count <= kPixelBlock. The small
-// accumulator block lives in registers (or L1) for the whole reduction over
-// r, and the q loops run a constant count over contiguous floats, so g++ -O3
-// vectorises them. Lanes past `count` compute on stale padding and are
-// never stored.
-template <int kRows>
-inline void multiply_block(const float* weight, int64_t column_rows, const float* columns, int64_t tile_pixels,
-                           int64_t first, int64_t count, const float* bias, float* const* out) {
-  float acc[kRows][kPixelBlock];
-  for (int o = 0; o < kRows; ++o) {
-    const float initial = bias ? bias[o] : 0.0f;
-    for (int64_t q = 0; q < kPixelBlock; ++q) acc[o][q] = initial;
-  }
-  const float* column = columns + first;
-  for (int64_t r = 0; r < column_rows; ++r, column += tile_pixels) {
-    float w[kRows];
-    for (int o = 0; o < kRows; ++o) w[o] = weight[o * column_rows + r];
-    for (int64_t q = 0; q < kPixelBlock; ++q) {
-      const float value = column[q];
-      for (int o = 0; o < kRows; ++o) acc[o][q] += w[o] * value;
+// Pixels per work item: a multiple of the panel width, large enough that the
+// weights streamed once per item are reused over many panels, and giving a
+// work-item count that splits evenly over 2 or 4 threads.
+int64_t choose_tile_pixels(int64_t out_pixels, int64_t batch, int64_t min_work_items, int64_t max_tile) {
+  const int64_t limit = std::min(max_tile, round_up(std::max<int64_t>(out_pixels, 1), kPanelPixels));
+  int64_t best_tile = std::min(kMinTilePixels, limit);
+  double best_cost = 0.0;
+  bool have_best = false;
+  for (int64_t tile = kPanelPixels; tile <= limit; tile += kPanelPixels) {
+    const int64_t items = std::max<int64_t>(batch, 1) * ceil_div(out_pixels, tile);
+    if (tile < std::min(kMinTilePixels, limit)) continue;
+    if (items < min_work_items && tile > kMinTilePixels) continue;
+    double cost = 1.0 + 24.0 / static_cast<double>(tile);  // Per-item overhead (weights reloaded).
+    if (min_work_items > 1) {
+      // Work left idle when the items are dealt to 2 and to 4 threads.
+      const double idle2 = static_cast<double>(ceil_div(items, 2) * 2) / static_cast<double>(items);
+      const double idle4 = static_cast<double>(ceil_div(items, 4) * 4) / static_cast<double>(items);
+      cost *= 0.5 * (idle2 + idle4);
+    }
+    if (!have_best || cost < best_cost - 1e-9 || (cost <= best_cost + 1e-9 && tile > best_tile)) {
+      best_cost = cost;
+      best_tile = tile;
+      have_best = true;
     }
   }
-  for (int o = 0; o < kRows; ++o) {
-    for (int64_t q = 0; q < count; ++q) out[o][first + q] = acc[o][q];
-  }
-}
-
-// Output rows [first_channel, end_channel) of one tile from its column tile.
-DCN_HOT_LOOP_CLONES
-void multiply_weights_into_tile(const float* weight, const float* bias, int64_t first_channel, int64_t end_channel,
-                                int64_t column_rows, const float* columns, int64_t tile_pixels, int64_t pixel_count,
-                                float* output_tile, int64_t out_plane) {
-  int64_t o = first_channel;
-  for (; o + kOutputBlock <= end_channel; o += kOutputBlock) {
-    float* out[kOutputBlock];
-    for (int k = 0; k < kOutputBlock; ++k) out[k] = output_tile + (o + k) * out_plane;
-    for (int64_t first = 0; first < pixel_count; first += kPixelBlock) {
-      multiply_block<kOutputBlock>(weight + o * column_rows, column_rows, columns, tile_pixels, first,
-                                   std::min(kPixelBlock, pixel_count - first), bias ? bias + o : nullptr, out);
-    }
-  }
-  for (; o < end_channel; ++o) {
-    float* out[1] = {output_tile + o * out_plane};
-    for (int64_t first = 0; first < pixel_count; first += kPixelBlock) {
-      multiply_block<1>(weight + o * column_rows, column_rows, columns, tile_pixels, first,
-                        std::min(kPixelBlock, pixel_count - first), bias ? bias + o : nullptr, out);
-    }
-  }
-}
-
-// column[p] = bilinear sample of `plane` with the precomputed corners of pixel p
-// (interpolate() of deform_conv_math.h on structure-of-arrays corners).
-DCN_HOT_LOOP_CLONES
-void gather_row(const float* plane, const int32_t* corner_index, const float* corner_weight, int64_t tile_pixels,
-                int64_t pixel_count, float* column) {
-  const int32_t* index0 = corner_index;
-  const int32_t* index1 = corner_index + tile_pixels;
-  const int32_t* index2 = corner_index + 2 * tile_pixels;
-  const int32_t* index3 = corner_index + 3 * tile_pixels;
-  const float* weight0 = corner_weight;
-  const float* weight1 = corner_weight + tile_pixels;
-  const float* weight2 = corner_weight + 2 * tile_pixels;
-  const float* weight3 = corner_weight + 3 * tile_pixels;
-  for (int64_t p = 0; p < pixel_count; ++p) {
-    column[p] = weight0[p] * corner_value(plane, index0[p]) + weight1[p] * corner_value(plane, index1[p]) +
-                weight2[p] * corner_value(plane, index2[p]) + weight3[p] * corner_value(plane, index3[p]);
-  }
+  return best_tile;
 }
 
 }  // namespace
 
 DeformConvCpu::DeformConvCpu(const DeformConvAttributes& attributes, const DeformConvShape& shape,
                              const DeformConvTensors& tensors, int64_t min_work_items)
+    : DeformConvCpu(attributes, shape, tensors, [&] {
+        DeformConvCpuOptions options;
+        options.min_work_items = min_work_items;
+        return options;
+      }()) {}
+
+DeformConvCpu::DeformConvCpu(const DeformConvAttributes& attributes, const DeformConvShape& shape,
+                             const DeformConvTensors& tensors, const DeformConvCpuOptions& options)
     : attributes_(attributes), shape_(shape), tensors_(tensors) {
   kernel_area_ = shape.kernel_h * shape.kernel_w;
   in_channels_per_group_ = shape.in_channels / attributes.group;
@@ -117,42 +69,205 @@ DeformConvCpu::DeformConvCpu(const DeformConvAttributes& attributes, const Defor
   channels_per_offset_group_ = shape.in_channels / attributes.offset_group;
   column_rows_ = in_channels_per_group_ * kernel_area_;
   out_pixels_ = shape.out_height * shape.out_width;
-  tile_pixels_ = choose_tile_pixels(column_rows_, out_pixels_, shape.batch, min_work_items);
+  kernels_ = options.kernels ? options.kernels : &cpu::cpu_kernels();
+
+  bool finite = options.input_finite == DeformConvCpuOptions::Finite::kYes;
+  if (options.input_finite == DeformConvCpuOptions::Finite::kUnknown && tensors.input != nullptr) {
+    finite = cpu::all_finite(tensors.input, shape.batch * shape.in_channels * shape.in_height * shape.in_width);
+  }
+  pair_corners_ = finite && shape.in_height >= 2 && shape.in_width >= 2;
+  channels_last_possible_ = pair_corners_ && kernels_->gather_channels_last != nullptr &&
+                            kernels_->gemm_pixel_major != nullptr && kernels_->store_pixel_major != nullptr &&
+                            in_channels_per_group_ % 8 == 0 && channels_per_offset_group_ % 8 == 0;
+  const int64_t max_tile = channels_last_possible_ ? kMaxChannelsLastTilePixels : kMaxTilePixels;
+  tile_pixels_ = out_pixels_ > 0 ? choose_tile_pixels(out_pixels_, shape.batch, options.min_work_items, max_tile) : 0;
   tiles_per_image_ = tile_pixels_ > 0 ? ceil_div(out_pixels_, tile_pixels_) : 0;  // 0 only for unvalidated shapes.
+  // Channel blocks of about equal size whose column panels fit the budget.
+  const int64_t block_count =
+      std::max<int64_t>(1, ceil_div(column_rows_ * std::max<int64_t>(tile_pixels_, 1), kColumnBudgetFloats));
+  channel_block_ = std::max<int64_t>(1, ceil_div(in_channels_per_group_, block_count));
+  if (channels_last_possible_) channel_block_ = std::min(in_channels_per_group_, round_up(channel_block_, 8));
 }
 
-void DeformConvCpu::run_all() const {
+int64_t DeformConvCpu::packed_panel_count() const {
+  return channels_last_possible_ ? ceil_div(out_channels_per_group_, kPanelPixels) : 0;
+}
+
+int64_t DeformConvCpu::packed_weight_floats() const {
+  return attributes_.group * packed_panel_count() * kPanelPixels * column_rows_;
+}
+
+// Group g, channel block at c0 (cc channels), panel j: [k = tap * cc + c][16
+// output channels] at g * panels * 16 * column_rows + c0 * taps * panels * 16 + j * cc * taps * 16.
+void DeformConvCpu::pack_weight_panel(int64_t panel, float* packed) const {
+  const int64_t panels = packed_panel_count();
+  for (int64_t group = 0; group < attributes_.group; ++group) {
+    float* group_base = packed + group * panels * kPanelPixels * column_rows_;
+    for (int64_t c0 = 0; c0 < in_channels_per_group_; c0 += channel_block_) {
+      const int64_t cc = std::min(channel_block_, in_channels_per_group_ - c0);
+      float* target = group_base + c0 * kernel_area_ * panels * kPanelPixels + panel * cc * kernel_area_ * kPanelPixels;
+      for (int64_t lane = 0; lane < kPanelPixels; ++lane) {
+        const int64_t m = panel * kPanelPixels + lane;
+        const float* row = m < out_channels_per_group_
+                               ? tensors_.weight + (group * out_channels_per_group_ + m) * column_rows_
+                               : nullptr;
+        for (int64_t c = 0; c < cc; ++c) {
+          for (int64_t tap = 0; tap < kernel_area_; ++tap) {
+            target[(tap * cc + c) * kPanelPixels + lane] = row ? row[(c0 + c) * kernel_area_ + tap] : 0.0f;
+          }
+        }
+      }
+    }
+  }
+}
+
+int64_t DeformConvCpu::workspace_floats() const {
+  if (!channels_last_possible_) return 0;
+  return shape_.batch * shape_.in_channels * shape_.in_height * shape_.in_width +
+         (packed_weights_ ? 0 : packed_weight_floats());
+}
+
+void DeformConvCpu::set_workspace(float* workspace) {
+  channels_last_ = workspace_floats() > 0 ? workspace : nullptr;
+  packed_workspace_ = channels_last_ && !packed_weights_
+                          ? workspace + shape_.batch * shape_.in_channels * shape_.in_height * shape_.in_width
+                          : nullptr;
+}
+
+int64_t DeformConvCpu::copy_item_count() const {
+  return channels_last_ ? shape_.batch * ceil_div(shape_.in_height * shape_.in_width, kPreparePixels) : 0;
+}
+
+int64_t DeformConvCpu::prepare_item_count() const {
+  return copy_item_count() + (packed_workspace_ ? packed_panel_count() : 0);
+}
+
+// Pixels [first, first + kPreparePixels) of one image, all channels, to channels-last.
+void DeformConvCpu::run_prepare_item(int64_t item) const {
+  if (item >= copy_item_count()) {
+    pack_weight_panel(item - copy_item_count(), packed_workspace_);
+    return;
+  }
+  const int64_t plane_size = shape_.in_height * shape_.in_width;
+  const int64_t chunks = ceil_div(plane_size, kPreparePixels);
+  const int64_t image = item / chunks;
+  const int64_t first = (item % chunks) * kPreparePixels;
+  const int64_t end = std::min(plane_size, first + kPreparePixels);
+  const int64_t channels = shape_.in_channels;
+  const float* source = tensors_.input + image * channels * plane_size;
+  float* target = channels_last_ + image * channels * plane_size;
+  constexpr int64_t kBlock = 16;
+  for (int64_t p0 = first; p0 < end; p0 += kBlock) {
+    const int64_t p1 = std::min(end, p0 + kBlock);
+    for (int64_t c = 0; c < channels; ++c) {
+      const float* from = source + c * plane_size;
+      for (int64_t p = p0; p < p1; ++p) target[p * channels + c] = from[p];
+    }
+  }
+}
+
+void DeformConvCpu::run_all() {
+  std::vector<float> workspace;
+  if (channels_last_ == nullptr && workspace_floats() > 0) {
+    workspace.resize(static_cast<size_t>(workspace_floats()));
+    set_workspace(workspace.data());
+  }
+  for (int64_t item = 0; item < prepare_item_count(); ++item) run_prepare_item(item);
   DeformConvCpuScratch scratch;
   for (int64_t item = 0; item < work_item_count(); ++item) run_work_item(item, scratch);
+  if (!workspace.empty()) set_workspace(nullptr);
 }
 
 void DeformConvCpu::run_work_item(int64_t item, DeformConvCpuScratch& scratch) const {
   const int64_t image = item / tiles_per_image_;
   const int64_t first_pixel = (item % tiles_per_image_) * tile_pixels_;
   const int64_t pixel_count = std::min(tile_pixels_, out_pixels_ - first_pixel);
+  const int64_t padded_pixels = round_up(pixel_count, kPanelPixels);
 
   const size_t corner_count = static_cast<size_t>(attributes_.offset_group * kernel_area_ * 4 * tile_pixels_);
-  const size_t column_count = static_cast<size_t>(column_rows_ * tile_pixels_);
+  const size_t column_count = static_cast<size_t>(channel_block_ * kernel_area_ * round_up(tile_pixels_, kPanelPixels));
   if (scratch.corner_index.size() < corner_count) scratch.corner_index.resize(corner_count);
   if (scratch.corner_weight.size() < corner_count) scratch.corner_weight.resize(corner_count);
   if (scratch.columns.size() < column_count) scratch.columns.resize(column_count);
 
-  compute_corners(image, first_pixel, pixel_count, scratch.corner_index.data(), scratch.corner_weight.data());
+  if (scratch.pixel_origin.size() < static_cast<size_t>(2 * tile_pixels_)) {
+    scratch.pixel_origin.resize(static_cast<size_t>(2 * tile_pixels_));
+  }
+  compute_corners(image, first_pixel, pixel_count, scratch.corner_index.data(), scratch.corner_weight.data(),
+                  scratch.pixel_origin.data());
+  if (channels_last_ != nullptr) {
+    run_channels_last_item(image, first_pixel, pixel_count, padded_pixels, scratch);
+    return;
+  }
   const float* bias = shape_.has_bias ? tensors_.bias : nullptr;
   float* output_tile = tensors_.output + image * shape_.out_channels * out_pixels_ + first_pixel;
   for (int64_t weight_group = 0; weight_group < attributes_.group; ++weight_group) {
-    gather_columns(image, weight_group, pixel_count, scratch.corner_index.data(), scratch.corner_weight.data(),
-                   scratch.columns.data());
-    const int64_t first_channel = weight_group * out_channels_per_group_;
-    multiply_weights_into_tile(tensors_.weight, bias, first_channel, first_channel + out_channels_per_group_,
-                               column_rows_, scratch.columns.data(), tile_pixels_, pixel_count, output_tile,
-                               out_pixels_);
+    const int64_t first_out = weight_group * out_channels_per_group_;
+    for (int64_t c0 = 0; c0 < in_channels_per_group_; c0 += channel_block_) {
+      const int64_t channel_count = std::min(channel_block_, in_channels_per_group_ - c0);
+      gather_columns(image, weight_group * in_channels_per_group_ + c0, channel_count, padded_pixels,
+                     scratch.corner_index.data(), scratch.corner_weight.data(), scratch.columns.data());
+      kernels_->gemm(out_channels_per_group_, channel_count * kernel_area_,
+                     tensors_.weight + first_out * column_rows_ + c0 * kernel_area_, column_rows_,
+                     scratch.columns.data(), pixel_count, output_tile + first_out * out_pixels_, out_pixels_,
+                     bias ? bias + first_out : nullptr, c0 == 0);
+    }
   }
 }
 
-// Corner arrays of (offset group g, tap t) start at ((g * kh*kw + t) * 4) * tile_pixels.
+// Channels-last path of one work item (corners already computed): per group
+// and channel block, the samples go pixel-major into scratch.columns (row of
+// pixel q: [tap][channel]) and are multiplied with the packed weights into
+// scratch.accumulator, which is finally stored transposed into Y.
+void DeformConvCpu::run_channels_last_item(int64_t image, int64_t first_pixel, int64_t pixel_count,
+                                           int64_t padded_pixels, DeformConvCpuScratch& scratch) const {
+  const int64_t panels = packed_panel_count();
+  const int64_t tile = round_up(tile_pixels_, kPanelPixels);
+  const size_t accumulator_count = static_cast<size_t>(panels * tile * kPanelPixels);
+  if (scratch.accumulator.size() < accumulator_count) scratch.accumulator.resize(accumulator_count);
+  const float* packed = packed_weights_ ? packed_weights_ : packed_workspace_;
+  const int64_t plane_size = shape_.in_height * shape_.in_width;
+  const int32_t width = static_cast<int32_t>(shape_.in_width);
+  const float* image_base = channels_last_ + image * shape_.in_channels * plane_size;
+  const float* bias = shape_.has_bias ? tensors_.bias : nullptr;
+  float* output_tile = tensors_.output + image * shape_.out_channels * out_pixels_ + first_pixel;
+  float* rows = scratch.columns.data();
+  float* accumulator = scratch.accumulator.data();
+  const int64_t acc_stride = tile * kPanelPixels;
+  for (int64_t weight_group = 0; weight_group < attributes_.group; ++weight_group) {
+    const int64_t first_out = weight_group * out_channels_per_group_;
+    const float* group_packed = packed + weight_group * panels * kPanelPixels * column_rows_;
+    for (int64_t c0 = 0; c0 < in_channels_per_group_; c0 += channel_block_) {
+      const int64_t cc = std::min(channel_block_, in_channels_per_group_ - c0);
+      const int64_t depth = cc * kernel_area_;
+      const int64_t first_channel = weight_group * in_channels_per_group_ + c0;
+      for (int64_t c = 0; c < cc;) {
+        const int64_t channel = first_channel + c;
+        const int64_t offset_group = channel / channels_per_offset_group_;
+        const int64_t run = std::min(cc - c, (offset_group + 1) * channels_per_offset_group_ - channel);
+        for (int64_t tap = 0; tap < kernel_area_; ++tap) {
+          const int64_t corners = offset_group * kernel_area_ + tap;
+          kernels_->gather_channels_last(image_base + channel, shape_.in_channels, run, width,
+                                         scratch.corner_index.data() + corners * tile_pixels_,
+                                         scratch.corner_weight.data() + corners * 4 * tile_pixels_, padded_pixels,
+                                         rows + tap * cc + c, depth);
+        }
+        c += run;
+      }
+      kernels_->gemm_pixel_major(panels, depth, group_packed + c0 * kernel_area_ * panels * kPanelPixels, rows, depth,
+                                 padded_pixels, accumulator, acc_stride, c0 == 0);
+    }
+    kernels_->store_pixel_major(accumulator, acc_stride, out_channels_per_group_, pixel_count,
+                                bias ? bias + first_out : nullptr, output_tile + first_out * out_pixels_, out_pixels_);
+  }
+}
+
+// Corner arrays of (offset group g, tap t) start at (g * kh*kw + t) * 4 * tile_pixels
+// (weights, both paths; indices of the exact path) or (g * kh*kw + t) * tile_pixels
+// (indices of the fast path). Pixels past pixel_count up to the next panel get
+// weight 0 and a valid index.
 void DeformConvCpu::compute_corners(int64_t image, int64_t first_pixel, int64_t pixel_count, int32_t* corner_index,
-                                    float* corner_weight) const {
+                                    float* corner_weight, int32_t* pixel_origin) const {
   const int32_t height = static_cast<int32_t>(shape_.in_height);
   const int32_t width = static_cast<int32_t>(shape_.in_width);
   const int32_t out_width = static_cast<int32_t>(shape_.out_width);
@@ -164,6 +279,23 @@ void DeformConvCpu::compute_corners(int64_t image, int64_t first_pixel, int64_t 
   const int32_t dilation_w = static_cast<int32_t>(attributes_.dilation[1]);
   const int32_t first_oy = static_cast<int32_t>(first_pixel / shape_.out_width);
   const int32_t first_ox = static_cast<int32_t>(first_pixel % shape_.out_width);
+  const int64_t padded_pixels = round_up(pixel_count, kPanelPixels);
+
+  // Fast path: oy * stride - pad per pixel, shared by every tap.
+  int32_t* row_start = pixel_origin;
+  int32_t* col_start = pixel_origin + tile_pixels_;
+  if (pair_corners_) {
+    int32_t oy = first_oy;
+    int32_t ox = first_ox;
+    for (int64_t p = 0; p < pixel_count; ++p) {
+      row_start[p] = oy * stride_h - pad_top;
+      col_start[p] = ox * stride_w - pad_left;
+      if (++ox == out_width) {
+        ox = 0;
+        ++oy;
+      }
+    }
+  }
 
   const int64_t offset_groups = attributes_.offset_group;
   const float* offset_image = tensors_.offset + image * 2 * offset_groups * kernel_area_ * out_pixels_;
@@ -178,23 +310,33 @@ void DeformConvCpu::compute_corners(int64_t image, int64_t first_pixel, int64_t 
         const float* offset_y = offset_image + 2 * tap * out_pixels_ + first_pixel;
         const float* offset_x = offset_y + out_pixels_;
         const float* mask = mask_image ? mask_image + tap * out_pixels_ + first_pixel : nullptr;
-        int32_t* tap_index = corner_index + tap * 4 * tile_pixels_;
         float* tap_weight = corner_weight + tap * 4 * tile_pixels_;
 
         int32_t oy = first_oy;
         int32_t ox = first_ox;
-        for (int64_t p = 0; p < pixel_count; ++p) {
-          const float y = sampling_coordinate(oy, stride_h, pad_top, i, dilation_h, offset_y[p]);
-          const float x = sampling_coordinate(ox, stride_w, pad_left, j, dilation_w, offset_x[p]);
-          const BilinearCorners sample = sample_corners(y, x, height, width);
-          const float scale = mask ? mask[p] : 1.0f;
-          for (int q = 0; q < 4; ++q) {
-            tap_index[q * tile_pixels_ + p] = sample.index[q];
-            tap_weight[q * tile_pixels_ + p] = sample.weight[q] * scale;
-          }
-          if (++ox == out_width) {
-            ox = 0;
-            ++oy;
+        if (pair_corners_) {
+          kernels_->pair_corners(row_start, col_start, i * dilation_h, j * dilation_w, offset_y, offset_x, mask,
+                                 pixel_count, padded_pixels, height, width, corner_index + tap * tile_pixels_,
+                                 tap_weight);
+        } else {
+          int32_t* tap_index = corner_index + tap * 4 * tile_pixels_;
+          for (int64_t p = 0; p < padded_pixels; ++p) {
+            BilinearCorners sample = outside_corners();
+            float scale = 0.0f;
+            if (p < pixel_count) {
+              const float y = sampling_coordinate(oy, stride_h, pad_top, i, dilation_h, offset_y[p]);
+              const float x = sampling_coordinate(ox, stride_w, pad_left, j, dilation_w, offset_x[p]);
+              sample = sample_corners(y, x, height, width);
+              scale = mask ? mask[p] : 1.0f;
+              if (++ox == out_width) {
+                ox = 0;
+                ++oy;
+              }
+            }
+            for (int q = 0; q < 4; ++q) {
+              tap_index[q * tile_pixels_ + p] = sample.index[q];
+              tap_weight[q * tile_pixels_ + p] = sample.weight[q] * scale;
+            }
           }
         }
       }
@@ -202,20 +344,42 @@ void DeformConvCpu::compute_corners(int64_t image, int64_t first_pixel, int64_t 
   }
 }
 
-// Row (c * kh*kw + tap) of the column tile holds the samples of input channel
-// c of `weight_group` for that tap, one per pixel of the tile.
-void DeformConvCpu::gather_columns(int64_t image, int64_t weight_group, int64_t pixel_count,
-                                   const int32_t* corner_index, const float* corner_weight, float* columns) const {
+// Column row (c - first_channel) * kh*kw + tap of the block holds the samples
+// of input channel c for that tap, one per pixel of the tile.
+void DeformConvCpu::gather_columns(int64_t image, int64_t first_channel, int64_t channel_count,
+                                   int64_t padded_pixels, const int32_t* corner_index, const float* corner_weight,
+                                   float* columns) const {
   const int64_t plane_size = shape_.in_height * shape_.in_width;
-  for (int64_t c = 0; c < in_channels_per_group_; ++c) {
-    const int64_t channel = weight_group * in_channels_per_group_ + c;
+  const int64_t rows = channel_count * kernel_area_;
+  const int32_t width = static_cast<int32_t>(shape_.in_width);
+  // Runs of channels sharing one offset group.
+  for (int64_t c = 0; c < channel_count;) {
+    const int64_t channel = first_channel + c;
     const int64_t offset_group = channel / channels_per_offset_group_;
-    const float* plane = tensors_.input + (image * shape_.in_channels + channel) * plane_size;
+    const int64_t run = std::min(channel_count - c, (offset_group + 1) * channels_per_offset_group_ - channel);
+    const float* planes = tensors_.input + (image * shape_.in_channels + channel) * plane_size;
     for (int64_t tap = 0; tap < kernel_area_; ++tap) {
-      const int64_t corners = (offset_group * kernel_area_ + tap) * 4 * tile_pixels_;
-      gather_row(plane, corner_index + corners, corner_weight + corners, tile_pixels_, pixel_count,
-                 columns + (c * kernel_area_ + tap) * tile_pixels_);
+      const int64_t corners = offset_group * kernel_area_ + tap;
+      const float* weights = corner_weight + corners * 4 * tile_pixels_;
+      if (pair_corners_) {
+        kernels_->gather_pairs(planes, plane_size, run, width, corner_index + corners * tile_pixels_, weights,
+                               padded_pixels, columns, rows, c * kernel_area_ + tap, kernel_area_);
+        continue;
+      }
+      const int32_t* index = corner_index + corners * 4 * tile_pixels_;
+      for (int64_t k = 0; k < run; ++k) {
+        const float* plane = planes + k * plane_size;
+        float* row = columns + ((c + k) * kernel_area_ + tap) * kPanelPixels;
+        for (int64_t p = 0; p < padded_pixels; ++p) {
+          float value = 0.0f;
+          for (int q = 0; q < 4; ++q) {
+            value += weights[q * tile_pixels_ + p] * corner_value(plane, index[q * tile_pixels_ + p]);
+          }
+          row[(p / kPanelPixels) * cpu::panel_stride(rows) + p % kPanelPixels] = value;
+        }
+      }
     }
+    c += run;
   }
 }
 

@@ -7,18 +7,40 @@
 // uses ORT's intra-op pool).
 //
 // Per work item: the bilinear corners of every (offset group, tap, pixel) are
-// computed once with the mask folded into the weights; then, per weight
-// group, a column tile [C/group * kh * kw, tile] is gathered and multiplied by
-// the weight block into the output tile.
+// computed once with the mask folded into the weights; then, per weight group
+// and per block of input channels, the deformed columns of the tile are
+// gathered into packed panels that fit in L2 and multiplied by the weight
+// block into the output tile (register-blocked 6 x 16 GEMM micro-kernel,
+// float32 accumulation). The inner loops come in a portable and an AVX2+FMA
+// version (cpu/deform_conv_cpu_kernels.h), picked at run time.
+//
+// Fast path: when the input X holds no Inf/NaN and H, W >= 2, every sample
+// reads one in-plane 2x2 block (two 8-byte loads per row), corners outside the
+// plane carried with weight 0. Otherwise the exact per-corner path runs (an
+// outside corner is never read), which keeps torchvision's result where X has
+// Inf/NaN next to the border.
 #pragma once
 
 #include <cstdint>
 #include <vector>
 
+#include "cpu/deform_conv_cpu_kernels.h"
 #include "deform_conv_math.h"
 #include "deform_conv_params.h"
 
 namespace dcn_deploy {
+
+// Tuning and test switches of DeformConvCpu.
+struct DeformConvCpuOptions {
+  // Asks for tiles small enough to give at least this many work items (to keep
+  // a thread pool busy on small inputs), as far as the minimum tile allows.
+  int64_t min_work_items = 1;
+  // The inner loops; nullptr: cpu::cpu_kernels() (AVX2+FMA where available).
+  const cpu::KernelSet* kernels = nullptr;
+  // Whether X is known to be free of Inf/NaN; kUnknown: the constructor scans X.
+  enum class Finite { kUnknown, kYes, kNo };
+  Finite input_finite = Finite::kUnknown;
+};
 
 // Raw tensor pointers in ONNX layout (all contiguous, row-major).
 struct DeformConvTensors {
@@ -33,12 +55,15 @@ struct DeformConvTensors {
 // Per-thread working memory of one work item. Reusing one object across work
 // items avoids reallocation; it never grows past the size of the largest tile.
 struct DeformConvCpuScratch {
-  // Corners of every (offset group, tap) in structure-of-arrays form,
-  // [offset_group * kh*kw][4 corners][tile], so the gather loop reads each
-  // array contiguously. Weights have the mask folded in.
+  // Corners of every (offset group, tap), weights with the mask folded in.
+  // Fast path: [offset_group * kh*kw][tile] top-left indices and
+  // [offset_group * kh*kw][4 * tile] weights (cpu::pair_weight_slot order).
+  // Exact path: [offset_group * kh*kw][4 corners][tile] indices and weights.
   std::vector<int32_t> corner_index;
   std::vector<float> corner_weight;
-  std::vector<float> columns;  // [C/group * kh*kw][tile]
+  std::vector<int32_t> pixel_origin;  // [2][tile]: oy * stride - pad, ox * stride - pad
+  std::vector<float> columns;  // Column panels of one channel block (cpu::panel_stride), or pixel-major rows.
+  std::vector<float> accumulator;  // Channels-last path: [M/group / 16][tile][16] sums.
 };
 
 class DeformConvCpu {
@@ -49,23 +74,57 @@ class DeformConvCpu {
   // minimum tile of 32 pixels allows.
   DeformConvCpu(const DeformConvAttributes& attributes, const DeformConvShape& shape,
                 const DeformConvTensors& tensors, int64_t min_work_items = 1);
+  DeformConvCpu(const DeformConvAttributes& attributes, const DeformConvShape& shape,
+                const DeformConvTensors& tensors, const DeformConvCpuOptions& options);
 
   int64_t work_item_count() const { return shape_.batch * tiles_per_image_; }
   int64_t tile_pixels() const { return tile_pixels_; }
+  // Input channels per gathered column block.
+  int64_t channel_block() const { return channel_block_; }
+  // True when the fast 2x2-block path runs (X finite, H, W >= 2).
+  bool uses_pair_corners() const { return pair_corners_; }
+  const char* kernel_name() const { return kernels_->name; }
 
   // Computes output pixels of one (image, tile) work item, 0 <= item < work_item_count().
   // Safe to call concurrently for different items with different scratch objects.
   // Throws std::bad_alloc only if the scratch cannot be allocated.
   void run_work_item(int64_t item, DeformConvCpuScratch& scratch) const;
 
-  // Runs every work item on the calling thread.
-  void run_all() const;
+  // Channels-last fast path (X finite, C/group and C/offset_group multiples of
+  // 8, AVX2 kernels): the samples are gathered pixel-major from a
+  // channels-last copy of X and multiplied with weights packed in panels of
+  // 16 output channels (packed_weight_floats() floats, layout fixed by the
+  // shape and channel_block()). A caller that wants the path hands over
+  // workspace_floats() floats with set_workspace() and runs every prepare
+  // item (copies X channels-last, packs the weights unless set_packed_weights()
+  // gave them) before any work item; without a workspace the planar gather
+  // runs. workspace_floats() is 0 when the path does not apply.
+  int64_t packed_weight_floats() const;
+  // Packs the weights of output-channel panel `panel` of every group (0 <=
+  // panel < packed_panel_count()) into `packed` (packed_weight_floats() floats).
+  int64_t packed_panel_count() const;
+  void pack_weight_panel(int64_t panel, float* packed) const;
+  // Already packed weights (e.g. cached for a constant W); call before
+  // workspace_floats() / set_workspace(). Must stay valid while items run.
+  void set_packed_weights(const float* packed) { packed_weights_ = channels_last_possible_ ? packed : nullptr; }
+  int64_t workspace_floats() const;
+  void set_workspace(float* workspace);
+  int64_t prepare_item_count() const;
+  void run_prepare_item(int64_t item) const;
+  bool uses_channels_last() const { return channels_last_ != nullptr; }
+
+  // Runs every prepare and work item on the calling thread (with its own
+  // workspace when none was set).
+  void run_all();
 
  private:
   void compute_corners(int64_t image, int64_t first_pixel, int64_t pixel_count, int32_t* corner_index,
-                       float* corner_weight) const;
-  void gather_columns(int64_t image, int64_t weight_group, int64_t pixel_count, const int32_t* corner_index,
-                      const float* corner_weight, float* columns) const;
+                       float* corner_weight, int32_t* pixel_origin) const;
+  void run_channels_last_item(int64_t image, int64_t first_pixel, int64_t pixel_count, int64_t padded_pixels,
+                              DeformConvCpuScratch& scratch) const;
+  int64_t copy_item_count() const;
+  void gather_columns(int64_t image, int64_t first_channel, int64_t channel_count, int64_t padded_pixels,
+                      const int32_t* corner_index, const float* corner_weight, float* columns) const;
 
   DeformConvAttributes attributes_;
   DeformConvShape shape_;
@@ -78,6 +137,13 @@ class DeformConvCpu {
   int64_t out_pixels_ = 0;               // Ho * Wo
   int64_t tile_pixels_ = 0;              // output pixels per work item (last tile may be shorter)
   int64_t tiles_per_image_ = 0;
+  int64_t channel_block_ = 0;            // input channels per column block
+  const cpu::KernelSet* kernels_ = nullptr;
+  bool pair_corners_ = false;
+  bool channels_last_possible_ = false;
+  float* channels_last_ = nullptr;  // [N][H*W][C] copy of X, or nullptr
+  const float* packed_weights_ = nullptr;  // Given by set_packed_weights().
+  float* packed_workspace_ = nullptr;      // Packed by prepare items (inside the workspace).
 };
 
 }  // namespace dcn_deploy

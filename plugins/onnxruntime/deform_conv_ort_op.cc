@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <memory>
+#include <mutex>
 #include <new>
 #include <stdexcept>
 #include <utility>
@@ -241,6 +243,53 @@ struct ParallelJob {
   std::atomic<bool> failed{false};
 };
 
+// Runs one chunk of prepare items (the channels-last copy of X). Called on
+// ORT's thread pool: must not throw (run_prepare_item does not allocate).
+void run_prepare_chunk(void* user_data, size_t chunk) {
+  auto* job = static_cast<ParallelJob*>(user_data);
+  const int64_t items = job->convolution->prepare_item_count();
+  const int64_t begin = items * static_cast<int64_t>(chunk) / job->chunk_count;
+  const int64_t end = items * static_cast<int64_t>(chunk + 1) / job->chunk_count;
+  for (int64_t item = begin; item < end; ++item) job->convolution->run_prepare_item(item);
+}
+
+// Scratch memory of one Compute call from the session's CPU allocator (an
+// arena, so repeated runs do not fault in fresh pages), or from the heap when
+// ONNX Runtime offers no allocator.
+class Workspace {
+ public:
+  Workspace(const Ort::KernelContext& context, size_t floats) {
+    const OrtApi& api = Ort::GetApi();
+    try {
+      const Ort::MemoryInfo info = Ort::MemoryInfo::CreateCpu(OrtArenaAllocator, OrtMemTypeDefault);
+      allocator_ = context.GetAllocator(*info);
+      if (allocator_ != nullptr) data_ = static_cast<float*>(allocator_->Alloc(allocator_, floats * sizeof(float)));
+    } catch (const Ort::Exception&) {
+      data_ = nullptr;
+    }
+    if (data_ == nullptr) {
+      if (allocator_ != nullptr) api.ReleaseAllocator(allocator_);
+      allocator_ = nullptr;
+      heap_.resize(floats);
+      data_ = heap_.data();
+    }
+  }
+  ~Workspace() {
+    if (allocator_ != nullptr) {
+      allocator_->Free(allocator_, data_);
+      Ort::GetApi().ReleaseAllocator(allocator_);
+    }
+  }
+  Workspace(const Workspace&) = delete;
+  Workspace& operator=(const Workspace&) = delete;
+  float* data() const { return data_; }
+
+ private:
+  OrtAllocator* allocator_ = nullptr;
+  float* data_ = nullptr;
+  std::vector<float> heap_;
+};
+
 // Runs one chunk of work items. Called on ORT's thread pool: must not throw.
 void run_chunk(void* user_data, size_t chunk) {
   auto* job = static_cast<ParallelJob*>(user_data);
@@ -248,7 +297,9 @@ void run_chunk(void* user_data, size_t chunk) {
   const int64_t begin = items * static_cast<int64_t>(chunk) / job->chunk_count;
   const int64_t end = items * static_cast<int64_t>(chunk + 1) / job->chunk_count;
   try {
-    DeformConvCpuScratch scratch;
+    // Kept per thread across calls: a fresh buffer per chunk would be faulted
+    // in and zero-filled on every call. Bounded by the largest tile run.
+    thread_local DeformConvCpuScratch scratch;
     for (int64_t item = begin; item < end; ++item) job->convolution->run_work_item(item, scratch);
   } catch (...) {
     job->failed.store(true, std::memory_order_relaxed);
@@ -258,8 +309,23 @@ void run_chunk(void* user_data, size_t chunk) {
 }  // namespace
 
 DeformConvOrtKernel::DeformConvOrtKernel(std::string node_label, const DeformConvAttributes& attributes,
-                                         const DeformConvElementTypes& types)
-    : node_label_(std::move(node_label)), attributes_(attributes), types_(types) {}
+                                         const DeformConvElementTypes& types, bool constant_weight)
+    : node_label_(std::move(node_label)), attributes_(attributes), types_(types), constant_weight_(constant_weight) {}
+
+std::shared_ptr<const std::vector<float>> DeformConvOrtKernel::packed_weights(const DeformConvCpu& convolution) const {
+  // A constant W never changes, so its packing depends only on the channel
+  // block (the rest of the layout is fixed by W's shape and the attributes).
+  std::lock_guard<std::mutex> lock(packed_mutex_);
+  for (const auto& entry : packed_) {
+    if (entry.first == convolution.channel_block()) return entry.second;
+  }
+  auto packed = std::make_shared<std::vector<float>>(static_cast<size_t>(convolution.packed_weight_floats()));
+  for (int64_t panel = 0; panel < convolution.packed_panel_count(); ++panel) {
+    convolution.pack_weight_panel(panel, packed->data());
+  }
+  packed_.emplace_back(convolution.channel_block(), packed);
+  return packed;
+}
 
 OrtStatusPtr DeformConvOrtKernel::ComputeV2(OrtKernelContext* context) const noexcept {
   return run_returning_status(node_label_, [&] { compute(context); });
@@ -302,11 +368,25 @@ void DeformConvOrtKernel::compute(OrtKernelContext* raw_context) const {
     tensors.output = output.GetTensorMutableData<float>();
   }
 
-  const DeformConvCpu convolution(attributes_, shape, tensors, kParallelChunks);
+  DeformConvCpu convolution(attributes_, shape, tensors, kParallelChunks);
+  if (convolution.work_item_count() == 0) return;  // Empty batch: nothing to compute.
+  std::shared_ptr<const std::vector<float>> packed;
+  if (constant_weight_ && convolution.packed_weight_floats() > 0) {
+    packed = packed_weights(convolution);
+    convolution.set_packed_weights(packed->data());
+  }
+  std::unique_ptr<Workspace> workspace;
+  if (convolution.workspace_floats() > 0) {
+    workspace = std::make_unique<Workspace>(context, static_cast<size_t>(convolution.workspace_floats()));
+    convolution.set_workspace(workspace->data());
+  }
   ParallelJob job;
   job.convolution = &convolution;
+  if (convolution.prepare_item_count() > 0) {
+    job.chunk_count = std::min(convolution.prepare_item_count(), kParallelChunks);
+    context.ParallelFor(run_prepare_chunk, static_cast<size_t>(job.chunk_count), 0, &job);
+  }
   job.chunk_count = std::min(convolution.work_item_count(), kParallelChunks);
-  if (job.chunk_count == 0) return;  // Empty batch: nothing to compute.
   context.ParallelFor(run_chunk, static_cast<size_t>(job.chunk_count), 0, &job);
   if (job.failed.load()) {
     throw NodeError(ORT_FAIL, node_error(node_label_, "out of memory while computing the output"));
@@ -337,7 +417,16 @@ OrtStatusPtr DeformConvOrtOp::CreateKernelV2(const OrtApi& /*api*/, const OrtKer
     if (!error.empty()) throw NodeError(ORT_INVALID_ARGUMENT, error);
     // The registration that matched says nothing about absent inputs: check the node's own types.
     const DeformConvElementTypes types = check_element_types(node_label, read_node_types(info));
-    *op_kernel = new DeformConvOrtKernel(node_label, attributes, types);
+    // A constant (initializer) W lets the kernel pack it once.
+    bool constant_weight = false;
+    try {
+      int is_constant = 0;
+      Ort::ConstKernelInfo(info).GetTensorConstantInput(1, &is_constant);
+      constant_weight = is_constant != 0;
+    } catch (const Ort::Exception&) {
+      constant_weight = false;
+    }
+    *op_kernel = new DeformConvOrtKernel(node_label, attributes, types, constant_weight);
   });
 }
 

@@ -21,7 +21,10 @@
 #undef ORT_API_MANUAL_INIT
 
 #include <array>
+#include <memory>
+#include <mutex>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "deform_conv_params.h"
@@ -39,19 +42,27 @@ struct DeformConvElementTypes {
 
 // One instance per graph node. Holds only immutable attributes and types, so
 // ONNX Runtime may call ComputeV2 from several threads at once.
+class DeformConvCpu;
+
 class DeformConvOrtKernel {
  public:
+  // constant_weight: W is a constant initializer (its packed form is cached).
   DeformConvOrtKernel(std::string node_label, const DeformConvAttributes& attributes,
-                      const DeformConvElementTypes& types);
+                      const DeformConvElementTypes& types, bool constant_weight);
 
   OrtStatusPtr ComputeV2(OrtKernelContext* context) const noexcept;
 
  private:
   void compute(OrtKernelContext* context) const;
+  // The packed W for this call's channel block, packed on first use (thread-safe).
+  std::shared_ptr<const std::vector<float>> packed_weights(const DeformConvCpu& convolution) const;
 
   const std::string node_label_;
   const DeformConvAttributes attributes_;
   const DeformConvElementTypes types_;
+  const bool constant_weight_;
+  mutable std::mutex packed_mutex_;
+  mutable std::vector<std::pair<int64_t, std::shared_ptr<const std::vector<float>>>> packed_;  // By channel block.
 };
 
 // One registration of the op for one combination of declared input types.

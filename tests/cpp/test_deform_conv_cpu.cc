@@ -99,7 +99,26 @@ std::vector<float> reference_output(const Problem& p) {
   return output;
 }
 
-std::vector<float> kernel_output(const Problem& p, int64_t min_work_items) {
+// One way of running the kernel: inner loops and whether X is declared finite
+// (kNo forces the exact per-corner path).
+struct Variant {
+  const cpu::KernelSet* kernels;
+  DeformConvCpuOptions::Finite finite;
+};
+
+// Every variant this CPU can run: portable and AVX2+FMA loops, fast and exact paths.
+std::vector<Variant> all_variants() {
+  std::vector<Variant> variants;
+  std::vector<const cpu::KernelSet*> sets = {&cpu::portable_kernels()};
+  if (cpu::avx2_kernels() != nullptr) sets.push_back(cpu::avx2_kernels());
+  for (const cpu::KernelSet* set : sets) {
+    variants.push_back({set, DeformConvCpuOptions::Finite::kUnknown});
+    variants.push_back({set, DeformConvCpuOptions::Finite::kNo});
+  }
+  return variants;
+}
+
+std::vector<float> kernel_output(const Problem& p, int64_t min_work_items, const Variant* variant = nullptr) {
   const DeformConvShape& s = p.shape;
   std::vector<float> output(static_cast<size_t>(s.batch * s.out_channels * s.out_height * s.out_width),
                             std::numeric_limits<float>::quiet_NaN());
@@ -110,7 +129,13 @@ std::vector<float> kernel_output(const Problem& p, int64_t min_work_items) {
   tensors.bias = s.has_bias ? p.bias.data() : nullptr;
   tensors.mask = s.has_mask ? p.mask.data() : nullptr;
   tensors.output = output.data();
-  DeformConvCpu(p.attributes, s, tensors, min_work_items).run_all();
+  DeformConvCpuOptions options;
+  options.min_work_items = min_work_items;
+  if (variant != nullptr) {
+    options.kernels = variant->kernels;
+    options.input_finite = variant->finite;
+  }
+  DeformConvCpu(p.attributes, s, tensors, options).run_all();
   return output;
 }
 
@@ -135,6 +160,10 @@ void check_against_reference(const Problem& problem, int64_t min_work_items) {
   const std::vector<float> actual = kernel_output(problem, min_work_items);
   CHECK_EQ(expected.size(), actual.size());
   CHECK_NEAR(max_abs_difference(expected, actual), 0.0, 1e-4);
+  for (const Variant& variant : all_variants()) {
+    const std::vector<float> other = kernel_output(problem, min_work_items, &variant);
+    CHECK_NEAR(max_abs_difference(expected, other), 0.0, 1e-4);
+  }
 }
 
 }  // namespace
@@ -179,6 +208,75 @@ TEST(matches_reference_large_kernel_single_pixel_input) {
   CHECK_EQ(problem.shape.out_height, 1);
   CHECK_EQ(problem.shape.out_width, 1);
   check_against_reference(problem, 1);
+}
+
+TEST(channels_last_path_with_offset_groups_matches_reference) {
+  std::mt19937 rng(8);
+  DeformConvAttributes attributes = make_attributes_for(3, 3);
+  attributes.offset_group = 2;
+  for (int64_t& pad : attributes.pads) pad = 1;
+  for (const int64_t batch : {1, 2}) {
+    const Problem problem = make_problem(rng, batch, 32, 21, 23, 13, attributes, true, true, 3.0f);
+    check_against_reference(problem, 1);
+    check_against_reference(problem, 8);
+  }
+  if (cpu::avx2_kernels() != nullptr) {
+    const Problem problem = make_problem(rng, 1, 16, 9, 9, 8, attributes, true, true, 3.0f);
+    DeformConvTensors tensors;
+    tensors.input = problem.input.data();
+    DeformConvCpuOptions options;
+    options.kernels = cpu::avx2_kernels();
+    const DeformConvCpu convolution(problem.attributes, problem.shape, tensors, options);
+    CHECK(convolution.uses_pair_corners());
+    CHECK(convolution.workspace_floats() > 0);  // The channels-last gather applies.
+  }
+  if (cpu::avx2_kernels() != nullptr) {
+    // Weights packed ahead (as the ORT kernel caches them for a constant W).
+    const Problem problem = make_problem(rng, 2, 32, 13, 11, 20, attributes, true, true, 3.0f);
+    const std::vector<float> expected = reference_output(problem);
+    std::vector<float> output(expected.size(), std::numeric_limits<float>::quiet_NaN());
+    DeformConvTensors tensors;
+    tensors.input = problem.input.data();
+    tensors.weight = problem.weight.data();
+    tensors.offset = problem.offset.data();
+    tensors.bias = problem.bias.data();
+    tensors.mask = problem.mask.data();
+    tensors.output = output.data();
+    DeformConvCpuOptions options;
+    options.kernels = cpu::avx2_kernels();
+    DeformConvCpu convolution(problem.attributes, problem.shape, tensors, options);
+    CHECK(convolution.packed_weight_floats() > 0);
+    std::vector<float> packed(static_cast<size_t>(convolution.packed_weight_floats()));
+    for (int64_t panel = 0; panel < convolution.packed_panel_count(); ++panel) {
+      convolution.pack_weight_panel(panel, packed.data());
+    }
+    const int64_t unpacked_workspace = convolution.workspace_floats();
+    convolution.set_packed_weights(packed.data());
+    CHECK_EQ(convolution.workspace_floats(), unpacked_workspace - convolution.packed_weight_floats());
+    convolution.run_all();
+    CHECK(!convolution.uses_channels_last());  // run_all's own workspace is released.
+    CHECK_NEAR(max_abs_difference(expected, output), 0.0, 1e-4);
+  }
+}
+
+TEST(non_finite_input_next_to_border_is_never_read_by_outside_corners) {
+  std::mt19937 rng(9);
+  DeformConvAttributes attributes = make_attributes_for(3, 3);
+  for (int64_t& pad : attributes.pads) pad = 1;
+  Problem problem = make_problem(rng, 1, 8, 7, 9, 4, attributes, true, true, 1.5f);
+  // Inf in every border pixel of channel 3: a fast path reading it with weight 0 would give NaN.
+  const int64_t plane = 7 * 9;
+  for (int64_t y = 0; y < 7; ++y)
+    for (int64_t x = 0; x < 9; ++x)
+      if (y == 0 || x == 0 || y == 6 || x == 8) problem.input[3 * plane + y * 9 + x] = std::numeric_limits<float>::infinity();
+  const std::vector<float> expected = reference_output(problem);
+  for (const Variant& variant : all_variants()) {
+    const std::vector<float> actual = kernel_output(problem, 1, &variant);
+    for (size_t i = 0; i < actual.size(); ++i) {
+      CHECK_EQ(std::isnan(actual[i]), std::isnan(expected[i]));
+      if (std::isfinite(expected[i])) CHECK_NEAR(actual[i], expected[i], 1e-4);
+    }
+  }
 }
 
 TEST(offsets_far_outside_give_bias_only) {

@@ -48,7 +48,38 @@ __global__ void __launch_bounds__(cuda_tile::kThreads)
 }
 
 // Tensor-core kernel: see deform_conv_mma.cuh for the phases.
-template <int TileM, typename TOffset>
+template <class C, bool ChannelsLast, typename TOffset>
+__host__ __device__ inline void load_any_slice(const cuda_mma::MmaProblem& problem,
+                                               const TilePointers<__half, TOffset>& tensors,
+                                               cuda_mma::MmaBlockIndex block, int32_t k0, int32_t k_end, int tid,
+                                               const cuda_mma::SharedLayout& layout, int stage) {
+  if constexpr (ChannelsLast) {
+    cuda_mma::load_slice_channels_last<C>(problem, tensors, block, k0, k_end, tid, layout, stage);
+  } else {
+    cuda_mma::load_slice<C>(problem, tensors, block, k0, k_end, tid, layout, stage);
+  }
+}
+
+// The channels-last variant's two passes (grid-stride loops over the outputs).
+__global__ void to_channels_last_kernel(const __half* x, __half* x_nhwc, int64_t elements, int32_t channels,
+                                        int64_t plane_size) {
+  for (int64_t e = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; e < elements;
+       e += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    cuda_mma::to_channels_last(x, x_nhwc, e, channels, plane_size);
+  }
+}
+
+__global__ void to_tap_major_kernel(const __half* w, __half* w_taps, int64_t elements, int32_t channels_per_group,
+                                    int32_t kernel_area) {
+  for (int64_t e = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; e < elements;
+       e += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    cuda_mma::to_tap_major(w, w_taps, e, channels_per_group, kernel_area);
+  }
+}
+
+// ChannelsLast: `tensors.input` / `tensors.weight` are the workspace copies of
+// X (NHWC) and W (tap-major) made by the two passes below.
+template <int TileM, bool ChannelsLast, typename TOffset>
 __global__ void __launch_bounds__(cuda_mma::kThreads, cuda_mma::kMinBlocksPerSm)
     deform_conv_mma_kernel(cuda_mma::MmaProblem problem, TilePointers<__half, TOffset> tensors) {
   extern __shared__ __align__(128) unsigned char shared[];
@@ -68,12 +99,14 @@ __global__ void __launch_bounds__(cuda_mma::kThreads, cuda_mma::kMinBlocksPerSm)
   int32_t k_begin, k_end;
   k_range_of_split(problem, split, &k_begin, &k_end);
   if (k_begin < k_end) {
-    load_slice<C>(problem, tensors, block, k_begin, k_end, tid, layout, 0);
+    load_any_slice<C, ChannelsLast>(problem, tensors, block, k_begin, k_end, tid, layout, 0);
     __syncthreads();
     int stage = 0;
     for (int32_t k0 = k_begin; k0 < k_end; k0 += kTileK) {
-      mma_slice<C>(layout, stage, warp, acc);
-      if (k0 + kTileK < k_end) load_slice<C>(problem, tensors, block, k0 + kTileK, k_end, tid, layout, stage ^ 1);
+      mma_slice<C, ChannelsLast>(layout, stage, warp, acc);
+      if (k0 + kTileK < k_end) {
+        load_any_slice<C, ChannelsLast>(problem, tensors, block, k0 + kTileK, k_end, tid, layout, stage ^ 1);
+      }
       __syncthreads();
       stage ^= 1;
     }
@@ -116,6 +149,8 @@ struct LaunchPlan {
   TileProblem problem;      // SIMT kernel
   cuda_mma::MmaProblem mma;  // tensor-core kernel
   int tile_m = 0;            // tensor-core kernel: 128, 256 or 512 channels per block
+  bool channels_last = false;  // DCN_ALGORITHM_TENSOR_CORE_NHWC
+  size_t input_elements = 0, weight_elements = 0;  // of X and W (the NHWC passes)
   dim3 grid;
   size_t shared_bytes = 0;
 };
@@ -235,8 +270,25 @@ int plan_launch(const DcnDeformConvProblem* p, LaunchPlan* plan, std::string* me
   t.reduction = static_cast<int32_t>(reduction);
   t.has_mask = shape.has_mask;
   t.has_bias = shape.has_bias;
+  plan->input_elements = static_cast<size_t>(shape.batch * shape.in_channels * shape.in_height * shape.in_width);
+  plan->weight_elements = static_cast<size_t>(shape.out_channels * reduction);
   plan->algorithm = DCN_ALGORITHM_SIMT;
   return DCN_STATUS_OK;
+}
+
+// Whether DCN_ALGORITHM_AUTO takes the channels-last variant where it fits.
+constexpr bool kAutoChannelsLast = false;
+
+// The channels-last variant gathers 8 channels at once: they must share a
+// weight group and an offset group.
+bool channels_last_fits(const TileProblem& t) {
+  return t.channels_per_group % cuda_mma::kChannelVector == 0 && t.channels_per_offset_group % cuda_mma::kChannelVector == 0;
+}
+
+// Workspace of the channels-last variant: X (NHWC) then W (tap-major), each 256-byte aligned.
+constexpr size_t kWorkspaceAlignment = 256;
+size_t aligned_bytes(size_t elements) {
+  return (elements * sizeof(__half) + kWorkspaceAlignment - 1) / kWorkspaceAlignment * kWorkspaceAlignment;
 }
 
 // Chooses between the kernels (after plan_launch) and sizes the tensor-core
@@ -246,11 +298,13 @@ int plan_algorithm(const DcnDeformConvProblem* p, const DeviceLimits& device, La
   using namespace cuda_mma;
   const TileProblem& t = plan->problem;
   if (p->algorithm != DCN_ALGORITHM_AUTO && p->algorithm != DCN_ALGORITHM_SIMT &&
-      p->algorithm != DCN_ALGORITHM_TENSOR_CORE) {
-    *message = node_error(kCallerName, "algorithm must be DCN_ALGORITHM_AUTO (0), SIMT (1) or TENSOR_CORE (2), got " +
-                                           std::to_string(static_cast<int>(p->algorithm)));
+      p->algorithm != DCN_ALGORITHM_TENSOR_CORE && p->algorithm != DCN_ALGORITHM_TENSOR_CORE_NHWC) {
+    *message = node_error(kCallerName,
+                          "algorithm must be DCN_ALGORITHM_AUTO (0), SIMT (1), TENSOR_CORE (2) or TENSOR_CORE_NHWC (3), "
+                          "got " + std::to_string(static_cast<int>(p->algorithm)));
     return DCN_STATUS_INVALID_ARGUMENT;
   }
+  const bool tensor_core_asked = p->algorithm == DCN_ALGORITHM_TENSOR_CORE || p->algorithm == DCN_ALGORITHM_TENSOR_CORE_NHWC;
   if (p->split_k < 0 || p->split_k > kMaxSplits) {
     *message = node_error(kCallerName, "split_k must be 0 (automatic) or 1.." + std::to_string(kMaxSplits) +
                                            ", got " + std::to_string(p->split_k));
@@ -275,7 +329,7 @@ int plan_algorithm(const DcnDeformConvProblem* p, const DeviceLimits& device, La
               std::to_string(device.max_shared_per_block);
   }
   if (!why_not.empty()) {
-    if (p->algorithm == DCN_ALGORITHM_TENSOR_CORE) {
+    if (tensor_core_asked) {
       *message = node_error(kCallerName, "the tensor-core kernel cannot run this problem: " + why_not);
       return DCN_STATUS_UNSUPPORTED;
     }
@@ -294,6 +348,14 @@ int plan_algorithm(const DcnDeformConvProblem* p, const DeviceLimits& device, La
     return DCN_STATUS_OK;
   }
 
+  const bool channels_last = channels_last_fits(t) && (p->algorithm == DCN_ALGORITHM_TENSOR_CORE_NHWC ||
+                                                       (p->algorithm == DCN_ALGORITHM_AUTO && kAutoChannelsLast));
+  if (p->algorithm == DCN_ALGORITHM_TENSOR_CORE_NHWC && !channels_last) {
+    *message = node_error(kCallerName, "the channels-last tensor-core kernel needs C/group and C/offset_group to be "
+                                       "multiples of 8, got C/group = " + std::to_string(t.channels_per_group) +
+                                           " and C/offset_group = " + std::to_string(t.channels_per_offset_group));
+    return DCN_STATUS_UNSUPPORTED;
+  }
   const int64_t pixel_tiles = ceil_div(t.out_pixels, tile_n);
   const int64_t channel_tiles = ceil_div(t.out_channels_per_group, tile_m);
   const int64_t image_groups = static_cast<int64_t>(plan->grid.z);
@@ -322,8 +384,9 @@ int plan_algorithm(const DcnDeformConvProblem* p, const DeviceLimits& device, La
                                            " pixel tiles, " + std::to_string(channel_tiles) + " channel tiles");
     return DCN_STATUS_UNSUPPORTED;
   }
-  plan->algorithm = DCN_ALGORITHM_TENSOR_CORE;
+  plan->algorithm = channels_last ? DCN_ALGORITHM_TENSOR_CORE_NHWC : DCN_ALGORITHM_TENSOR_CORE;
   plan->tile_m = tile_m;
+  plan->channels_last = channels_last;
   plan->mma.base = t;
   plan->mma.offset_group_taps = offset_group_taps;
   plan->mma.splits = static_cast<int32_t>(splits);
@@ -423,9 +486,26 @@ struct Launch {
   }
 };
 
+// Where the channels-last copies of X and W live in the workspace.
+struct ChannelsLastCopies {
+  __half* input;
+  __half* weight;
+};
+
+ChannelsLastCopies channels_last_copies(const LaunchPlan& plan, void* workspace) {
+  auto* base = static_cast<unsigned char*>(workspace);
+  return {reinterpret_cast<__half*>(base), reinterpret_cast<__half*>(base + aligned_bytes(plan.input_elements))};
+}
+
+size_t channels_last_workspace(const LaunchPlan& plan) {
+  return aligned_bytes(plan.input_elements) + aligned_bytes(plan.weight_elements);
+}
+
 template <int TileM, typename TOffset>
-cudaError_t launch_mma(const LaunchPlan& plan, const DcnDeformConvBuffers& buffers, cudaStream_t stream) {
-  auto kernel = deform_conv_mma_kernel<TileM, TOffset>;
+cudaError_t launch_mma(const LaunchPlan& plan, const DcnDeformConvBuffers& buffers, void* workspace,
+                       cudaStream_t stream) {
+  auto kernel = plan.channels_last ? deform_conv_mma_kernel<TileM, true, TOffset>
+                                   : deform_conv_mma_kernel<TileM, false, TOffset>;
   cudaError_t status = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                             static_cast<int>(plan.shared_bytes));
   if (status != cudaSuccess) return status;
@@ -443,7 +523,26 @@ cudaError_t launch_mma(const LaunchPlan& plan, const DcnDeformConvBuffers& buffe
     config.attrs = cluster;
     config.numAttrs = 1;
   }
-  status = cudaLaunchKernelEx(&config, kernel, plan.mma, typed_pointers<__half, TOffset>(buffers));
+  TilePointers<__half, TOffset> tensors = typed_pointers<__half, TOffset>(buffers);
+  if (plan.channels_last) {
+    const ChannelsLastCopies copies = channels_last_copies(plan, workspace);
+    constexpr int kPassThreads = 256;
+    const auto pass_blocks = [](size_t elements) {
+      return static_cast<unsigned>(std::min<size_t>((elements + kPassThreads - 1) / kPassThreads, 65535 * 8));
+    };
+    const TileProblem& t = plan.problem;
+    to_channels_last_kernel<<<pass_blocks(plan.input_elements), kPassThreads, 0, stream>>>(
+        tensors.input, copies.input, static_cast<int64_t>(plan.input_elements), t.in_channels,
+        static_cast<int64_t>(t.height) * t.width);
+    to_tap_major_kernel<<<pass_blocks(plan.weight_elements), kPassThreads, 0, stream>>>(
+        tensors.weight, copies.weight, static_cast<int64_t>(plan.weight_elements), t.channels_per_group,
+        t.kernel_area);
+    status = cudaGetLastError();
+    if (status != cudaSuccess) return status;
+    tensors.input = copies.input;
+    tensors.weight = copies.weight;
+  }
+  status = cudaLaunchKernelEx(&config, kernel, plan.mma, tensors);
   if (status != cudaSuccess) return status;
   return cudaGetLastError();
 }
@@ -482,7 +581,32 @@ void emulate_mma(const LaunchPlan& plan, const DcnDeformConvBuffers& buffers) {
   using namespace cuda_mma;
   using C = Config<TileM>;
   const MmaProblem& problem = plan.mma;
-  const TilePointers<__half, TOffset> tensors = typed_pointers<__half, TOffset>(buffers);
+  TilePointers<__half, TOffset> tensors = typed_pointers<__half, TOffset>(buffers);
+  std::vector<float4> workspace;  // the channels-last copies, made by the passes' element functions
+  if (plan.channels_last) {
+    workspace.resize(channels_last_workspace(plan) / sizeof(float4) + 1);
+    const ChannelsLastCopies copies = channels_last_copies(plan, workspace.data());
+    const TileProblem& t = plan.problem;
+    for (size_t e = 0; e < plan.input_elements; ++e) {
+      to_channels_last(tensors.input, copies.input, static_cast<int64_t>(e), t.in_channels,
+                       static_cast<int64_t>(t.height) * t.width);
+    }
+    for (size_t e = 0; e < plan.weight_elements; ++e) {
+      to_tap_major(tensors.weight, copies.weight, static_cast<int64_t>(e), t.channels_per_group, t.kernel_area);
+    }
+    tensors.input = copies.input;
+    tensors.weight = copies.weight;
+  }
+  const bool channels_last = plan.channels_last;
+  const auto load = [&](const MmaBlockIndex& block, int32_t k0, int32_t k_end, int tid, const SharedLayout& layout,
+                        int stage) {
+    if (channels_last) load_any_slice<C, true>(problem, tensors, block, k0, k_end, tid, layout, stage);
+    else load_any_slice<C, false>(problem, tensors, block, k0, k_end, tid, layout, stage);
+  };
+  const auto multiply = [&](const SharedLayout& layout, int stage, int warp, WarpAccumulator& warp_acc) {
+    if (channels_last) mma_slice<C, true>(layout, stage, warp, warp_acc);
+    else mma_slice<C, false>(layout, stage, warp, warp_acc);
+  };
   const int ranks = problem.splits;
   // One shared memory per cluster rank, 128-byte aligned like the device's.
   std::vector<std::vector<float4>> shared(ranks, std::vector<float4>(plan.shared_bytes / sizeof(float4) + 8));
@@ -506,16 +630,16 @@ void emulate_mma(const LaunchPlan& plan, const DcnDeformConvBuffers& buffers) {
           k_range_of_split(problem, rank, &k_begin, &k_end);
           if (k_begin < k_end) {
             for (int tid = 0; tid < kThreads; ++tid) {
-              load_slice<C>(problem, tensors, block, k_begin, k_end, tid, layout, 0);
+              load(block, k_begin, k_end, tid, layout, 0);
             }
             int stage = 0;
             for (int32_t k0 = k_begin; k0 < k_end; k0 += kTileK) {
               // The multiply reads this stage, the loads write the other: their
               // order within an iteration does not matter.
-              for (int warp = 0; warp < kWarps; ++warp) mma_slice<C>(layout, stage, warp, acc[warp]);
+              for (int warp = 0; warp < kWarps; ++warp) multiply(layout, stage, warp, acc[warp]);
               if (k0 + kTileK < k_end) {
                 for (int tid = 0; tid < kThreads; ++tid) {
-                  load_slice<C>(problem, tensors, block, k0 + kTileK, k_end, tid, layout, stage ^ 1);
+                  load(block, k0 + kTileK, k_end, tid, layout, stage ^ 1);
                 }
               }
               stage ^= 1;
@@ -539,8 +663,9 @@ void emulate_mma(const LaunchPlan& plan, const DcnDeformConvBuffers& buffers) {
 
 struct LaunchMma {
   template <int TileM, typename TOffset>
-  static cudaError_t run(const LaunchPlan& plan, const DcnDeformConvBuffers& buffers, cudaStream_t stream) {
-    return launch_mma<TileM, TOffset>(plan, buffers, stream);
+  static cudaError_t run(const LaunchPlan& plan, const DcnDeformConvBuffers& buffers, void* workspace,
+                         cudaStream_t stream) {
+    return launch_mma<TileM, TOffset>(plan, buffers, workspace, stream);
   }
 };
 
@@ -591,11 +716,11 @@ extern "C" int dcn_deform_conv_cuda_plan(const DcnDeformConvProblem* problem, in
   if (status != DCN_STATUS_OK) return report(status, message, error, error_capacity);
   if (info != nullptr) {
     info->algorithm = plan.algorithm;
-    info->splits = plan.algorithm == DCN_ALGORITHM_TENSOR_CORE ? plan.mma.splits : 1;
+    info->splits = plan.algorithm != DCN_ALGORITHM_SIMT ? plan.mma.splits : 1;
     info->grid[0] = plan.grid.x;
     info->grid[1] = plan.grid.y;
     info->grid[2] = plan.grid.z;
-    info->threads = plan.algorithm == DCN_ALGORITHM_TENSOR_CORE ? cuda_mma::kThreads : cuda_tile::kThreads;
+    info->threads = plan.algorithm != DCN_ALGORITHM_SIMT ? cuda_mma::kThreads : cuda_tile::kThreads;
     info->shared_bytes = plan.shared_bytes;
   }
   return DCN_STATUS_OK;
@@ -612,10 +737,22 @@ extern "C" int dcn_deform_conv_output_size(const DcnDeformConvProblem* problem, 
   return DCN_STATUS_OK;
 }
 
-extern "C" size_t dcn_deform_conv_cuda_workspace_size(const DcnDeformConvProblem*) { return 0; }
+extern "C" size_t dcn_deform_conv_cuda_workspace_size(const DcnDeformConvProblem* problem) {
+  // Device-independent: the channels-last variant's needs whenever the problem
+  // asks for it (or AUTO would take it) and it fits; an unused workspace is harmless.
+  LaunchPlan plan;
+  std::string message;
+  if (plan_launch(problem, &plan, &message) != DCN_STATUS_OK || problem->data_type != DCN_FLOAT16 ||
+      !channels_last_fits(plan.problem)) {
+    return 0;
+  }
+  const bool wanted = problem->algorithm == DCN_ALGORITHM_TENSOR_CORE_NHWC ||
+                      (problem->algorithm == DCN_ALGORITHM_AUTO && kAutoChannelsLast);
+  return wanted ? channels_last_workspace(plan) : 0;
+}
 
 extern "C" int dcn_deform_conv_cuda(const DcnDeformConvProblem* problem, const DcnDeformConvBuffers* buffers,
-                                    void* /*workspace*/, void* stream, char* error, size_t error_capacity) {
+                                    void* workspace, void* stream, char* error, size_t error_capacity) {
   LaunchPlan plan;
   std::string message;
   if (buffers == nullptr) {
@@ -625,10 +762,17 @@ extern "C" int dcn_deform_conv_cuda(const DcnDeformConvProblem* problem, const D
   if (status != DCN_STATUS_OK) return report(status, message, error, error_capacity);
   if (plan.grid.x == 0 || plan.grid.y == 0 || plan.grid.z == 0) return DCN_STATUS_OK;
 
+  if (plan.channels_last && workspace == nullptr) {
+    return report(DCN_STATUS_INVALID_ARGUMENT,
+                  node_error(kCallerName, "the channels-last tensor-core kernel needs a workspace of " +
+                                              std::to_string(channels_last_workspace(plan)) +
+                                              " bytes (dcn_deform_conv_cuda_workspace_size), got NULL"),
+                  error, error_capacity);
+  }
   const auto cuda_stream = static_cast<cudaStream_t>(stream);
   cudaError_t launch;
-  if (plan.algorithm == DCN_ALGORITHM_TENSOR_CORE) {
-    launch = dispatch_mma<LaunchMma>(plan, problem->offset_type, plan, *buffers, cuda_stream);
+  if (plan.algorithm != DCN_ALGORITHM_SIMT) {
+    launch = dispatch_mma<LaunchMma>(plan, problem->offset_type, plan, *buffers, workspace, cuda_stream);
   } else {
     launch = dispatch_types<Launch>(problem->data_type, problem->offset_type, plan, *buffers, cuda_stream);
   }
@@ -650,7 +794,7 @@ extern "C" int dcn_deform_conv_cuda_emulated(const DcnDeformConvProblem* problem
   }
   const int status = plan_everything(problem, buffers, &kEmulatedDevice, &plan, &message);
   if (status != DCN_STATUS_OK) return report(status, message, error, error_capacity);
-  if (plan.algorithm == DCN_ALGORITHM_TENSOR_CORE) {
+  if (plan.algorithm != DCN_ALGORITHM_SIMT) {
     dispatch_mma<EmulateMma>(plan, problem->offset_type, plan, *buffers);
   } else {
     dispatch_types<Emulate>(problem->data_type, problem->offset_type, plan, *buffers);

@@ -19,6 +19,11 @@
  *                              float16 once, WMMA with float32 accumulation,
  *                              split-K over a thread-block cluster (sm_90)
  *                              when the grid is small.
+ *   DCN_ALGORITHM_TENSOR_CORE_NHWC  the same multiply on channels-last
+ *                              gathers (one 16-byte load per corner for 8
+ *                              channels): needs C/group and C/offset_group
+ *                              to be multiples of 8 and a workspace holding
+ *                              X in NHWC and W tap-major (no column buffer).
  * DCN_ALGORITHM_AUTO picks the tensor-core kernel for float16 whenever the
  * device and the problem allow it (its corner table must fit in shared
  * memory), else the SIMT kernel.
@@ -48,6 +53,7 @@ typedef enum DcnAlgorithm {
   DCN_ALGORITHM_AUTO = 0,
   DCN_ALGORITHM_SIMT = 1,
   DCN_ALGORITHM_TENSOR_CORE = 2,
+  DCN_ALGORITHM_TENSOR_CORE_NHWC = 3,
 } DcnAlgorithm;
 
 typedef enum DcnStatus {
@@ -102,8 +108,10 @@ typedef struct DcnDeformConvBuffers {
 DCN_CUDA_API int dcn_deform_conv_output_size(const DcnDeformConvProblem* problem, int64_t* out_height,
                                              int64_t* out_width, char* error, size_t error_capacity);
 
-/* Bytes of device workspace the kernel needs: always 0 (kept in the API so
- * callers need not change if a future kernel wants split-K scratch). */
+/* Bytes of device workspace a launch of the problem needs: 0, except for
+ * DCN_ALGORITHM_TENSOR_CORE_NHWC (asked for, or what DCN_ALGORITHM_AUTO would
+ * pick), which needs N*C*H*W + M*C/group*kh*kw float16 values (+ alignment).
+ * Depends only on the problem, never on the device. */
 DCN_CUDA_API size_t dcn_deform_conv_cuda_workspace_size(const DcnDeformConvProblem* problem);
 
 /* The launch the problem would get on the current device (`emulated` = 0) or
@@ -113,7 +121,8 @@ DCN_CUDA_API int dcn_deform_conv_cuda_plan(const DcnDeformConvProblem* problem, 
                                            char* error, size_t error_capacity);
 
 /* Validates the problem and launches the kernel on `stream` (a cudaStream_t;
- * NULL for the default stream). Asynchronous: returns after the launch.
+ * NULL for the default stream). `workspace`: device memory of at least
+ * dcn_deform_conv_cuda_workspace_size bytes (may be NULL when that is 0). Asynchronous: returns after the launch.
  * On failure returns a DcnStatus and writes a message naming the problem to
  * `error` (truncated to `error_capacity`, NUL-terminated; may be NULL). */
 DCN_CUDA_API int dcn_deform_conv_cuda(const DcnDeformConvProblem* problem, const DcnDeformConvBuffers* buffers,

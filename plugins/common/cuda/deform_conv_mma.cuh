@@ -38,6 +38,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <type_traits>
 
 #if defined(__CUDA_ARCH__)
 #include <mma.h>
@@ -67,7 +68,9 @@ constexpr int kFragmentsM = kWarpTileM / kFragment;
 constexpr int kFragmentsN = kWarpTileN / kFragment;
 constexpr int kAccumulators = kWarpTileM * kWarpTileN / kWarpSize;  // per thread
 constexpr int kMaxSplits = 8;       // portable thread-block cluster size
-constexpr int kPitchA = kTileK + 8;  // halves; padding against bank conflicts
+constexpr int kPitchA = kTileK + 8;   // halves; padding against bank conflicts
+constexpr int kPitchBT = kTileK + 8;  // halves: row pitch of the column-major S slice (channels-last variant)
+constexpr int kChannelVector = 8;     // channels-last variant: channels per 16-byte gather
 constexpr int kMaxTileM = 512;
 
 inline DCN_HOST_DEVICE constexpr size_t max_size(size_t a, size_t b) { return a > b ? a : b; }
@@ -86,7 +89,9 @@ struct Config {
                     (kFragment * kPitchC * 4) % 32 == 0,
                 "WMMA tile pointers must stay 32-byte aligned");
   static constexpr size_t kSliceABytes = round_up(size_t{kTileM} * kPitchA * 2, 128);
-  static constexpr size_t kSliceBBytes = round_up(size_t{kTileK} * kPitchB * 2, 128);
+  // S slice as [kTileK][kPitchB] (planar variant) or [kTileN][kPitchBT] (channels-last variant).
+  static constexpr size_t kSliceBBytes =
+      round_up(max_size(size_t{kTileK} * kPitchB * 2, size_t{kTileN} * (kTileK + 8) * 2), 128);
   static constexpr size_t kStageBytes = kSliceABytes + kSliceBBytes;
   static constexpr size_t kEpilogueBytes = size_t{kTileM} * kPitchC * 4;
   static constexpr int kBRows = kTileK * kTileN / kThreads;            // S rows a thread samples
@@ -117,7 +122,7 @@ struct MmaBlockIndex {
 
 struct SharedLayout {
   __half* a[2];  // [kTileM][kPitchA]: W slice, row m, column kk
-  __half* b[2];  // [kTileK][kPitchB]: S slice, row kk, column n
+  __half* b[2];  // S slice: [kTileK][kPitchB] (row kk, column n); channels-last variant [kTileN][kPitchBT]
   float* c;      // [kTileM][kPitchC]: accumulators for the epilogue (aliases everything)
   int4* corner_index;     // [offset_group_taps][kTileN]
   float4* corner_weight;  // [offset_group_taps][kTileN]
@@ -197,21 +202,16 @@ DCN_HOST_DEVICE inline bool vector_weights(const MmaProblem& mp, const TilePoint
   return mp.base.reduction % 8 == 0 && reinterpret_cast<uintptr_t>(t.weight) % 16 == 0;
 }
 
-// Phase 2: thread `tid` writes its share of the W and S slices of K range
-// [k0, min(k0 + kTileK, k_end)) into `stage`; rows and columns outside the
-// problem are zero, so the multiply needs no bounds checks.
-template <class C, typename TOffset>
-DCN_HOST_DEVICE inline void load_slice(const MmaProblem& mp, const TilePointers<__half, TOffset>& t,
-                                       MmaBlockIndex block, int32_t k0, int32_t k_end, int tid,
-                                       const SharedLayout& layout, int stage) {
+// W slice rows of the block's channels, K range [k0, min(k0 + kTileK, k_end)),
+// zero outside the problem; consecutive threads read consecutive chunks of a
+// row (coalesced). `vector`: rows start 16-byte aligned and K % 8 == 0.
+template <class C>
+DCN_HOST_DEVICE inline void load_weight_slice(const MmaProblem& mp, const __half* weight, bool vector,
+                                              MmaBlockIndex block, int32_t k0, int32_t k_end, int tid, __half* a) {
   const TileProblem& p = mp.base;
-  const int32_t image = block.image_group / p.groups;
-  const int32_t group = block.image_group - image * p.groups;
+  const int32_t group = block.image_group % p.groups;
   const int64_t first_w_row = static_cast<int64_t>(group) * p.out_channels_per_group;
-  __half* a = layout.a[stage];
-
-  // W: consecutive threads read consecutive chunks of a row (coalesced).
-  if (vector_weights(mp, t)) {
+  if (vector) {
 #if defined(__CUDA_ARCH__)
 #pragma unroll 2
 #endif
@@ -222,7 +222,7 @@ DCN_HOST_DEVICE inline void load_slice(const MmaProblem& mp, const TilePointers<
       const int32_t m = block.channel_tile * C::kTileM + mm;
       uint4 chunk = make_uint4(0, 0, 0, 0);
       if (k0 + kk < k_end && m < p.out_channels_per_group) {  // k_end % 8 == 0: whole chunks
-        chunk = load_readonly(reinterpret_cast<const uint4*>(t.weight + (first_w_row + m) * p.reduction + k0 + kk));
+        chunk = load_readonly(reinterpret_cast<const uint4*>(weight + (first_w_row + m) * p.reduction + k0 + kk));
       }
       *reinterpret_cast<uint4*>(a + mm * kPitchA + kk) = chunk;
     }
@@ -233,10 +233,24 @@ DCN_HOST_DEVICE inline void load_slice(const MmaProblem& mp, const TilePointers<
       const int mm = element / kTileK;
       const int32_t m = block.channel_tile * C::kTileM + mm;
       a[mm * kPitchA + kk] = (k0 + kk < k_end && m < p.out_channels_per_group)
-                                 ? load_readonly(t.weight + (first_w_row + m) * p.reduction + k0 + kk)
+                                 ? load_readonly(weight + (first_w_row + m) * p.reduction + k0 + kk)
                                  : __float2half_rn(0.0f);
     }
   }
+}
+
+// Phase 2: thread `tid` writes its share of the W and S slices of K range
+// [k0, min(k0 + kTileK, k_end)) into `stage`; rows and columns outside the
+// problem are zero, so the multiply needs no bounds checks.
+template <class C, typename TOffset>
+DCN_HOST_DEVICE inline void load_slice(const MmaProblem& mp, const TilePointers<__half, TOffset>& t,
+                                       MmaBlockIndex block, int32_t k0, int32_t k_end, int tid,
+                                       const SharedLayout& layout, int stage) {
+  const TileProblem& p = mp.base;
+  const int32_t image = block.image_group / p.groups;
+  const int32_t group = block.image_group - image * p.groups;
+
+  load_weight_slice<C>(mp, t.weight, vector_weights(mp, t), block, k0, k_end, tid, layout.a[stage]);
 
   // S: a thread owns one pixel column n and kBRows consecutive rows k; it
   // walks (channel, tap) incrementally (one division per slice), so a sample
@@ -282,6 +296,96 @@ DCN_HOST_DEVICE inline void load_slice(const MmaProblem& mp, const TilePointers<
   }
 }
 
+// ---- channels-last variant (DCN_ALGORITHM_TENSOR_CORE_NHWC) ------------------------------
+// Before the main kernel, two passes fill the workspace: X as [N][H][W][C] and
+// W as [M][kh*kw][C/group], i.e. K ordered k = tap * C/group + c. Then eight
+// consecutive k are eight channels of one tap, and a thread samples them with
+// one 16-byte gather per corner (the planar kernel gathers one 2-byte value
+// per corner and channel, which on NCHW planes spreads a warp's gathers over
+// many sectors). Needs C/group and C/offset_group to be multiples of 8.
+
+// Element `element` of X in [N][H][W][C], from X in [N][C][H][W].
+DCN_HOST_DEVICE inline void to_channels_last(const __half* x, __half* x_nhwc, int64_t element, int32_t channels,
+                                             int64_t plane_size) {
+  const int64_t c = element % channels;
+  const int64_t rest = element / channels;
+  const int64_t pixel = rest % plane_size;
+  const int64_t image = rest / plane_size;
+  x_nhwc[element] = x[(image * channels + c) * plane_size + pixel];
+}
+
+// Element `element` of W in [M][kh*kw][C/group], from W in [M][C/group][kh*kw].
+DCN_HOST_DEVICE inline void to_tap_major(const __half* w, __half* w_taps, int64_t element, int32_t channels_per_group,
+                                         int32_t kernel_area) {
+  const int64_t c = element % channels_per_group;
+  const int64_t rest = element / channels_per_group;
+  const int64_t tap = rest % kernel_area;
+  const int64_t m = rest / kernel_area;
+  w_taps[element] = w[(m * channels_per_group + c) * kernel_area + tap];
+}
+
+// Float16 element `which` (0: low half) of a 32-bit word, and the word of two
+// floats rounded to float16: through the raw bits, never a pointer cast (the
+// host compiler's aliasing rules would let it drop such reads).
+DCN_HOST_DEVICE inline __half half_of_word(uint32_t word, int which) {
+  __half_raw raw;
+  raw.x = static_cast<unsigned short>(which ? word >> 16 : word & 0xffffu);
+  return __half(raw);
+}
+
+DCN_HOST_DEVICE inline uint32_t word_of_halves(float low, float high) {
+  const __half_raw low_raw = __float2half_rn(low);
+  const __half_raw high_raw = __float2half_rn(high);
+  return static_cast<uint32_t>(low_raw.x) | (static_cast<uint32_t>(high_raw.x) << 16);
+}
+
+// Phase 2 of the channels-last variant. `t.input` and `t.weight` point at the
+// channels-last X and the tap-major W. S is stored column-major ([n][kk]) so
+// that a thread's 8 channels are one 16-byte shared store; four consecutive
+// threads take the four channel vectors of one pixel (a 64-byte gather run).
+template <class C, typename TOffset>
+DCN_HOST_DEVICE inline void load_slice_channels_last(const MmaProblem& mp, const TilePointers<__half, TOffset>& t,
+                                                     MmaBlockIndex block, int32_t k0, int32_t k_end, int tid,
+                                                     const SharedLayout& layout, int stage) {
+  const TileProblem& p = mp.base;
+  const int32_t image = block.image_group / p.groups;
+  const int32_t group = block.image_group - image * p.groups;
+  load_weight_slice<C>(mp, t.weight, true, block, k0, k_end, tid, layout.a[stage]);
+
+  __half* b = layout.b[stage];
+  constexpr int kVectorsPerPixel = kTileK / kChannelVector;
+  const int64_t plane_size = static_cast<int64_t>(p.height) * p.width;
+  const __half* image_input = t.input + static_cast<int64_t>(image) * plane_size * p.in_channels;
+  for (int e = tid; e < kVectorsPerPixel * C::kTileN; e += kThreads) {
+    const int vector = e % kVectorsPerPixel;
+    const int n = e / kVectorsPerPixel;
+    const int32_t k = k0 + vector * kChannelVector;
+    float value[kChannelVector] = {};
+    if (k < k_end && block.pixel_tile * C::kTileN + n < p.out_pixels) {
+      const int32_t tap = k / p.channels_per_group;
+      const int32_t channel = group * p.channels_per_group + (k - tap * p.channels_per_group);
+      const int32_t offset_group = channel / p.channels_per_offset_group;
+      const int32_t entry = (offset_group * p.kernel_area + tap) * C::kTileN + n;
+      const int4 index = layout.corner_index[entry];
+      const float4 weight = layout.corner_weight[entry];
+      const int32_t corner_index[4] = {index.x, index.y, index.z, index.w};
+      const float corner_weight[4] = {weight.x, weight.y, weight.z, weight.w};
+      for (int q = 0; q < 4; ++q) {
+        if (corner_index[q] < 0) continue;  // outside: contributes 0, never read
+        const uint4 raw = load_readonly(
+            reinterpret_cast<const uint4*>(image_input + static_cast<int64_t>(corner_index[q]) * p.in_channels + channel));
+        const uint32_t words[4] = {raw.x, raw.y, raw.z, raw.w};
+        for (int j = 0; j < kChannelVector; ++j) {
+          value[j] = fmaf(corner_weight[q], __half2float(half_of_word(words[j / 2], j % 2)), value[j]);
+        }
+      }
+    }
+    uint32_t words[4];
+    for (int j = 0; j < 4; ++j) words[j] = word_of_halves(value[2 * j], value[2 * j + 1]);
+    *reinterpret_cast<uint4*>(b + n * kPitchBT + vector * kChannelVector) = make_uint4(words[0], words[1], words[2], words[3]);
+  }
+}
+
 // One warp's 64 x 32 float32 accumulators: WMMA fragments on the GPU, a
 // plain matrix in the emulator (whose multiply is the same sum over the
 // same float16 operands, in a fixed order).
@@ -307,7 +411,8 @@ DCN_HOST_DEVICE inline void clear_accumulator(WarpAccumulator& acc) {
 }
 
 // Phase 3 (per warp): acc += W slice rows of the warp x S slice columns of the warp.
-template <class C>
+// ChannelsLast: the S slice is column-major ([n][kk], pitch kPitchBT).
+template <class C, bool ChannelsLast = false>
 DCN_HOST_DEVICE inline void mma_slice(const SharedLayout& layout, int stage, int warp, WarpAccumulator& acc) {
   const int row0 = (warp / C::kWarpsN) * kWarpTileM;
   const int col0 = (warp % C::kWarpsN) * kWarpTileN;
@@ -319,10 +424,15 @@ DCN_HOST_DEVICE inline void mma_slice(const SharedLayout& layout, int stage, int
   // the slice live next to the 64 accumulators.
 #pragma unroll 1
   for (int kk = 0; kk < kTileK; kk += kFragment) {
-    wmma::fragment<wmma::matrix_b, kFragment, kFragment, kFragment, __half, wmma::row_major> b_frag[kFragmentsN];
+    using BLayout = std::conditional_t<ChannelsLast, wmma::col_major, wmma::row_major>;
+    wmma::fragment<wmma::matrix_b, kFragment, kFragment, kFragment, __half, BLayout> b_frag[kFragmentsN];
 #pragma unroll
     for (int j = 0; j < kFragmentsN; ++j) {
-      wmma::load_matrix_sync(b_frag[j], b + kk * C::kPitchB + col0 + j * kFragment, C::kPitchB);
+      if constexpr (ChannelsLast) {
+        wmma::load_matrix_sync(b_frag[j], b + (col0 + j * kFragment) * kPitchBT + kk, kPitchBT);
+      } else {
+        wmma::load_matrix_sync(b_frag[j], b + kk * C::kPitchB + col0 + j * kFragment, C::kPitchB);
+      }
     }
 #pragma unroll
     for (int i = 0; i < kFragmentsM; ++i) {
@@ -337,7 +447,8 @@ DCN_HOST_DEVICE inline void mma_slice(const SharedLayout& layout, int stage, int
     for (int j = 0; j < kWarpTileN; ++j) {
       float sum = acc.value[i][j];
       for (int kk = 0; kk < kTileK; ++kk) {
-        sum = fmaf(__half2float(a[(row0 + i) * kPitchA + kk]), __half2float(b[kk * C::kPitchB + col0 + j]), sum);
+        const __half b_value = ChannelsLast ? b[(col0 + j) * kPitchBT + kk] : b[kk * C::kPitchB + col0 + j];
+        sum = fmaf(__half2float(a[(row0 + i) * kPitchA + kk]), __half2float(b_value), sum);
       }
       acc.value[i][j] = sum;
     }
