@@ -259,6 +259,29 @@ TEST(channels_last_path_with_offset_groups_matches_reference) {
   }
 }
 
+TEST(channels_last_copy_is_exact) {
+  const cpu::KernelSet* avx2 = cpu::avx2_kernels();
+  if (avx2 == nullptr || avx2->to_channels_last == nullptr) return;
+  const int64_t channels = 24;
+  const int64_t plane_size = 37;  // Full blocks of 8 pixels and a tail.
+  std::vector<float> source(static_cast<size_t>(channels * plane_size));
+  for (size_t i = 0; i < source.size(); ++i) source[i] = static_cast<float>(i) * 0.5f - 100.0f;
+  for (const int64_t first : {int64_t{0}, int64_t{3}, int64_t{16}}) {
+    std::vector<float> target(source.size(), std::numeric_limits<float>::quiet_NaN());
+    avx2->to_channels_last(source.data(), plane_size, channels, first, plane_size, target.data());
+    for (int64_t p = 0; p < plane_size; ++p) {
+      for (int64_t c = 0; c < channels; ++c) {
+        const float value = target[static_cast<size_t>(p * channels + c)];
+        if (p < first) {
+          CHECK(std::isnan(value));
+        } else {
+          CHECK_EQ(value, source[static_cast<size_t>(c * plane_size + p)]);
+        }
+      }
+    }
+  }
+}
+
 TEST(non_finite_input_next_to_border_is_never_read_by_outside_corners) {
   std::mt19937 rng(9);
   DeformConvAttributes attributes = make_attributes_for(3, 3);

@@ -122,7 +122,7 @@ void gemm_portable(int64_t out_rows, int64_t depth, const float* a, int64_t lda,
 }
 
 const KernelSet kPortable = {"portable", pair_corners_portable, gather_pairs_portable, nullptr, nullptr, nullptr,
-                             gemm_portable};
+                             nullptr, gemm_portable};
 
 // -------------------------------------------------------------- AVX2 + FMA
 #if DCN_HAVE_AVX2_KERNELS
@@ -336,6 +336,26 @@ DCN_AVX2 inline void transpose8(__m256 r[8]) {
   r[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
 }
 
+// Channels-last copy in 8 x 8 blocks (8 channels x 8 pixels, transposed in
+// registers); pixels past the last full block of 8 one at a time.
+DCN_AVX2 void to_channels_last_avx2(const float* source, int64_t plane_size, int64_t channels, int64_t first,
+                                    int64_t end, float* target) {
+  int64_t p = first;
+  for (; p + 8 <= end; p += 8) {
+    for (int64_t c = 0; c < channels; c += 8) {
+      __m256 v[8];
+#pragma GCC unroll 8
+      for (int i = 0; i < 8; ++i) v[i] = _mm256_loadu_ps(source + (c + i) * plane_size + p);
+      transpose8(v);
+#pragma GCC unroll 8
+      for (int i = 0; i < 8; ++i) _mm256_storeu_ps(target + (p + i) * channels + c, v[i]);
+    }
+  }
+  for (; p < end; ++p) {
+    for (int64_t c = 0; c < channels; ++c) target[p * channels + c] = source[c * plane_size + p];
+  }
+}
+
 // Channels-last gather: per pixel, 8 channels of each corner are one
 // contiguous load, and the 8 samples one contiguous store into the pixel's row.
 DCN_AVX2 void gather_channels_last_avx2(const float* image, int64_t pixel_stride, int64_t channels, int32_t width,
@@ -383,21 +403,37 @@ struct Avx2PixelMicro {
   }
 };
 
+
+// Depth slice of the pixel-major GEMM: 256 * 16 floats (16 KiB) of weights
+// stay in L1 (measured: 64 channels, depth 576 in 2 slices, about 8% faster
+// than one pass; neutral on 128 and 512 channels).
+constexpr int64_t kDepthSlice = 256;
+
 DCN_AVX2 void gemm_pixel_major_avx2(int64_t panels, int64_t depth, const float* packed, const float* rows,
                                     int64_t row_stride, int64_t pixels, float* acc, int64_t acc_stride, bool first) {
-  for (int64_t j = 0; j < panels; ++j) {
-    const float* w = packed + j * depth * kPanelPixels;
-    float* a = acc + j * acc_stride;
-    for (int64_t q = 0; q < pixels; q += kPanelRows) {
-      const float* g = rows + q * row_stride;
-      float* aq = a + q * kPanelPixels;
-      switch (std::min(kPanelRows, pixels - q)) {
-        case 6: Avx2PixelMicro<6>::run(depth, w, g, row_stride, aq, first); break;
-        case 5: Avx2PixelMicro<5>::run(depth, w, g, row_stride, aq, first); break;
-        case 4: Avx2PixelMicro<4>::run(depth, w, g, row_stride, aq, first); break;
-        case 3: Avx2PixelMicro<3>::run(depth, w, g, row_stride, aq, first); break;
-        case 2: Avx2PixelMicro<2>::run(depth, w, g, row_stride, aq, first); break;
-        default: Avx2PixelMicro<1>::run(depth, w, g, row_stride, aq, first); break;
+  // Depth in slices of at most kDepthSlice (about equal), so the 16-channel
+  // weight slice (kDepthSlice * 64 bytes) stays in L1 while every pixel
+  // group of the tile is multiplied with it. The summation order over k is
+  // unchanged (each slice continues the sums of the previous one).
+  const int64_t slices = (depth + kDepthSlice - 1) / kDepthSlice;
+  const int64_t slice = (depth + slices - 1) / slices;
+  for (int64_t k0 = 0; k0 < depth; k0 += slice) {
+    const int64_t kc = std::min(slice, depth - k0);
+    const bool start = first && k0 == 0;
+    for (int64_t j = 0; j < panels; ++j) {
+      const float* w = packed + (j * depth + k0) * kPanelPixels;
+      float* a = acc + j * acc_stride;
+      for (int64_t q = 0; q < pixels; q += kPanelRows) {
+        const float* g = rows + q * row_stride + k0;
+        float* aq = a + q * kPanelPixels;
+        switch (std::min(kPanelRows, pixels - q)) {
+          case 6: Avx2PixelMicro<6>::run(kc, w, g, row_stride, aq, start); break;
+          case 5: Avx2PixelMicro<5>::run(kc, w, g, row_stride, aq, start); break;
+          case 4: Avx2PixelMicro<4>::run(kc, w, g, row_stride, aq, start); break;
+          case 3: Avx2PixelMicro<3>::run(kc, w, g, row_stride, aq, start); break;
+          case 2: Avx2PixelMicro<2>::run(kc, w, g, row_stride, aq, start); break;
+          default: Avx2PixelMicro<1>::run(kc, w, g, row_stride, aq, start); break;
+        }
       }
     }
   }
@@ -427,7 +463,7 @@ DCN_AVX2 void store_pixel_major_avx2(const float* acc, int64_t acc_stride, int64
 }
 
 const KernelSet kAvx2 = {"avx2",           pair_corners_avx2,      gather_pairs_avx2, gather_channels_last_avx2,
-                         gemm_pixel_major_avx2, store_pixel_major_avx2, gemm_avx2};
+                         to_channels_last_avx2, gemm_pixel_major_avx2, store_pixel_major_avx2, gemm_avx2};
 
 bool cpu_has_avx2_fma() {
   __builtin_cpu_init();

@@ -105,6 +105,11 @@ struct KernelSet {
                                const int32_t* base, const float* weights, int64_t pixels, float* rows,
                                int64_t row_stride);
 
+  // Channels-last copy, nullptr where not implemented: for p in [first, end),
+  // c < channels (a multiple of 8): target[p * channels + c] = source[c * plane_size + p].
+  void (*to_channels_last)(const float* source, int64_t plane_size, int64_t channels, int64_t first, int64_t end,
+                           float* target);
+
   // Pixel-major GEMM, nullptr where not implemented (then so are the two
   // neighbours): for each of `panels` blocks of 16 output channels j,
   //   acc[j * acc_stride + q * 16 + l] (+)= sum_k packed[(j * depth + k) * 16 + l] * rows[q * row_stride + k]
