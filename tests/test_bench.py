@@ -104,6 +104,17 @@ def test_interleaved_timing_counts_and_order():
 # CPU part (ONNX Runtime custom op)
 
 
+def test_reference_is_timed_apart_from_the_sessions():
+    """torch's OpenMP threads spin after a call: the reference must not run between sessions."""
+    calls = []
+    functions = {name: (lambda name=name: calls.append(name)) for name in ("custom", "native", "dense", "reference")}
+    timings = bench.time_cpu_implementations(functions, bench.BenchConfig(repeat=3, warmup=1), step=None)
+    assert set(timings) == set(functions) and all(len(t.times_ms) == 3 for t in timings.values())
+    first_reference = calls.index("reference")
+    assert len(calls) == 4 * (1 + 3) and set(calls[first_reference:]) == {"reference"}
+    assert set(calls[:first_reference]) == {"custom", "native", "dense"}
+
+
 @pytest.mark.custom_op
 def test_library_cpu_layers_structure_and_values():
     config = tiny(shapes=[bench.parse_shape_spec("4x8x8"), bench.parse_shape_spec("4:6x5x7")], batches=[1, 2])
@@ -130,7 +141,8 @@ def test_library_cpu_layers_structure_and_values():
     assert machine["threads"] == 1 and result["settings"]["repeat_cpu"] == 2
     assert set(result["implementations"]) == CPU_IMPLEMENTATIONS
     assert result["gpu_layers"] == [] and result["skipped"]["gpu_layers"] == "--device cpu"
-    assert seen and seen[-1][1] == seen[-1][2] == 4 * (1 + 2)  # rows x (warm-up + rounds)
+    # rows x (warm-up + rounds) x (the sessions' rounds, then the reference's own)
+    assert seen and seen[-1][1] == seen[-1][2] == 4 * (1 + 2) * 2
 
 
 @pytest.mark.custom_op
