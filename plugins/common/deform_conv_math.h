@@ -103,13 +103,24 @@ template <>
 DCN_HOST_DEVICE inline __half store_from_float<__half>(float value) { return __float2half_rn(value); }
 #endif
 
+// Load of data no kernel writes (X, W): ld.global.nc on the GPU, which the
+// compiler may also move across shared-memory stores; a plain load on the host.
+template <typename T>
+DCN_HOST_DEVICE inline T load_readonly(const T* address) {
+#if defined(__CUDA_ARCH__)
+  return __ldg(address);
+#else
+  return *address;
+#endif
+}
+
 // Value of one corner: plane[index], or 0 for an outside corner. Reads
 // plane[0] for outside corners and discards it, so loops over many samples
 // stay branch-free; `plane` must therefore hold at least one element
 // (height, width >= 1; callers handle empty planes separately).
 template <typename T>
 DCN_HOST_DEVICE inline float corner_value(const T* plane, int32_t index) {
-  const float value = load_as_float(plane[index < 0 ? 0 : index]);
+  const float value = load_as_float(load_readonly(plane + (index < 0 ? 0 : index)));
   return index < 0 ? 0.0f : value;
 }
 

@@ -27,10 +27,11 @@ void store_pair_corner(int64_t p, int32_t base_value, const float weight[4], int
   w[17] = weight[3];
 }
 
-void pair_corners_portable(const int32_t* row_start, const int32_t* col_start, int32_t tap_y, int32_t tap_x,
-                           const float* offset_y, const float* offset_x, const float* mask, int64_t count,
-                           int64_t padded, int32_t height, int32_t width, int32_t* base, float* weights) {
-  for (int64_t p = 0; p < padded; ++p) {
+// Pixels [first, padded) one at a time; the pixels from `count` on are padding (weight 0).
+void pair_corners_from(int64_t first, const int32_t* row_start, const int32_t* col_start, int32_t tap_y,
+                       int32_t tap_x, const float* offset_y, const float* offset_x, const float* mask, int64_t count,
+                       int64_t padded, int32_t height, int32_t width, int32_t* base, float* weights) {
+  for (int64_t p = first; p < padded; ++p) {
     int32_t base_value = 0;
     float weight[4] = {0.0f, 0.0f, 0.0f, 0.0f};
     if (p < count) {
@@ -39,6 +40,13 @@ void pair_corners_portable(const int32_t* row_start, const int32_t* col_start, i
     }
     store_pair_corner(p, base_value, weight, base, weights);
   }
+}
+
+void pair_corners_portable(const int32_t* row_start, const int32_t* col_start, int32_t tap_y, int32_t tap_x,
+                           const float* offset_y, const float* offset_x, const float* mask, int64_t count,
+                           int64_t padded, int32_t height, int32_t width, int32_t* base, float* weights) {
+  pair_corners_from(0, row_start, col_start, tap_y, tap_x, offset_y, offset_x, mask, count, padded, height, width,
+                    base, weights);
 }
 
 void gather_pairs_portable(const float* planes, int64_t plane_size, int64_t channels, int32_t width,
@@ -297,15 +305,8 @@ DCN_AVX2 void pair_corners_avx2(const int32_t* row_start, const int32_t* col_sta
     _mm256_storeu_ps(w + 16, _mm256_unpacklo_ps(w10, w11));
     _mm256_storeu_ps(w + 24, _mm256_unpackhi_ps(w10, w11));
   }
-  for (; p < padded; ++p) {
-    int32_t base_value = 0;
-    float weight[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-    if (p < count) {
-      pair_corner(row_start[p], col_start[p], tap_y, tap_x, offset_y[p], offset_x[p], mask ? mask[p] : 1.0f,
-                  height, width, &base_value, weight);
-    }
-    store_pair_corner(p, base_value, weight, base, weights);
-  }
+  pair_corners_from(p, row_start, col_start, tap_y, tap_x, offset_y, offset_x, mask, count, padded, height, width,
+                    base, weights);
 }
 
 // 8 x 8 transpose: rows[i][j] -> rows[j][i].

@@ -142,23 +142,6 @@ DCN_HOST_DEVICE inline SharedLayout shared_layout(unsigned char* base, int32_t o
   return layout;
 }
 
-// Read-only global load: ld.global.nc on the GPU, which the compiler may move
-// across shared-memory stores (X and W are never written by the kernel).
-template <typename T>
-DCN_HOST_DEVICE inline T load_readonly(const T* address) {
-#if defined(__CUDA_ARCH__)
-  return __ldg(address);
-#else
-  return *address;
-#endif
-}
-
-// corner_value of deform_conv_math.h with a read-only load.
-DCN_HOST_DEVICE inline float corner_readonly(const __half* plane, int32_t index) {
-  const float value = __half2float(load_readonly(plane + (index < 0 ? 0 : index)));
-  return index < 0 ? 0.0f : value;
-}
-
 // Phase 1: corners of every (offset group, tap, pixel) of the block, with
 // the mask folded into the weights. Pixels past the image get outside corners.
 template <class C, typename TOffset>
@@ -279,8 +262,8 @@ DCN_HOST_DEVICE inline void load_slice(const MmaProblem& mp, const TilePointers<
     if (first_k + row < k_end && pixel_inside) {
       const int4 index = group_index[tap * C::kTileN];
       const float4 weight = group_weight[tap * C::kTileN];
-      value = weight.x * corner_readonly(plane, index.x) + weight.y * corner_readonly(plane, index.y) +
-              weight.z * corner_readonly(plane, index.z) + weight.w * corner_readonly(plane, index.w);
+      value = interpolate(plane, BilinearCorners{{index.x, index.y, index.z, index.w},
+                                                 {weight.x, weight.y, weight.z, weight.w}});
     }
     b[(first_row + row) * C::kPitchB + n] = __float2half_rn(value);
     if (++tap == p.kernel_area) {
