@@ -93,6 +93,7 @@ DCN_HOST_DEVICE inline BilinearCorners sample_corners(float y, float x, int32_t 
 // Storage types are widened to float32 on load and narrowed (round to nearest
 // even) on store: all arithmetic is float32 whatever the tensors hold.
 DCN_HOST_DEVICE inline float load_as_float(float value) { return value; }
+DCN_HOST_DEVICE inline float load_as_float(int8_t value) { return static_cast<float>(value); }
 template <typename T>
 DCN_HOST_DEVICE inline T store_from_float(float value);
 template <>
@@ -143,5 +144,76 @@ DCN_HOST_DEVICE inline float bilinear_sample(const T* plane, int32_t height, int
   }
   return interpolate(plane, bilinear_corners(y, x, height, width));
 }
+
+// ---------------------------------------------------------------------------
+// INT8 DeformConv (definition: dcn_deploy/int8.py). Every step is float32 with
+// one rounding per operation in a fixed order: no FMA contraction (the
+// __f*_rn intrinsics are never fused by nvcc; host code is compiled without
+// -mfma), so every backend computes the reference's bits.
+
+DCN_HOST_DEVICE inline float mul_rn(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return __fmul_rn(a, b);
+#else
+  return a * b;
+#endif
+}
+
+DCN_HOST_DEVICE inline float add_rn(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return __fadd_rn(a, b);
+#else
+  return a + b;
+#endif
+}
+
+DCN_HOST_DEVICE inline float div_rn(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return __fdiv_rn(a, b);
+#else
+  return a / b;
+#endif
+}
+
+// saturate_int8(round_half_to_even(value)); NaN gives 0. Clamping first keeps
+// the rounding in range and gives the same result as rounding first.
+DCN_HOST_DEVICE inline int8_t saturate_int8(float value) {
+  if (!(value == value)) return 0;
+  const float clamped = value < -128.0f ? -128.0f : (value > 127.0f ? 127.0f : value);
+#if defined(__CUDA_ARCH__)
+  return static_cast<int8_t>(__float2int_rn(clamped));
+#else
+  // Adding and subtracting 1.5 * 2^23 rounds |v| < 2^22 to an integer, half to
+  // even, in the default rounding mode, without a libm call.
+  const float magic = 12582912.0f;
+  return static_cast<int8_t>(static_cast<int32_t>((clamped + magic) - magic));
+#endif
+}
+
+// Corners with the mask folded into each weight (weight * mask, as the
+// reference computes it).
+DCN_HOST_DEVICE inline BilinearCorners fold_mask(BilinearCorners corners, float mask) {
+  for (int q = 0; q < 4; ++q) corners.weight[q] = mul_rn(corners.weight[q], mask);
+  return corners;
+}
+
+// The requantized sample vq of one (channel, tap, pixel) from corners with the
+// mask folded in: the four products of the int8 plane summed in corner order,
+// saturated to int8.
+DCN_HOST_DEVICE inline int8_t int8_sample(const int8_t* plane, const BilinearCorners& folded) {
+  float sum = mul_rn(folded.weight[0], corner_value(plane, folded.index[0]));
+  sum = add_rn(sum, mul_rn(folded.weight[1], corner_value(plane, folded.index[1])));
+  sum = add_rn(sum, mul_rn(folded.weight[2], corner_value(plane, folded.index[2])));
+  sum = add_rn(sum, mul_rn(folded.weight[3], corner_value(plane, folded.index[3])));
+  return saturate_int8(sum);
+}
+
+// Y = float32(acc) * output_scale + bias (output_scale = float32(x_scale * w_scale[o])).
+DCN_HOST_DEVICE inline float int8_output(int32_t acc, float output_scale, float bias) {
+  return add_rn(mul_rn(static_cast<float>(acc), output_scale), bias);
+}
+
+// Yq = saturate_int8(round_half_to_even(Y / y_scale)).
+DCN_HOST_DEVICE inline int8_t int8_requantize(float y, float y_scale) { return saturate_int8(div_rn(y, y_scale)); }
 
 }  // namespace dcn_deploy

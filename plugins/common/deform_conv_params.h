@@ -81,6 +81,31 @@ std::string infer_shape(const std::string& node_name, const DeformConvAttributes
 // Output dimensions [N, M, Ho, Wo] of a validated shape.
 std::vector<int64_t> output_dims(const DeformConvShape& shape);
 
+// ---------------------------------------------------------------------------
+// INT8 form (DcnDeformConvInt8 / DcnDeformConvInt8Requantized; definition in
+// dcn_deploy/int8.py): X and W int8 with zero point 0, offset, mask and bias
+// float, the scales as node attributes.
+constexpr const char* kInt8OpType = "DcnDeformConvInt8";
+constexpr const char* kInt8RequantizedOpType = "DcnDeformConvInt8Requantized";
+
+// Largest C/group*kh*kw whose int32 accumulator cannot overflow: 127*128*n < 2^31.
+constexpr int64_t kMaxInt8ProductsPerOutput = 2147483647 / (127 * 128);
+
+struct DeformConvInt8Scales {
+  float x_scale = 0.0f;          // attribute x_scale: X ~ x_scale * Xq
+  std::vector<float> w_scale;    // attribute w_scale: W[o] ~ w_scale[o] * Wq[o]; length M (or 1: every channel)
+  float y_scale = 0.0f;          // attribute y_scale (Requantized form only): Yq = Y / y_scale; 0: float Y
+};
+
+// Checks that every scale is finite and positive and, when out_channels >= 0,
+// that w_scale has M (or 1) values. Returns an error message, or "".
+std::string check_int8_scales(const std::string& node_name, const DeformConvInt8Scales& scales,
+                              int64_t out_channels);
+
+// Checks that the int32 accumulator of a validated shape cannot overflow.
+std::string check_int8_shape(const std::string& node_name, const DeformConvAttributes& attributes,
+                             const DeformConvShape& shape);
+
 // "[1, 2, 3]".
 std::string format_dims(const std::vector<int64_t>& dims);
 

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "deform_conv_cpu.h"
+#include "ort_kernel_support.h"
 
 namespace dcn_deploy {
 namespace {
@@ -23,117 +24,6 @@ constexpr int64_t kParallelChunks = 32;
 // once, so a batch-1 input of few pixels (512x25x34: 850) split into 27 tiles
 // of 32 pixels ran about 5% slower than 18 tiles of 48 (1 and 2 threads).
 constexpr int64_t kMinWorkItems = 16;
-
-// An error whose message already names the node.
-class NodeError : public std::runtime_error {
- public:
-  NodeError(OrtErrorCode code, const std::string& message) : std::runtime_error(message), code_(code) {}
-  OrtErrorCode code() const { return code_; }
-
- private:
-  OrtErrorCode code_;
-};
-
-// Converts any exception escaping `body` into an OrtStatus naming the node.
-template <typename Body>
-OrtStatusPtr run_returning_status(const std::string& node_label, Body&& body) noexcept {
-  const OrtApi& api = Ort::GetApi();
-  try {
-    body();
-    return nullptr;
-  } catch (const NodeError& error) {
-    return api.CreateStatus(error.code(), error.what());
-  } catch (const Ort::Exception& error) {
-    return api.CreateStatus(error.GetOrtErrorCode(), node_error(node_label, error.what()).c_str());
-  } catch (const std::bad_alloc&) {
-    return api.CreateStatus(ORT_FAIL, node_error(node_label, "out of memory").c_str());
-  } catch (const std::exception& error) {
-    return api.CreateStatus(ORT_FAIL, node_error(node_label, error.what()).c_str());
-  } catch (...) {
-    return api.CreateStatus(ORT_FAIL, node_error(node_label, "unknown error").c_str());
-  }
-}
-
-bool call_succeeds(OrtStatus* status) {
-  Ort::Status owned(status);  // Releases the status.
-  return owned.IsOK();
-}
-
-// True when the attribute is a single int, float or string.
-bool scalar_attribute_exists(const OrtKernelInfo* info, const char* name) {
-  const OrtApi& api = Ort::GetApi();
-  int64_t int_value = 0;
-  float float_value = 0.0f;
-  size_t size = 0;
-  return call_succeeds(api.KernelInfoGetAttribute_int64(info, name, &int_value)) ||
-         call_succeeds(api.KernelInfoGetAttribute_float(info, name, &float_value)) ||
-         call_succeeds(api.KernelInfoGetAttribute_string(info, name, nullptr, &size));
-}
-
-// ORT has no "does this attribute exist" query for kernels, so probe every
-// attribute type the node could carry.
-bool attribute_exists(const OrtKernelInfo* info, const char* name) {
-  const OrtApi& api = Ort::GetApi();
-  size_t size = 0;
-  return scalar_attribute_exists(info, name) ||
-         call_succeeds(api.KernelInfoGetAttributeArray_int64(info, name, nullptr, &size)) ||
-         call_succeeds(api.KernelInfoGetAttributeArray_float(info, name, nullptr, &size));
-}
-
-[[noreturn]] void throw_attribute_error(const OrtKernelInfo* info, const std::string& node_label, const char* name,
-                                        const char* expected_type) {
-  const std::string detail = attribute_exists(info, name)
-                                 ? std::string("attribute '") + name + "' must be of type " + expected_type
-                                 : std::string("required attribute '") + name + "' is missing";
-  throw NodeError(ORT_INVALID_ARGUMENT, node_error(node_label, detail));
-}
-
-int64_t read_int_attribute(const OrtKernelInfo* info, const std::string& node_label, const char* name) {
-  int64_t value = 0;
-  if (!call_succeeds(Ort::GetApi().KernelInfoGetAttribute_int64(info, name, &value))) {
-    throw_attribute_error(info, node_label, name, "int");
-  }
-  return value;
-}
-
-std::vector<int64_t> read_ints_attribute(const OrtKernelInfo* info, const std::string& node_label,
-                                         const char* name) {
-  const OrtApi& api = Ort::GetApi();
-  size_t size = 0;
-  if (!call_succeeds(api.KernelInfoGetAttributeArray_int64(info, name, nullptr, &size))) {
-    throw_attribute_error(info, node_label, name, "ints");
-  }
-  // ORT reads a scalar attribute as an empty list; report the type, not the length.
-  if (size == 0 && scalar_attribute_exists(info, name)) {
-    throw NodeError(ORT_INVALID_ARGUMENT,
-                    node_error(node_label, std::string("attribute '") + name + "' must be of type ints"));
-  }
-  std::vector<int64_t> values(size);
-  if (size > 0 && !call_succeeds(api.KernelInfoGetAttributeArray_int64(info, name, values.data(), &size))) {
-    throw_attribute_error(info, node_label, name, "ints");
-  }
-  return values;
-}
-
-// The node name, or a description by output name for unnamed nodes.
-std::string make_node_label(const OrtKernelInfo* info) {
-  Ort::ConstKernelInfo kernel_info(info);
-  std::string name = kernel_info.GetNodeName();
-  if (!name.empty()) return name;
-  return "<unnamed node with output " + kernel_info.GetOutputName(0) + ">";
-}
-
-std::string element_type_name(ONNXTensorElementDataType type) {
-  switch (type) {
-    case ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT: return "float32";
-    case ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16: return "float16";
-    case ONNX_TENSOR_ELEMENT_DATA_TYPE_BFLOAT16: return "bfloat16";
-    case ONNX_TENSOR_ELEMENT_DATA_TYPE_DOUBLE: return "float64";
-    case ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32: return "int32";
-    case ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64: return "int64";
-    default: return "ONNX element type " + std::to_string(static_cast<int>(type));
-  }
-}
 
 bool is_supported_float(ONNXTensorElementDataType type) {
   return type == ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT || type == ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16;
@@ -408,17 +298,7 @@ OrtStatusPtr DeformConvOrtOp::CreateKernelV2(const OrtApi& /*api*/, const OrtKer
   return run_returning_status(node_label, [&] {
     node_label = make_node_label(info);
     // plugin_namespace / plugin_version are for TensorRT's ONNX parser and ignored here.
-    const std::vector<int64_t> dilations = read_ints_attribute(info, node_label, "dilations");
-    const int64_t group = read_int_attribute(info, node_label, "group");
-    const std::vector<int64_t> kernel_shape = read_ints_attribute(info, node_label, "kernel_shape");
-    const int64_t offset_group = read_int_attribute(info, node_label, "offset_group");
-    const std::vector<int64_t> pads = read_ints_attribute(info, node_label, "pads");
-    const std::vector<int64_t> strides = read_ints_attribute(info, node_label, "strides");
-
-    DeformConvAttributes attributes;
-    const std::string error =
-        make_attributes(node_label, kernel_shape, strides, pads, dilations, group, offset_group, &attributes);
-    if (!error.empty()) throw NodeError(ORT_INVALID_ARGUMENT, error);
+    const DeformConvAttributes attributes = read_geometry_attributes(info, node_label);
     // The registration that matched says nothing about absent inputs: check the node's own types.
     const DeformConvElementTypes types = check_element_types(node_label, read_node_types(info));
     // A constant (initializer) W lets the kernel pack it once.

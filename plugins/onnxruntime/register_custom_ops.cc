@@ -3,6 +3,7 @@
 // RegisterCustomOpsLibrary in C/C++). The only exported symbol.
 #include <string>
 
+#include "deform_conv_int8_ort_op.h"
 #include "deform_conv_ort_op.h"
 
 namespace {
@@ -14,6 +15,8 @@ OrtCustomOpDomain* shared_domain() {
     Ort::CustomOpDomain owned(dcn_deploy::kOpDomain);
     // One registration per float32/float16 combination of the inputs (see deform_conv_ort_op.h).
     for (const dcn_deploy::DeformConvOrtOp& op : dcn_deploy::deform_conv_ort_ops()) owned.Add(&op);
+    // INT8 forms: float32 Y and int8 Yq (see deform_conv_int8_ort_op.h).
+    for (const dcn_deploy::DeformConvInt8OrtOp& op : dcn_deploy::deform_conv_int8_ort_ops()) owned.Add(&op);
     return owned.release();
   }();
   return domain;

@@ -1,0 +1,63 @@
+// Helpers shared by the ONNX Runtime kernels of this library: errors as
+// OrtStatus naming the node, attribute reading with clear messages, type names.
+#pragma once
+
+#define ORT_API_MANUAL_INIT
+#include <onnxruntime_cxx_api.h>
+#undef ORT_API_MANUAL_INIT
+
+#include <new>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "deform_conv_params.h"
+
+namespace dcn_deploy {
+
+// An error whose message already names the node.
+class NodeError : public std::runtime_error {
+ public:
+  NodeError(OrtErrorCode code, const std::string& message) : std::runtime_error(message), code_(code) {}
+  OrtErrorCode code() const { return code_; }
+
+ private:
+  OrtErrorCode code_;
+};
+
+// Converts any exception escaping `body` into an OrtStatus naming the node.
+template <typename Body>
+OrtStatusPtr run_returning_status(const std::string& node_label, Body&& body) noexcept {
+  const OrtApi& api = Ort::GetApi();
+  try {
+    body();
+    return nullptr;
+  } catch (const NodeError& error) {
+    return api.CreateStatus(error.code(), error.what());
+  } catch (const Ort::Exception& error) {
+    return api.CreateStatus(error.GetOrtErrorCode(), node_error(node_label, error.what()).c_str());
+  } catch (const std::bad_alloc&) {
+    return api.CreateStatus(ORT_FAIL, node_error(node_label, "out of memory").c_str());
+  } catch (const std::exception& error) {
+    return api.CreateStatus(ORT_FAIL, node_error(node_label, error.what()).c_str());
+  } catch (...) {
+    return api.CreateStatus(ORT_FAIL, node_error(node_label, "unknown error").c_str());
+  }
+}
+
+// True when the node carries the attribute, whatever its type.
+bool attribute_exists(const OrtKernelInfo* info, const char* name);
+int64_t read_int_attribute(const OrtKernelInfo* info, const std::string& node_label, const char* name);
+std::vector<int64_t> read_ints_attribute(const OrtKernelInfo* info, const std::string& node_label, const char* name);
+float read_float_attribute(const OrtKernelInfo* info, const std::string& node_label, const char* name);
+std::vector<float> read_floats_attribute(const OrtKernelInfo* info, const std::string& node_label, const char* name);
+
+// The six DeformConv attributes, checked by make_attributes.
+DeformConvAttributes read_geometry_attributes(const OrtKernelInfo* info, const std::string& node_label);
+
+// The node name, or a description by output name for unnamed nodes.
+std::string make_node_label(const OrtKernelInfo* info);
+
+std::string element_type_name(ONNXTensorElementDataType type);
+
+}  // namespace dcn_deploy
