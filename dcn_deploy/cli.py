@@ -97,6 +97,50 @@ def rewrite(
 
 
 @app.command()
+def quantize(
+    model: Path = typer.Argument(..., help="float32 ONNX file exported by dcn-deploy export"),
+    output: Path = typer.Option(..., "-o", "--output", help="INT8 ONNX file to write"),
+    calib: Optional[Path] = typer.Option(
+        None, "--calib", help="folder of calibration inputs: .npy, .npz (one array per input) or images"),
+    synthetic: Optional[int] = typer.Option(
+        None, "--synthetic", help="calibrate on N seeded standard-normal inputs (what validate draws) instead"),
+    method: str = typer.Option("max", help="calibration: max | percentile | entropy"),
+    percentile: float = typer.Option(99.999, help="percentile method: the percentile of |x| kept"),
+    keep_float: list[str] = typer.Option([], "--keep-float", help="a Conv/MatMul/Gemm node to leave in float"),
+) -> None:
+    """Calibrate and write the INT8 model: DCN layers as DcnDeformConvInt8, other convs in Q/DQ form."""
+    import onnx
+    from rich.progress import Progress
+
+    from .quantize import CalibrationError, load_calibration_folder, quantize_onnx, synthetic_calibration
+
+    if (calib is None) == (synthetic is None):
+        _fail("give exactly one of --calib FOLDER and --synthetic N")
+    if not model.is_file():
+        _fail(f"no ONNX file at {model}")
+    try:
+        proto = onnx.load(str(model))
+        samples = (load_calibration_folder(calib, proto) if calib is not None
+                   else synthetic_calibration(proto, synthetic))
+        with Progress(console=console, transient=True) as bar:
+            task = bar.add_task(f"calibrating ({method})", total=len(samples))
+            result = quantize_onnx(proto, samples, method=method, percentile=percentile,
+                                   progress=lambda done: bar.update(task, completed=done), keep_float=keep_float)
+    except (FileNotFoundError, ValueError, CalibrationError) as error:
+        _fail(str(error))
+    onnx.save(result.model, str(output))
+    table = Table(title=f"INT8 DCN nodes ({result.method} calibration, {result.samples} samples)")
+    for column in ("node", "input amax", "x_scale", "w_scale min..max"):
+        table.add_column(column)
+    for node in result.dcn_nodes:
+        table.add_row(node["name"], f"{node['input_amax']:.4g}", f"{node['x_scale']:.4g}",
+                      f"{node['w_scale_min']:.3g}..{node['w_scale_max']:.3g}")
+    console.print(table)
+    console.print(f"wrote {output}: {len(result.dcn_nodes)} DcnDeformConvInt8 nodes, "
+                  f"{result.qdq_nodes} QuantizeLinear nodes from ONNX Runtime's quantizer")
+
+
+@app.command()
 def validate(
     model: Path = typer.Argument(..., help="ONNX file exported by dcn-deploy export"),
     recipe: Optional[str] = typer.Option(None, help="reference recipe (default: recorded in the ONNX)"),
@@ -147,6 +191,15 @@ def validate(
         table.add_row(out.name, "x".join(map(str, out.shape)), f"{out.max_abs:.2e}", f"{out.max_rel:.2e}",
                       f"{out.rel_l2:.2e}", verdict)
     console.print(table)
+    if report.int8_nodes:
+        nodes = Table(title="INT8 nodes vs the exact integer reference (dcn_deploy.int8) on their own inputs")
+        for column in ("node", "elements", "differing", "max steps", "result"):
+            nodes.add_column(column)
+        for node in report.int8_nodes:
+            verdict = "[green]pass[/green]" if node.passed else "[red]FAIL[/red]"
+            nodes.add_row(node.name, str(node.elements), str(node.differing),
+                          f"{node.max_steps:.3g} (<= {node.allowed_steps:g})", verdict)
+        console.print(nodes)
     console.print(
         f"tolerance {report.precision}: max rel <= {report.tolerance.max_rel:.1e}, rel L2 <= "
         f"{report.tolerance.rel_l2:.1e}; {report.num_inputs} inputs {report.input_shapes}; "

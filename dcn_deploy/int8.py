@@ -68,9 +68,10 @@ def check_scale(value: float, name: str, where: str = "deform_conv2d_int8") -> f
         raise ValueError(f"{where}: {name} must be a number, got {value!r}") from None
     if not math.isfinite(scale) or scale <= 0.0:
         raise ValueError(f"{where}: {name} must be finite and positive, got {scale}")
-    if not (np.float32(scale) > 0 and np.isfinite(np.float32(scale))):
+    as_float32 = np.float32(scale)
+    if not (np.isfinite(as_float32) and as_float32 >= np.finfo(np.float32).tiny):
         raise ValueError(f"{where}: {name} = {scale} is not a positive normal float32")
-    return scale
+    return float(as_float32)  # ONNX float attributes (what kernels read) are float32
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,11 @@ class Int8Scales:
     def make(x_scale, w_scale, y_scale=None, out_channels: int | None = None, where: str = "deform_conv2d_int8"):
         """Validate: finite positive scales, ``w_scale`` of length ``out_channels`` (or 1, broadcast)."""
         x = check_scale(x_scale, "x_scale", where)
-        w = np.atleast_1d(np.asarray(w_scale.detach().cpu() if isinstance(w_scale, Tensor) else w_scale, dtype=np.float64))
+        try:
+            w = np.atleast_1d(np.asarray(w_scale.detach().cpu() if isinstance(w_scale, Tensor) else w_scale,
+                                         dtype=np.float64))
+        except (TypeError, ValueError):
+            raise ValueError(f"{where}: w_scale must be a list of numbers, got {w_scale!r}") from None
         if w.ndim != 1 or w.size == 0:
             raise ValueError(f"{where}: w_scale must be a 1-D list of per-output-channel scales, got shape {w.shape}")
         if out_channels is not None:

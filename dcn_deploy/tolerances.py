@@ -31,6 +31,12 @@ TOLERANCES: dict[str, Tolerance] = {
     # Bound: about 3x the worst of those (deeper models and fp16-accumulating kernels add error;
     # a wrong offset or tap gives errors of 1e-2 and more, far above it).
     "fp16": Tolerance(max_rel=3e-3, rel_l2=1.5e-3),
+    # An INT8 model from `dcn-deploy quantize` (DCN layers as DcnDeformConvInt8, every other Conv in
+    # Q/DQ form by ONNX Runtime's quantizer), calibrated on its own synthetic set, against the float64
+    # model. Measured 2026-11-23: resnet50_dcn 1x3x224x224 (8 calibration samples, max method):
+    # rel L2 6.9e-3 to 1.3e-2, max rel <= 1.4e-2. The bound on rel L2 is 2e-2; max rel gets
+    # the same headroom. The exact check of each INT8 node is apart (validate.check_int8_nodes).
+    "int8": Tolerance(max_rel=3e-2, rel_l2=2e-2),
 }
 
 # One DCN node in float16 (X, W, B, Y float16; offset and mask float16 or float32), computed in
