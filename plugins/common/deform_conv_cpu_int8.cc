@@ -9,8 +9,7 @@ namespace {
 
 constexpr int64_t kMaxTilePixels = 64;
 constexpr int64_t kMinTilePixels = 16;
-// Output channels accumulated together over one pass of the sample panel.
-constexpr int64_t kChannelBlock = 4;
+using cpu::kInt8ChannelBlock;
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -26,8 +25,9 @@ std::vector<float> int8_output_scales(float x_scale, const std::vector<float>& w
 }
 
 DeformConvCpuInt8::DeformConvCpuInt8(const DeformConvAttributes& attributes, const DeformConvShape& shape,
-                                     const DeformConvInt8Tensors& tensors, int64_t min_work_items)
-    : attributes_(attributes), shape_(shape), tensors_(tensors) {
+                                     const DeformConvInt8Tensors& tensors, int64_t min_work_items,
+                                     const cpu::KernelSet* kernels)
+    : attributes_(attributes), shape_(shape), tensors_(tensors), kernels_(kernels ? kernels : &cpu::cpu_kernels()) {
   kernel_area_ = shape.kernel_h * shape.kernel_w;
   in_channels_per_group_ = shape.in_channels / attributes.group;
   out_channels_per_group_ = shape.out_channels / attributes.group;
@@ -40,6 +40,17 @@ DeformConvCpuInt8::DeformConvCpuInt8(const DeformConvAttributes& attributes, con
     tile_pixels_ = std::max(kMinTilePixels, tile_pixels_ / 2);
   }
   tiles_per_image_ = tile_pixels_ > 0 ? ceil_div(out_pixels_, tile_pixels_) : 0;
+  // W's rows in pairs, two int16 per int32, once per call (an odd last row pairs with 0).
+  const int64_t rows = in_channels_per_group_ * kernel_area_;
+  pair_count_ = (rows + 1) / 2;
+  weight_pairs_.resize(static_cast<size_t>(shape.out_channels * pair_count_));
+  for (int64_t o = 0; o < shape.out_channels; ++o) {
+    const int8_t* row = tensors.weight + o * rows;
+    for (int64_t j = 0; j < pair_count_; ++j) {
+      const int16_t high = 2 * j + 1 < rows ? row[2 * j + 1] : 0;
+      weight_pairs_[static_cast<size_t>(o * pair_count_ + j)] = cpu::pack_int16_pair(row[2 * j], high);
+    }
+  }
 }
 
 void DeformConvCpuInt8::run_work_item(int64_t item, DeformConvInt8Scratch& scratch) const {
@@ -85,43 +96,39 @@ void DeformConvCpuInt8::run_work_item(int64_t item, DeformConvInt8Scratch& scrat
     }
   }
 
-  // Requantized samples, rows in W's order (channel-major, then tap).
+  // Requantized samples, rows in W's order (channel-major, then tap), paired:
+  // row r of pixel p at ((r / 2) * padded + p) * 2 + r % 2; padding is 0.
   const int64_t rows = in_channels_per_group_ * taps;
-  scratch.samples.resize(static_cast<size_t>(rows * pixels));
+  const int64_t padded = (pixels + 7) / 8 * 8;
+  scratch.samples.assign(static_cast<size_t>(pair_count_ * padded * 2), 0);
   const int64_t plane_size = shape_.in_height * shape_.in_width;
   for (int64_t c = 0; c < in_channels_per_group_; ++c) {
     const int64_t channel = first_channel + c;
     const int8_t* plane = tensors_.input + (image * shape_.in_channels + channel) * plane_size;
     const int64_t og = channel / channels_per_offset_group_ - first_offset_group;
     for (int64_t tap = 0; tap < taps; ++tap) {
+      const int64_t r = c * taps + tap;
       const BilinearCorners* corners = scratch.corners.data() + (og * taps + tap) * pixels;
-      int16_t* row = scratch.samples.data() + (c * taps + tap) * pixels;
-      for (int64_t p = 0; p < pixels; ++p) row[p] = int8_sample(plane, corners[p]);
+      int16_t* target = scratch.samples.data() + (r / 2) * padded * 2 + r % 2;
+      for (int64_t p = 0; p < pixels; ++p) target[2 * p] = int8_sample(plane, corners[p]);
     }
   }
+  (void)rows;
 
-  // Exact int32 accumulation, kChannelBlock output channels per pass over the panel.
-  scratch.accumulator.resize(static_cast<size_t>(kChannelBlock * pixels));
+  // Exact int32 sums, kInt8ChannelBlock output channels per pass over the samples.
+  scratch.accumulator.resize(static_cast<size_t>(kInt8ChannelBlock * padded));
   int32_t* acc = scratch.accumulator.data();
-  const int16_t* samples = scratch.samples.data();
-  for (int64_t m0 = 0; m0 < out_channels_per_group_; m0 += kChannelBlock) {
-    const int64_t block = std::min(kChannelBlock, out_channels_per_group_ - m0);
-    std::fill(acc, acc + kChannelBlock * pixels, 0);
-    for (int64_t r = 0; r < rows; ++r) {
-      const int16_t* row = samples + r * pixels;
-      for (int64_t b = 0; b < block; ++b) {
-        const int32_t w = tensors_.weight[(g * out_channels_per_group_ + m0 + b) * rows + r];
-        if (w == 0) continue;
-        int32_t* out = acc + b * pixels;
-        for (int64_t p = 0; p < pixels; ++p) out[p] += w * row[p];
-      }
-    }
+  for (int64_t m0 = 0; m0 < out_channels_per_group_; m0 += kInt8ChannelBlock) {
+    const int64_t block = std::min(kInt8ChannelBlock, out_channels_per_group_ - m0);
+    const int64_t first_out = g * out_channels_per_group_ + m0;
+    kernels_->int8_pair_gemm(scratch.samples.data(), pair_count_, padded,
+                             weight_pairs_.data() + first_out * pair_count_, block, acc);
     for (int64_t b = 0; b < block; ++b) {
-      const int64_t o = g * out_channels_per_group_ + m0 + b;
+      const int64_t o = first_out + b;
       const float scale = tensors_.output_scale[o];
       const float bias = tensors_.bias ? tensors_.bias[o] : 0.0f;
       const int64_t base = (image * shape_.out_channels + o) * out_pixels_ + first_pixel;
-      const int32_t* sums = acc + b * pixels;
+      const int32_t* sums = acc + b * padded;
       if (tensors_.y_scale > 0.0f) {
         for (int64_t p = 0; p < pixels; ++p) {
           tensors_.output_int8[base + p] = int8_requantize(int8_output(sums[p], scale, bias), tensors_.y_scale);

@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "cpu/deform_conv_cpu_kernels.h"
 #include "deform_conv_math.h"
 #include "deform_conv_params.h"
 
@@ -36,8 +37,8 @@ struct DeformConvInt8Tensors {
 // Per-thread working memory of one work item; reuse it across items.
 struct DeformConvInt8Scratch {
   std::vector<BilinearCorners> corners;  // [offset groups of the weight group][kh*kw][tile], mask folded in
-  std::vector<int16_t> samples;       // [C/group * kh*kw][tile] requantized samples
-  std::vector<int32_t> accumulator;   // [tile]
+  std::vector<int16_t> samples;       // [row pairs][padded tile][2]: requantized samples, rows paired
+  std::vector<int32_t> accumulator;   // [kInt8ChannelBlock][padded tile]
 };
 
 class DeformConvCpuInt8 {
@@ -45,7 +46,9 @@ class DeformConvCpuInt8 {
   // `attributes` and `shape` must come from a successful infer_shape() and
   // check_int8_shape(); the output_scale array must hold M values.
   DeformConvCpuInt8(const DeformConvAttributes& attributes, const DeformConvShape& shape,
-                    const DeformConvInt8Tensors& tensors, int64_t min_work_items = 1);
+                    const DeformConvInt8Tensors& tensors, int64_t min_work_items = 1,
+                    const cpu::KernelSet* kernels = nullptr);  // nullptr: cpu::cpu_kernels()
+  const char* kernel_name() const { return kernels_->name; }
 
   int64_t work_item_count() const { return shape_.batch * attributes_.group * tiles_per_image_; }
   int64_t tile_pixels() const { return tile_pixels_; }
@@ -66,6 +69,9 @@ class DeformConvCpuInt8 {
   int64_t out_pixels_ = 0;
   int64_t tile_pixels_ = 0;
   int64_t tiles_per_image_ = 0;
+  int64_t pair_count_ = 0;                // ceil(C/group * kh*kw / 2)
+  std::vector<int32_t> weight_pairs_;     // [M][pair_count] (cpu::pack_int16_pair)
+  const cpu::KernelSet* kernels_ = nullptr;
 };
 
 // output_scale[o] = float32(double(x_scale) * double(w_scale[o])), w_scale of

@@ -129,8 +129,23 @@ void gemm_portable(int64_t out_rows, int64_t depth, const float* a, int64_t lda,
   gemm_blocked<PortableMicro>(out_rows, depth, a, lda, panels, pixels, c, ldc, bias, first);
 }
 
+void int8_pair_gemm_portable(const int16_t* pairs, int64_t pair_count, int64_t pixels, const int32_t* weight_pairs,
+                             int64_t block, int32_t* acc) {
+  std::fill(acc, acc + block * pixels, 0);
+  for (int64_t b = 0; b < block; ++b) {
+    int32_t* out = acc + b * pixels;
+    for (int64_t j = 0; j < pair_count; ++j) {
+      const int32_t packed = weight_pairs[b * pair_count + j];
+      const int32_t low = static_cast<int16_t>(static_cast<uint32_t>(packed) & 0xffffu);
+      const int32_t high = static_cast<int16_t>(static_cast<uint32_t>(packed) >> 16);
+      const int16_t* row = pairs + j * pixels * 2;
+      for (int64_t q = 0; q < pixels; ++q) out[q] += low * row[2 * q] + high * row[2 * q + 1];
+    }
+  }
+}
+
 const KernelSet kPortable = {"portable", pair_corners_portable, gather_pairs_portable, nullptr, nullptr, nullptr,
-                             nullptr, gemm_portable};
+                             nullptr, gemm_portable, int8_pair_gemm_portable};
 
 // -------------------------------------------------------------- AVX2 + FMA
 #if DCN_HAVE_AVX2_KERNELS
@@ -463,8 +478,35 @@ DCN_AVX2 void store_pixel_major_avx2(const float* acc, int64_t acc_stride, int64
   }
 }
 
+// 4 output channels x 16 pixels in 8 accumulators; vpmaddwd multiplies one
+// row pair of 8 pixels by a broadcast weight pair (exact: |products| < 2^15 * 2^8).
+DCN_AVX2 void int8_pair_gemm_avx2(const int16_t* pairs, int64_t pair_count, int64_t pixels,
+                                  const int32_t* weight_pairs, int64_t block, int32_t* acc) {
+  for (int64_t q = 0; q < pixels; q += 16) {
+    const bool two = q + 16 <= pixels;
+    __m256i sums[kInt8ChannelBlock][2];
+    for (auto& row : sums) row[0] = row[1] = _mm256_setzero_si256();
+    for (int64_t j = 0; j < pair_count; ++j) {
+      const int16_t* row = pairs + (j * pixels + q) * 2;
+      const __m256i s0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row));
+      const __m256i s1 = two ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + 16)) : _mm256_setzero_si256();
+      for (int64_t b = 0; b < kInt8ChannelBlock; ++b) {
+        if (b >= block) break;
+        const __m256i w = _mm256_set1_epi32(weight_pairs[b * pair_count + j]);
+        sums[b][0] = _mm256_add_epi32(sums[b][0], _mm256_madd_epi16(s0, w));
+        sums[b][1] = _mm256_add_epi32(sums[b][1], _mm256_madd_epi16(s1, w));
+      }
+    }
+    for (int64_t b = 0; b < block; ++b) {
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(acc + b * pixels + q), sums[b][0]);
+      if (two) _mm256_storeu_si256(reinterpret_cast<__m256i*>(acc + b * pixels + q + 8), sums[b][1]);
+    }
+  }
+}
+
 const KernelSet kAvx2 = {"avx2",           pair_corners_avx2,      gather_pairs_avx2, gather_channels_last_avx2,
-                         to_channels_last_avx2, gemm_pixel_major_avx2, store_pixel_major_avx2, gemm_avx2};
+                         to_channels_last_avx2, gemm_pixel_major_avx2, store_pixel_major_avx2, gemm_avx2,
+                         int8_pair_gemm_avx2};
 
 bool cpu_has_avx2_fma() {
   __builtin_cpu_init();

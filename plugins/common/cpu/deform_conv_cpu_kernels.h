@@ -128,7 +128,23 @@ struct KernelSet {
   // bias), else from its current contents.
   void (*gemm)(int64_t out_rows, int64_t depth, const float* a, int64_t lda, const float* panels, int64_t pixels,
                float* c, int64_t ldc, const float* bias, bool first);
+
+  // INT8, exact int32: for b < block (<= kInt8ChannelBlock), q < pixels (a multiple of 8),
+  //   acc[b * pixels + q] = sum_j pairs[(j * pixels + q) * 2] * low16(weight_pairs[b * pair_count + j])
+  //                             + pairs[(j * pixels + q) * 2 + 1] * high16(weight_pairs[b * pair_count + j])
+  // (pairs of consecutive rows interleaved per pixel: one madd per pair).
+  void (*int8_pair_gemm)(const int16_t* pairs, int64_t pair_count, int64_t pixels, const int32_t* weight_pairs,
+                         int64_t block, int32_t* acc);
 };
+
+// Output channels int8_pair_gemm accumulates together.
+constexpr int64_t kInt8ChannelBlock = 4;
+
+// Two int16 weights in one int32 (low: even row, high: odd row), as int8_pair_gemm reads them.
+inline int32_t pack_int16_pair(int16_t low, int16_t high) {
+  return static_cast<int32_t>(static_cast<uint32_t>(static_cast<uint16_t>(low)) |
+                              (static_cast<uint32_t>(static_cast<uint16_t>(high)) << 16));
+}
 
 const KernelSet& portable_kernels();
 // The AVX2+FMA set, or nullptr where the CPU (or the build target) lacks it.
