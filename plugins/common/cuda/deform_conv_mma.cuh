@@ -120,22 +120,33 @@ struct MmaBlockIndex {
   int32_t pixel_tile, split, channel_tile, image_group;
 };
 
-struct SharedLayout {
-  __half* a[2];  // [kTileM][kPitchA]: W slice, row m, column kk
-  __half* b[2];  // S slice: [kTileK][kPitchB] (row kk, column n); channels-last variant [kTileN][kPitchBT]
-  float* c;      // [kTileM][kPitchC]: accumulators for the epilogue (aliases everything)
+// Shared memory of a block: two stages of W and S slices (elements of type
+// TElement), the corner table, and the epilogue's tile of partial sums
+// (TPartial) over all of it. The INT8 kernel (deform_conv_int8.cuh) uses
+// SharedLayoutOf<int8_t, int32_t> with its own slice layouts.
+template <typename TElement, typename TPartial>
+struct SharedLayoutOf {
+  using Element = TElement;
+  using Partial = TPartial;
+  TElement* a[2];  // float16: [kTileM][kPitchA]: W slice, row m, column kk
+  TElement* b[2];  // float16: S slice [kTileK][kPitchB] (row kk, column n); channels-last variant [kTileN][kPitchBT]
+  TPartial* c;     // [kTileM][kPitchC]: accumulators for the epilogue (aliases everything)
   int4* corner_index;     // [offset_group_taps][kTileN]
   float4* corner_weight;  // [offset_group_taps][kTileN]
 };
+using SharedLayout = SharedLayoutOf<__half, float>;
 
-template <class C>
-DCN_HOST_DEVICE inline SharedLayout shared_layout(unsigned char* base, int32_t offset_group_taps) {
-  SharedLayout layout;
+// C gives kStageBytes and kSliceABytes (the stage layout) and kTileN.
+template <class C, class Layout = SharedLayout>
+DCN_HOST_DEVICE inline Layout shared_layout(unsigned char* base, int32_t offset_group_taps) {
+  using Element = typename Layout::Element;
+  using Partial = typename Layout::Partial;
+  Layout layout;
   for (int stage = 0; stage < 2; ++stage) {
-    layout.a[stage] = reinterpret_cast<__half*>(base + stage * C::kStageBytes);
-    layout.b[stage] = reinterpret_cast<__half*>(base + stage * C::kStageBytes + C::kSliceABytes);
+    layout.a[stage] = reinterpret_cast<Element*>(base + stage * C::kStageBytes);
+    layout.b[stage] = reinterpret_cast<Element*>(base + stage * C::kStageBytes + C::kSliceABytes);
   }
-  layout.c = reinterpret_cast<float*>(base);
+  layout.c = reinterpret_cast<Partial*>(base);
   const size_t entries = static_cast<size_t>(offset_group_taps) * C::kTileN;
   layout.corner_index = reinterpret_cast<int4*>(base + 2 * C::kStageBytes);
   layout.corner_weight = reinterpret_cast<float4*>(base + 2 * C::kStageBytes + entries * sizeof(int4));
@@ -143,10 +154,13 @@ DCN_HOST_DEVICE inline SharedLayout shared_layout(unsigned char* base, int32_t o
 }
 
 // Phase 1: corners of every (offset group, tap, pixel) of the block, with
-// the mask folded into the weights. Pixels past the image get outside corners.
-template <class C, typename TOffset>
-DCN_HOST_DEVICE inline void build_corner_table(const MmaProblem& mp, const TilePointers<__half, TOffset>& t,
-                                               MmaBlockIndex block, int tid, const SharedLayout& layout) {
+// the mask folded into the weights (fold_mask: the INT8 definition's product,
+// one rounding, so the INT8 kernel shares this table). Pixels past the image
+// get outside corners. Reads only `offset` and `mask` of the tensors and the
+// corner arrays of the layout, so every variant (float16, INT8) uses it.
+template <class C, class Tensors, class Layout>
+DCN_HOST_DEVICE inline void build_corner_table(const MmaProblem& mp, const Tensors& t, MmaBlockIndex block, int tid,
+                                               const Layout& layout) {
   const TileProblem& p = mp.base;
   const int32_t image = block.image_group / p.groups;
   const int32_t entries = mp.offset_group_taps * C::kTileN;
@@ -168,10 +182,7 @@ DCN_HOST_DEVICE inline void build_corner_table(const MmaProblem& mp, const TileP
       const float y = sampling_coordinate(out_y, p.stride_h, p.pad_top, tap_row, p.dilation_h, dy);
       const float x = sampling_coordinate(out_x, p.stride_w, p.pad_left, tap_col, p.dilation_w, dx);
       corners = sample_corners(y, x, p.height, p.width);
-      if (p.has_mask) {
-        const float scale = load_as_float(t.mask[tap_channel * p.out_pixels + pixel]);
-        for (int q = 0; q < 4; ++q) corners.weight[q] *= scale;
-      }
+      if (p.has_mask) corners = fold_mask(corners, load_as_float(t.mask[tap_channel * p.out_pixels + pixel]));
     }
     layout.corner_index[e] = make_int4(corners.index[0], corners.index[1], corners.index[2], corners.index[3]);
     layout.corner_weight[e] = make_float4(corners.weight[0], corners.weight[1], corners.weight[2], corners.weight[3]);
