@@ -465,3 +465,4 @@ def test_gpu_parity_script_runs_on_the_emulation(tmp_path):
     assert "gpu_parity: 5 passed, 0 failed" in result.stdout
     rows = json.loads((tmp_path / "rows.json").read_text())["rows"]
     assert all(row["fp32_max_rel"] <= FP32_MAX_REL and row["fp16_rel_l2"] <= FP16_REL_L2 for row in rows)
+    assert all(row["int8_differing"] == 0 for row in rows)  # the INT8 kernel, bitwise
