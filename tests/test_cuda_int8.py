@@ -15,55 +15,24 @@ import torch
 from dcn_deploy.int8 import MAX_PRODUCTS_PER_OUTPUT, deform_conv2d_int8
 from dcn_deploy.ops import DeformConvGeometry, _sample_columns
 
-cuda_kernels = pytest.importorskip("dcn_deploy.cuda_kernels")
+from cases import Case
+from test_cuda_kernels import DEVICES, cuda_kernels, pytestmark  # noqa: F401  (the library's skip marker)
 
-try:
-    cuda_kernels.cuda_kernel_library()
-    _LIBRARY_ERROR = None
-except FileNotFoundError as error:  # nvcc missing: the CUDA kernels are not built
-    _LIBRARY_ERROR = str(error)
-
-pytestmark = pytest.mark.skipif(_LIBRARY_ERROR is not None, reason=_LIBRARY_ERROR or "")
-
-DEVICES = [
-    "emulated",
-    pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")),
-]
 ALGORITHMS = ["tensor_core", "simt"]
 
 
-@dataclass(frozen=True)
-class Int8Case:
-    name: str
-    n: int = 1
-    c: int = 4
-    h: int = 6
-    w: int = 7
-    m: int = 6
-    kernel: tuple[int, int] = (3, 3)
-    stride: tuple[int, int] = (1, 1)
-    pads: tuple[int, int, int, int] = (1, 1, 1, 1)
-    dilation: tuple[int, int] = (1, 1)
-    group: int = 1
-    offset_group: int = 1
-    mask: bool = True
-    bias: bool = True
-    offset_scale: float = 1.5
+@dataclass
+class Int8Case(Case):
+    """A case of tests/cases.py (its geometry) with the INT8 inputs and scales."""
+
     half_offsets: bool = False  # offsets of exactly +-0.5: samples halfway between two pixels
     y_scale: float | None = None
     single_w_scale: bool = False
-    seed: int = 0
-
-    def out_hw(self) -> tuple[int, int]:
-        kh, kw = self.kernel
-        ho = (self.h + self.pads[0] + self.pads[2] - (self.dilation[0] * (kh - 1) + 1)) // self.stride[0] + 1
-        wo = (self.w + self.pads[1] + self.pads[3] - (self.dilation[1] * (kw - 1) + 1)) // self.stride[1] + 1
-        return ho, wo
 
     def tensors(self) -> dict:
         g = torch.Generator().manual_seed(self.seed)
         kh, kw = self.kernel
-        ho, wo = self.out_hw()
+        ho, wo = self.out_hw
         taps = self.offset_group * kh * kw
         x = torch.randint(-128, 128, (self.n, self.c, self.h, self.w), generator=g, dtype=torch.int8)
         weight = torch.randint(-127, 128, (self.m, self.c // self.group, kh, kw), generator=g, dtype=torch.int8)
@@ -122,7 +91,7 @@ def test_int8_is_bitwise_the_reference(case: Int8Case, device: str, algorithm: s
     out = _run(t, device, case, algorithm=algorithm)
     expected = _reference(t, case)
     assert out.dtype == (torch.float32 if case.y_scale is None else torch.int8)
-    assert out.shape == expected.shape == (case.n, case.m, *case.out_hw())
+    assert out.shape == expected.shape == (case.n, case.m, *case.out_hw)
     assert torch.equal(out, expected), f"{int((out != expected).sum())} of {out.numel()} elements differ"
 
 
@@ -262,7 +231,7 @@ def test_c_api_rejects_bad_int8_problems(overrides, expected, emulate):
 
 def test_c_api_names_a_missing_output_scale():
     t, case = _base()
-    out = torch.empty(case.n, case.m, *case.out_hw())
+    out = torch.empty(case.n, case.m, *case.out_hw)
     pointers = [t[name].data_ptr() for name in ("input", "weight", "offset", "mask", "bias")] + [out.data_ptr(), None]
     status, message = cuda_kernels.call_c_api(_problem(case), pointers, emulate=True)
     assert status == 1 and "NULL buffer for: output_scale (DCN_INT8 data)" in message, message

@@ -135,46 +135,24 @@ DCN_HOST_DEVICE inline void load_int8_slice(const MmaProblem& mp, const Int8Poin
   }
 
   // S: a thread owns one pixel column n and kBRows consecutive rows k (16, 8
-  // or 4 by tile: one 16-, 8- or 4-byte store), walking (channel, tap) incrementally
-  // as the float16 kernel does; a sample costs two shared loads, four gathers
+  // or 4 by tile: one 16-, 8- or 4-byte store), walking (channel, tap) with
+  // the float16 kernel's SampleWalk; a sample costs two shared loads, four gathers
   // of one byte and the fixed-order float32 sum of int8_sample.
   int8_t* b = layout.b[stage];
   const int n = tid % C::kTileN;
   const int first_row = (tid / C::kTileN) * C::kBRows;
   const bool pixel_inside = block.pixel_tile * C::kTileN + n < p.out_pixels;
   const int32_t first_k = k0 + first_row;
-  int32_t c = first_k / p.kernel_area;
-  int32_t tap = first_k - c * p.kernel_area;
-  const int64_t plane_size = static_cast<int64_t>(p.height) * p.width;
-  int32_t channel = group * p.channels_per_group + c;
-  const int8_t* plane = t.input + (static_cast<int64_t>(image) * p.in_channels + channel) * plane_size;
-  int32_t offset_group = channel / p.channels_per_offset_group;
-  int32_t next_group_channel = (offset_group + 1) * p.channels_per_offset_group;
-  const int4* group_index = layout.corner_index + offset_group * p.kernel_area * C::kTileN + n;
-  const float4* group_weight = layout.corner_weight + offset_group * p.kernel_area * C::kTileN + n;
-  const int32_t group_stride = p.kernel_area * C::kTileN;
+  SampleWalk<C, int8_t> walk(p, t.input, layout.corner_index, layout.corner_weight, image, group, first_k, n);
   uint32_t words[C::kBRows / 4] = {};
 #if defined(__CUDA_ARCH__)
 #pragma unroll 4
 #endif
   for (int row = 0; row < C::kBRows; ++row) {
     if (first_k + row < k_end && pixel_inside) {
-      const int4 index = group_index[tap * C::kTileN];
-      const float4 weight = group_weight[tap * C::kTileN];
-      const int8_t sample = int8_sample(plane, BilinearCorners{{index.x, index.y, index.z, index.w},
-                                                               {weight.x, weight.y, weight.z, weight.w}});
-      words[row / 4] |= word_byte(sample, row % 4);
+      words[row / 4] |= word_byte(int8_sample(walk.plane, walk.corners()), row % 4);
     }
-    if (++tap == p.kernel_area) {
-      tap = 0;
-      ++channel;
-      plane += plane_size;
-      if (channel == next_group_channel) {
-        next_group_channel += p.channels_per_offset_group;
-        group_index += group_stride;
-        group_weight += group_stride;
-      }
-    }
+    walk.next();
   }
   for (int part = 0; part < C::kBRows / C::kBStoreBytes; ++part) {
     const int row = first_row + part * C::kBStoreBytes;
@@ -356,27 +334,16 @@ template <class C>
 DCN_HOST_DEVICE inline void store_int8_outputs(const MmaProblem& mp, const Int8Pointers& t, MmaBlockIndex block,
                                                int tid, const int32_t* const* partial_tiles, int ranks,
                                                int row_begin, int row_end) {
-  const TileProblem& p = mp.base;
-  const int32_t image = block.image_group / p.groups;
-  const int32_t group = block.image_group - image * p.groups;
-  const int elements = (row_end - row_begin) * C::kTileN;
-  for (int e = tid; e < elements; e += kThreads) {
-    const int mm = row_begin + e / C::kTileN;
-    const int n = e % C::kTileN;
-    const int32_t m = block.channel_tile * C::kTileM + mm;
-    const int32_t pixel = block.pixel_tile * C::kTileN + n;
-    if (m >= p.out_channels_per_group || pixel >= p.out_pixels) continue;
-    int32_t sum = 0;
-    for (int rank = 0; rank < ranks; ++rank) sum += partial_tiles[rank][mm * C::kPitchC + n];
-    const int32_t channel = group * p.out_channels_per_group + m;
-    const float y = int8_output(sum, t.output_scale[channel], p.has_bias ? t.bias[channel] : 0.0f);
-    const int64_t index = (static_cast<int64_t>(image) * p.out_channels + channel) * p.out_pixels + pixel;
-    if (t.y_scale > 0.0f) {
-      static_cast<int8_t*>(t.output)[index] = int8_requantize(y, t.y_scale);
-    } else {
-      static_cast<float*>(t.output)[index] = y;
-    }
-  }
+  const bool has_bias = mp.base.has_bias;
+  reduce_tile_outputs<C>(mp, block, tid, partial_tiles, ranks, row_begin, row_end,
+                         [&](int32_t channel, int64_t index, int32_t sum) {
+                           const float y = int8_output(sum, t.output_scale[channel], has_bias ? t.bias[channel] : 0.0f);
+                           if (t.y_scale > 0.0f) {
+                             static_cast<int8_t*>(t.output)[index] = int8_requantize(y, t.y_scale);
+                           } else {
+                             static_cast<float*>(t.output)[index] = y;
+                           }
+                         });
 }
 
 }  // namespace cuda_mma
