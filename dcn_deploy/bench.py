@@ -69,6 +69,10 @@ IMPLEMENTATIONS = {
     "ours_fp16_tensor_core_nhwc": "dcn_deploy.cuda_kernels.deform_conv2d_cuda, float16, algorithm='tensor_core_nhwc' "
     "(channels-last gathers; workspace: X in NHWC + W tap-major)",
     "ours_fp32": "dcn_deploy.cuda_kernels.deform_conv2d_cuda, float32 storage",
+    "ours_int8": "dcn_deploy.cuda_kernels.deform_conv2d_cuda, INT8 (dcn_deploy/int8.py: int8 X and W, per-channel "
+    "w_scale, float32 Y), default algorithm (integer tensor cores)",
+    "ours_int8_simt": "dcn_deploy.cuda_kernels.deform_conv2d_cuda, INT8, algorithm='simt' (dp4a)",
+    "ours_int8_requantized": "dcn_deploy.cuda_kernels.deform_conv2d_cuda, INT8 with int8 Yq output (y_scale)",
     "torchvision_fp16": "torchvision.ops.deform_conv2d, float16",
     "cudnn_fp16": "torch.nn.functional.conv2d (cuDNN), float16, channels_last: dense conv of the same shape (floor)",
 }
@@ -591,11 +595,35 @@ def _end_to_end_row(recipe: str, config: BenchConfig, step) -> dict:
 # GPU
 
 
-def gpu_layer_functions(t16: dict, t32: dict | None, conv: dict) -> tuple[dict[str, Callable[[], Any]], dict[str, str]]:
+def int8_layer_tensors(t32: dict) -> dict:
+    """The INT8 form of one layer's float32 tensors (same device): ``X`` and ``W`` quantized
+    symmetrically (``x_scale = max|X| / 127``, per-channel ``w_scale``), float32 offset, mask and
+    bias, and the scales. ``y_scale`` (requantized output) is 1/16 of the worst-case ``|Y|`` bound
+    over 127: it only decides how many outputs saturate, which does not change the timing."""
+    import torch
+
+    from .int8 import quantize_symmetric, quantize_weight_per_channel
+
+    x = t32["X"].detach().float().cpu()
+    x_scale = max(float(x.abs().max()), 1e-6) / 127.0
+    wq, w_scale = quantize_weight_per_channel(t32["W"].detach().float().cpu())
+    device = t32["X"].device
+    y_bound = x_scale * 127.0 * float(wq.abs().flatten(1).sum(dim=1).to(torch.float64).max()) * max(w_scale)
+    return {
+        "X": quantize_symmetric(x, x_scale).to(device), "W": wq.to(device),
+        "offset": t32["offset"].float(), "mask": None if t32["mask"] is None else t32["mask"].float(),
+        "B": None if t32["B"] is None else t32["B"].float(),
+        "x_scale": x_scale, "w_scale": w_scale, "y_scale": max(y_bound / 16.0 / 127.0, 1e-6),
+    }
+
+
+def gpu_layer_functions(t16: dict, t32: dict | None, conv: dict,
+                        t8: dict | None = None) -> tuple[dict[str, Callable[[], Any]], dict[str, str]]:
     """The GPU implementations of one layer as zero-argument callables, and a note for each left out.
 
     ``t16``/``t32``: CUDA tensors ``X, W, offset, B, mask`` (B and mask may be None) in float16 /
-    float32 (``t32`` None: no FP32 row). ``conv``: ``stride, padding, dilation, groups,
+    float32 (``t32`` None: no FP32 row). ``t8``: the INT8 form (``int8_layer_tensors``; None: no
+    INT8 rows). ``conv``: ``stride, padding, dilation, groups,
     offset_groups`` as :func:`dcn_deploy.cuda_kernels.deform_conv2d_cuda` takes them (``padding``
     may be the four ONNX pads). Every callable was run once; one that raised is left out with
     its error as the note.
@@ -617,6 +645,11 @@ def gpu_layer_functions(t16: dict, t32: dict | None, conv: dict) -> tuple[dict[s
     }
     if t32 is not None:
         candidates["ours_fp32"] = ours(t32)
+    if t8 is not None:
+        scales = dict(x_scale=t8["x_scale"], w_scale=t8["w_scale"])
+        candidates["ours_int8"] = ours(t8, **scales)
+        candidates["ours_int8_simt"] = ours(t8, algorithm="simt", **scales)
+        candidates["ours_int8_requantized"] = ours(t8, y_scale=t8["y_scale"], **scales)
     notes: dict[str, str] = {}
     top, left, bottom, right = normalize_pads(conv.get("padding", 0))
     symmetric = top == bottom and left == right
@@ -651,9 +684,10 @@ def gpu_layer_functions(t16: dict, t32: dict | None, conv: dict) -> tuple[dict[s
 
 
 def time_gpu_layer(t16: dict, t32: dict | None, conv: dict, warmup: int = 5, repeat: int = GPU_REPEAT,
-                   step: Callable[[], None] | None = None) -> tuple[dict[str, Timing], dict[str, str]]:
+                   step: Callable[[], None] | None = None,
+                   t8: dict | None = None) -> tuple[dict[str, Timing], dict[str, str]]:
     """CUDA-event timings of every GPU implementation of one layer (see ``gpu_layer_functions``)."""
-    functions, notes = gpu_layer_functions(t16, t32, conv)
+    functions, notes = gpu_layer_functions(t16, t32, conv, t8)
     return time_interleaved(functions, warmup, repeat, "cuda", step), notes
 
 
@@ -705,13 +739,15 @@ def _gpu_row(shape: LayerShape, batch: int, config: BenchConfig, step) -> dict:
     t16 = {name: value.half() for name, value in t32.items()}
     conv = dict(stride=shape.stride, padding=shape.pad, dilation=1, groups=1, offset_groups=1)
     timings, notes = time_gpu_layer(t16, t32, conv, warmup=max(config.warmup, 3), repeat=config.repeats("gpu"),
-                                    step=step)
+                                    step=step, t8=int8_layer_tensors(t32))
     ratios: dict[str, float | None] = {}
     for name in timings:
         if name.startswith("ours_"):
             ratios[f"{name}/cudnn_fp16"] = _ratio(timings[name], timings.get("cudnn_fp16"))
             if name.startswith("ours_fp16"):
                 ratios[f"torchvision_fp16/{name}"] = _ratio(timings.get("torchvision_fp16"), timings[name])
+            if name.startswith("ours_int8"):  # the INT8 target: <= 0.7 of the FP16 tensor-core time
+                ratios[f"{name}/ours_fp16_tensor_core"] = _ratio(timings[name], timings.get("ours_fp16_tensor_core"))
     row = {
         "shape": shape.spec, "batch": batch, **shape.describe(),
         "implementations": {name: timing.to_json() for name, timing in timings.items()},

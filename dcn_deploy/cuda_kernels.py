@@ -17,6 +17,12 @@ bias, output
 offset, mask      float32, float16           one dtype for the two
 ================  =========================  ===========================
 
+INT8 (:mod:`dcn_deploy.int8`): int8 ``input`` and ``weight`` with ``x_scale`` and ``w_scale``
+(per output channel, or one value), float32 ``offset``, ``mask`` and ``bias``; the output is
+float32, or int8 when ``y_scale`` is given. The result is bitwise that of
+:func:`dcn_deploy.int8.deform_conv2d_int8` with either algorithm ("tensor_core": integer
+tensor cores on sm_72+, "simt": dp4a).
+
 Kernels (``algorithm=``; the default "auto" takes the tensor-core kernel for float16
 whenever the device and the problem allow it):
 
@@ -40,6 +46,7 @@ from typing import NamedTuple, Sequence
 import torch
 from torch import Tensor
 
+from .int8 import Int8Scales, check_int8_problem
 from .ops import DeformConvGeometry
 from .native import native_library
 
@@ -51,7 +58,8 @@ __all__ = [
 LIBRARY_ENV = "DCN_DEPLOY_CUDA_LIB"
 LIBRARY_NAME = "libdcn_deploy_cuda.so"
 
-ELEMENT_TYPES = {torch.float32: 0, torch.float16: 1}  # DcnElementType
+ELEMENT_TYPES = {torch.float32: 0, torch.float16: 1}  # DcnElementType of float data
+INT8_ELEMENT_TYPE = 2  # DCN_INT8
 _STATUS_NAMES = {1: "invalid argument", 2: "unsupported", 3: "CUDA error"}
 ALGORITHMS = {"auto": 0, "simt": 1, "tensor_core": 2, "tensor_core_nhwc": 3}  # DcnAlgorithm
 _ALGORITHM_NAMES = {value: name for name, value in ALGORITHMS.items()}
@@ -82,6 +90,7 @@ class Problem(ctypes.Structure):
         ("offset_type", ctypes.c_int),
         ("algorithm", ctypes.c_int),
         ("split_k", ctypes.c_int32),
+        ("y_scale", ctypes.c_float),
     ]
 
 
@@ -106,7 +115,9 @@ class LaunchInfo(NamedTuple):
 
 
 class _Buffers(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_void_p) for name in ("input", "weight", "offset", "mask", "bias", "output")]
+    _fields_ = [
+        (name, ctypes.c_void_p) for name in ("input", "weight", "offset", "mask", "bias", "output", "output_scale")
+    ]
 
 
 def cuda_kernel_library() -> str:
@@ -189,21 +200,48 @@ def deform_conv2d_cuda(
     emulate: bool = False,
     algorithm: str = "auto",
     split_k: int = 0,
+    x_scale: float | None = None,
+    w_scale: Sequence[float] | Tensor | float | None = None,
+    y_scale: float | None = None,
 ) -> Tensor:
     """Runs the CUDA kernel (or its CPU emulation) with :func:`dcn_deploy.ops.deform_conv2d`'s arguments.
 
-    Returns a new tensor of the input's dtype on the input's device. On CUDA the launch
-    is on torch's current stream, so the result is ordered like any torch operation.
-    ``algorithm`` picks the kernel (see the module's table); ``split_k`` > 0 forces that many
-    K splits on the tensor-core kernel (0: the kernel's own choice).
+    Returns a new tensor of the input's dtype on the input's device (INT8: float32, or int8
+    when ``y_scale`` is given). On CUDA the launch is on torch's current stream, so the result
+    is ordered like any torch operation. ``algorithm`` picks the kernel (see the module's
+    table); ``split_k`` > 0 forces that many K splits on the tensor-core kernel (0: the
+    kernel's own choice). ``x_scale``, ``w_scale`` and ``y_scale``: the INT8 form, for int8
+    ``input`` and ``weight`` only (module docstring).
     """
+    where = "deform_conv2d_cuda"
     algorithm_code = _algorithm_code(algorithm)
+    int8 = input.dtype == torch.int8 or weight.dtype == torch.int8
+    if int8:
+        check_int8_problem(input, weight, where)
+    elif x_scale is not None or w_scale is not None or y_scale is not None:
+        raise TypeError(
+            f"{where}: x_scale, w_scale and y_scale are for int8 input and weight, got {input.dtype} and {weight.dtype}"
+        )
     geo = DeformConvGeometry.check(
-        input, offset, weight, bias, mask, stride, padding, dilation, groups, offset_groups,
-        where="deform_conv2d_cuda",
+        input, offset, weight, bias, mask, stride, padding, dilation, groups, offset_groups, where=where,
     )
-    data_type = _element_type({"input": input, "weight": weight, "bias": bias}, "input, weight and bias")
-    offset_type = _element_type({"offset": offset, "mask": mask}, "offset and mask")
+    output_scale = None
+    y_scale_value = 0.0
+    if int8:
+        if x_scale is None or w_scale is None:
+            raise ValueError(f"{where}: int8 input and weight need x_scale and w_scale")
+        scales = Int8Scales.make(x_scale, w_scale, y_scale, out_channels=weight.shape[0], where=where)
+        for name, tensor in (("offset", offset), ("mask", mask), ("bias", bias)):
+            if tensor is not None and tensor.dtype != torch.float32:
+                raise TypeError(f"{where}: with int8 input, {name} must be float32, got {tensor.dtype}")
+        data_type, offset_type = INT8_ELEMENT_TYPE, ELEMENT_TYPES[torch.float32]
+        output_scale = torch.from_numpy(scales.output_scale()).to(input.device)
+        y_scale_value = scales.y_scale or 0.0
+        output_dtype = torch.float32 if scales.y_scale is None else torch.int8
+    else:
+        data_type = _element_type({"input": input, "weight": weight, "bias": bias}, "input, weight and bias")
+        offset_type = _element_type({"offset": offset, "mask": mask}, "offset and mask")
+        output_dtype = input.dtype
     tensors = {"input": input, "weight": weight, "offset": offset, "mask": mask, "bias": bias}
     wanted = torch.device("cpu") if emulate else input.device
     for name, tensor in tensors.items():
@@ -219,7 +257,7 @@ def deform_conv2d_cuda(
     n, c, h, w = input.shape
     m = weight.shape[0]
     kh, kw = geo.kernel
-    output = torch.empty((n, m, *geo.out_hw), dtype=input.dtype, device=input.device)
+    output = torch.empty((n, m, *geo.out_hw), dtype=output_dtype, device=input.device)
     problem = Problem(
         batch=n, in_channels=c, in_height=h, in_width=w, out_channels=m, kernel_h=kh, kernel_w=kw,
         stride_h=geo.stride[0], stride_w=geo.stride[1],
@@ -227,6 +265,7 @@ def deform_conv2d_cuda(
         dilation_h=geo.dilation[0], dilation_w=geo.dilation[1], group=geo.groups, offset_group=geo.offset_groups,
         has_mask=int(mask is not None), has_bias=int(bias is not None),
         data_type=data_type, offset_type=offset_type, algorithm=algorithm_code, split_k=split_k,
+        y_scale=y_scale_value,
     )
 
     def pointer(tensor: Tensor | None) -> int | None:
@@ -238,7 +277,7 @@ def deform_conv2d_cuda(
     if not emulate and (size := workspace_size(problem)) > 0:  # torch's caching allocator, on this stream
         workspace = torch.empty(size, dtype=torch.uint8, device=input.device)
     status, message = call_c_api(
-        problem, [*pointers, output.data_ptr()], emulate=emulate, stream=stream,
+        problem, [*pointers, output.data_ptr(), pointer(output_scale)], emulate=emulate, stream=stream,
         workspace=workspace.data_ptr() if workspace is not None else None,
     )
     if status != 0:
@@ -250,7 +289,8 @@ def call_c_api(
     problem: Problem, pointers: Sequence[int | None], emulate: bool, stream: int | None = None,
     workspace: int | None = None,
 ) -> tuple[int, str]:
-    """Calls the C API with a raw problem and raw pointers (X, W, offset, mask, B, Y); returns (status, message)."""
+    """Calls the C API with a raw problem and raw pointers (X, W, offset, mask, B, Y and, for INT8,
+    output_scale); returns (status, message)."""
     buffers = _Buffers(*pointers)
     error = ctypes.create_string_buffer(1024)
     library = _load()

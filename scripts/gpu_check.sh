@@ -2,7 +2,8 @@
 # One-call GPU check, for a machine with an NVIDIA GPU, PyTorch with CUDA and nvcc:
 #   1. builds the CUDA kernels for this GPU (CMake; ONNX Runtime headers not needed)
 #   2. runs the C++ unit tests of the shared core (ctest)
-#   3. runs tests/test_cuda_kernels.py on the GPU: FP32 and FP16 parity against the float64
+#   3. runs tests/test_cuda_kernels.py and tests/test_cuda_int8.py on the GPU (INT8: bitwise
+#      against dcn_deploy.int8.deform_conv2d_int8, both algorithms); FP32 and FP16 parity against the float64
 #      reference on every configuration, large coordinates (200x272, offsets up to +-8 px),
 #      GPU vs the CPU emulation of the same kernel, bad input
 #   4. compute-sanitizer memcheck and racecheck on small cases, if compute-sanitizer is installed
@@ -66,7 +67,8 @@ step "build (sm_${arch:-75..90})" 300 bash -c "cmake -S . -B '$build_dir' -DCMAK
     -DDCN_DEPLOY_BUILD_ORT=OFF -DDCN_DEPLOY_BUILD_CUDA=ON ${arch:+-DDCN_DEPLOY_CUDA_ARCHITECTURES=$arch} \
     ${trt_include[*]} && cmake --build '$build_dir' -j8"
 step "C++ unit tests (ctest)" 120 ctest --test-dir "$build_dir" --output-on-failure
-step "CUDA kernel tests (pytest)" 300 "$python" -m pytest -q -p no:cacheprovider tests/test_cuda_kernels.py -rs
+step "CUDA kernel tests (pytest)" 300 "$python" -m pytest -q -p no:cacheprovider tests/test_cuda_kernels.py \
+    tests/test_cuda_int8.py -rs
 
 sanitizer="$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null || true)"
 small_case='
@@ -80,6 +82,14 @@ for case in (CASES[0], CASES[-1], CASES[-3]):
         deform_conv2d_cuda(t["X"], t["offset"], t["W"], t["B"], mask=t["mask"], stride=case.stride,
                            padding=case.pads, dilation=case.dilation, groups=case.group,
                            offset_groups=case.offset_group)
+    t8 = {k: (torch.from_numpy(v).to("cuda") if v is not None else None) for k, v in case.make().items()}
+    xq, wq = (t8[k].mul(20).round().clamp(-127, 127).to(torch.int8) for k in ("X", "W"))
+    for algorithm in ("tensor_core", "simt"):  # INT8: float32 Y and int8 Yq
+        for y_scale in (None, 0.5):
+            deform_conv2d_cuda(xq, t8["offset"], wq, t8["B"], mask=t8["mask"], stride=case.stride,
+                               padding=case.pads, dilation=case.dilation, groups=case.group,
+                               offset_groups=case.offset_group, algorithm=algorithm, x_scale=0.05,
+                               w_scale=[0.01], y_scale=y_scale)
 torch.cuda.synchronize()
 print("sanitized cases ran")
 '

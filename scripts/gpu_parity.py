@@ -2,9 +2,12 @@
 """Parity and timing table of the CUDA kernels, for scripts/gpu_check.sh.
 
 For every configuration: FP32 max |err| / max |ref| and FP16 relative L2 against the
-float64 PyTorch reference (on the same inputs), and on a GPU the median kernel time in
-FP16 next to torchvision's deform_conv2d (when importable) and cuDNN's dense conv of
-the same shape. Exits 1 when a tolerance is broken.
+float64 PyTorch reference (on the same inputs), the INT8 kernel's elements that differ
+from dcn_deploy.int8.deform_conv2d_int8 (bitwise; both algorithms, float32 Y and int8 Yq:
+must be 0), and on a GPU the median kernel time in FP16 next to torchvision's
+deform_conv2d (when importable) and cuDNN's dense conv of the same shape, and the INT8
+time with its ratio to the FP16 tensor-core time (target <= 0.7). Exits 1 when a
+tolerance is broken.
 
     python3 scripts/gpu_parity.py [--emulate] [--json PATH]
 
@@ -24,7 +27,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from cases import CASES, Case  # noqa: E402
-from dcn_deploy.bench import time_gpu_layer  # noqa: E402
+from dcn_deploy.bench import int8_layer_tensors, time_gpu_layer  # noqa: E402
+from dcn_deploy.int8 import deform_conv2d_int8  # noqa: E402
 from dcn_deploy.cuda_kernels import deform_conv2d_cuda  # noqa: E402
 from dcn_deploy.ops import deform_conv2d  # noqa: E402
 
@@ -88,13 +92,34 @@ def timings(case: Case) -> dict:
     `dcn-deploy bench --device cuda` uses; this script only picks its FP16 columns.
     """
     t = tensors(case, "cuda", torch.float16, torch.float16)
-    timed, notes = time_gpu_layer(t, None, kwargs(case), warmup=3, repeat=30)
-    result = {"ours_fp16_ms": None, "torchvision_fp16_ms": None, "cudnn_dense_fp16_ms": None}
-    for name, timing in timed.items():  # ours_fp16_simt / _tensor_core too, where the kernels have them
+    t8 = int8_layer_tensors(tensors(case, "cuda", torch.float32, torch.float32))
+    timed, notes = time_gpu_layer(t, None, kwargs(case), warmup=3, repeat=30, t8=t8)
+    result = {"ours_fp16_ms": None, "torchvision_fp16_ms": None, "cudnn_dense_fp16_ms": None, "ours_int8_ms": None,
+              "int8_vs_fp16_tensor_core": None}
+    for name, timing in timed.items():  # ours_fp16_simt / _tensor_core, ours_int8_simt / _requantized too
         result["cudnn_dense_fp16_ms" if name == "cudnn_fp16" else f"{name}_ms"] = timing.median_ms
+    if result["ours_int8_ms"] is not None and result.get("ours_fp16_tensor_core_ms"):
+        result["int8_vs_fp16_tensor_core"] = result["ours_int8_ms"] / result["ours_fp16_tensor_core_ms"]
     for name, note in notes.items():
         result[f"{name}_note"] = note[:120]
     return result
+
+
+def int8_differing(case: Case, emulate: bool) -> int:
+    """Elements of the INT8 kernel's outputs (both algorithms; float32 Y and int8 Yq) that differ
+    from deform_conv2d_int8 on the same quantized inputs: 0 when the kernel is bitwise right."""
+    t8 = int8_layer_tensors(tensors(case, "cpu" if emulate else "cuda", torch.float32, torch.float32))
+    cpu = {k: (v.cpu() if isinstance(v, torch.Tensor) else v) for k, v in t8.items()}
+    differing = 0
+    for y_scale in (None, t8["y_scale"]):
+        expected = deform_conv2d_int8(cpu["X"], cpu["offset"], cpu["W"], cpu["x_scale"], cpu["w_scale"], cpu["B"],
+                                      mask=cpu["mask"], y_scale=y_scale, **kwargs(case))
+        for algorithm in ("tensor_core", "simt"):
+            out = deform_conv2d_cuda(t8["X"], t8["offset"], t8["W"], t8["B"], mask=t8["mask"], emulate=emulate,
+                                     algorithm=algorithm, x_scale=t8["x_scale"], w_scale=t8["w_scale"],
+                                     y_scale=y_scale, **kwargs(case)).cpu()
+            differing += int((out != expected).sum()) if out.shape == expected.shape else out.numel()
+    return differing
 
 
 def check(case: Case, emulate: bool, timed: bool) -> dict:
@@ -110,8 +135,9 @@ def check(case: Case, emulate: bool, timed: bool) -> dict:
         ref16 = reference(t16, case)
         row[f"{label}_rel_l2"] = float((out16 - ref16).norm() / ref16.norm())
     row["fp32_bound"] = fp32_bound(case)
+    row["int8_differing"] = int8_differing(case, emulate)
     row["ok"] = (row["fp32_max_rel"] <= row["fp32_bound"] and row["fp16_rel_l2"] <= FP16_REL_L2
-                 and row["fp16_fp32_offsets_rel_l2"] <= FP16_REL_L2)
+                 and row["fp16_fp32_offsets_rel_l2"] <= FP16_REL_L2 and row["int8_differing"] == 0)
     if timed:
         row.update(timings(case))
     return row
@@ -136,9 +162,10 @@ def main() -> int:
 
     device = "CPU emulation" if args.emulate else torch.cuda.get_device_name()
     table = Table(title=f"CUDA DeformConv kernel vs float64 reference ({device}, workspace 0 bytes)")
-    columns = ["case", "fp32 max rel", "fp16 rel L2", "fp16 (fp32 offsets) rel L2"]
+    columns = ["case", "fp32 max rel", "fp16 rel L2", "fp16 (fp32 offsets) rel L2", "int8 differing"]
     if not args.emulate:
-        columns += ["ours fp16 ms", "torchvision fp16 ms", "cuDNN dense fp16 ms"]
+        columns += ["ours fp16 ms", "torchvision fp16 ms", "cuDNN dense fp16 ms", "ours int8 ms",
+                    "int8 / fp16 tensor core"]
     for column in columns:
         table.add_column(column)
 
@@ -147,10 +174,12 @@ def main() -> int:
 
     for row in rows:
         cells = [row["case"] + ("" if row["ok"] else " FAIL"), fmt(row["fp32_max_rel"], ".1e"),
-                 fmt(row["fp16_rel_l2"], ".1e"), fmt(row["fp16_fp32_offsets_rel_l2"], ".1e")]
+                 fmt(row["fp16_rel_l2"], ".1e"), fmt(row["fp16_fp32_offsets_rel_l2"], ".1e"),
+                 str(row["int8_differing"])]
         if not args.emulate:
             cells += [fmt(row.get("ours_fp16_ms"), ".3f"), fmt(row.get("torchvision_fp16_ms"), ".3f"),
-                      fmt(row.get("cudnn_dense_fp16_ms"), ".3f")]
+                      fmt(row.get("cudnn_dense_fp16_ms"), ".3f"), fmt(row.get("ours_int8_ms"), ".3f"),
+                      fmt(row.get("int8_vs_fp16_tensor_core"), ".2f")]
         table.add_row(*cells)
     Console(width=160).print(table)
     if args.json:

@@ -384,7 +384,8 @@ def _host_buffers(problem) -> list[int]:
         (dict(in_channels=3, group=2), "not divisible by group=2"),
         (dict(in_channels=4, offset_group=3), "not divisible by offset_group=3"),
         (dict(in_height=1, pad_top=0, pad_bottom=0), "output would be empty"),
-        (dict(data_type=7), "data_type and offset_type must be DCN_FLOAT32 (0) or DCN_FLOAT16 (1), got 7"),
+        (dict(data_type=7), "data_type must be DCN_FLOAT32 (0), DCN_FLOAT16 (1) or DCN_INT8 (2) and offset_type "
+                            "DCN_FLOAT32 (0) or DCN_FLOAT16 (1), got 7 and 0"),
         (dict(batch=70000), "N*group = 70000"),
     ],
 )
@@ -464,3 +465,4 @@ def test_gpu_parity_script_runs_on_the_emulation(tmp_path):
     assert "gpu_parity: 5 passed, 0 failed" in result.stdout
     rows = json.loads((tmp_path / "rows.json").read_text())["rows"]
     assert all(row["fp32_max_rel"] <= FP32_MAX_REL and row["fp16_rel_l2"] <= FP16_REL_L2 for row in rows)
+    assert all(row["int8_differing"] == 0 for row in rows)  # the INT8 kernel, bitwise

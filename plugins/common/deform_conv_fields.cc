@@ -15,6 +15,8 @@ const char* type_name(const FieldView& field) {
       return "kINT64";
     case FieldType::kChar:
       return "kCHAR";
+    case FieldType::kFloat32:
+      return "kFLOAT32";
     case FieldType::kOther:
       break;
   }
@@ -139,6 +141,66 @@ std::string attributes_from_fields(const std::string& node_name, const FieldView
   // Order of kAttributeFields: kernel_shape, strides, pads, dilations, group, offset_group.
   return make_attributes(node_name, values[0], values[1], values[2], values[3], values[4][0], values[5][0],
                          attributes);
+}
+
+std::string int8_fields_from_fields(const std::string& node_name, const FieldView* fields, int64_t count,
+                                    bool requantized, DeformConvAttributes* attributes,
+                                    DeformConvInt8Scales* scales) {
+  if (count < 0 || (count > 0 && fields == nullptr)) return attributes_from_fields(node_name, fields, count, attributes);
+  constexpr int kScaleFields = static_cast<int>(sizeof(kInt8ScaleFields) / sizeof(kInt8ScaleFields[0]));
+  std::vector<float> values[kScaleFields];
+  bool seen[kScaleFields] = {};
+  std::vector<FieldView> attribute_fields;
+  for (int64_t i = 0; i < count; ++i) {
+    const FieldView& field = fields[i];
+    int index = -1;
+    for (int s = 0; s < kScaleFields && field.name != nullptr; ++s) {
+      if (std::strcmp(field.name, kInt8ScaleFields[s]) == 0) index = s;
+    }
+    if (index < 0) {
+      attribute_fields.push_back(field);  // attributes_from_fields reports unknown fields
+      continue;
+    }
+    if (index == 2 && !requantized) {
+      return field_error(node_name, field.name, concat("is for ", kInt8RequantizedOpType, " only (", kInt8OpType,
+                                                       " writes float32 Y)"));
+    }
+    if (seen[index]) return field_error(node_name, field.name, "is given more than once");
+    seen[index] = true;
+    if (field.type != FieldType::kFloat32) {
+      return field_error(node_name, field.name, concat("has type ", type_name(field), ", expected kFLOAT32"));
+    }
+    if (index == 1 ? field.length < 1 : field.length != 1) {
+      return field_error(node_name, field.name, concat("has ", field.length, " values, expected ",
+                                                       index == 1 ? "one per output channel (or 1)" : "1"));
+    }
+    if (field.data == nullptr) return field_error(node_name, field.name, "has no data (null pointer)");
+    values[index].resize(static_cast<size_t>(field.length));
+    std::memcpy(values[index].data(), field.data, values[index].size() * sizeof(float));
+  }
+  for (int s = 0; s < kScaleFields; ++s) {
+    if (!seen[s] && (s < 2 || requantized)) {
+      return field_error(node_name, kInt8ScaleFields[s], s == 1 ? "is missing (kFLOAT32, one per output channel)"
+                                                                : "is missing (1 kFLOAT32 value)");
+    }
+  }
+  DeformConvAttributes parsed;
+  std::string error = attributes_from_fields(node_name, attribute_fields.data(),
+                                             static_cast<int64_t>(attribute_fields.size()), &parsed);
+  if (!error.empty()) return error;
+  DeformConvInt8Scales parsed_scales;
+  parsed_scales.x_scale = values[0][0];
+  parsed_scales.w_scale = values[1];
+  parsed_scales.y_scale = requantized ? values[2][0] : 0.0f;
+  error = check_int8_scales(node_name, parsed_scales, -1);
+  if (!error.empty()) return error;
+  if (requantized && !(parsed_scales.y_scale > 0.0f)) {  // check_int8_scales treats 0 as "no y_scale"
+    return field_error(node_name, kInt8ScaleFields[2], concat("must be finite and positive, got ",
+                                                              parsed_scales.y_scale));
+  }
+  *attributes = parsed;
+  *scales = parsed_scales;
+  return "";
 }
 
 std::vector<Int64Field> attributes_to_fields(const DeformConvAttributes& attributes) {

@@ -22,7 +22,7 @@ namespace dcn_deploy {
 
 // Element type of a field. kOther covers every type we do not accept
 // (floats, int8, ...); FieldView::type_label then names it in messages.
-enum class FieldType { kInt32, kInt64, kChar, kOther };
+enum class FieldType { kInt32, kInt64, kChar, kFloat32, kOther };
 
 // One field as received: `data` points to `length` elements of `type`
 // (bytes for kChar, not necessarily NUL-terminated). Nothing is owned.
@@ -62,6 +62,18 @@ constexpr const char* kIgnoredStringFields[] = {"plugin_namespace", "plugin_vers
 // (`attributes` is only written on success).
 std::string attributes_from_fields(const std::string& node_name, const FieldView* fields, int64_t count,
                                    DeformConvAttributes* attributes);
+
+// INT8 forms (DcnDeformConvInt8, DcnDeformConvInt8Requantized): the attribute
+// fields above plus the scales, each exactly once as kFLOAT32 (TensorRT's ONNX
+// parser passes FLOAT / FLOATS attributes so): x_scale (1 value), w_scale (M
+// values, or 1 for every channel) and, for the Requantized form only, y_scale
+// (1 value). Fills `attributes` and `scales` (checked with check_int8_scales;
+// the length of w_scale against M is checked once M is known). Returns an
+// error message naming the node and the field, or "".
+constexpr const char* kInt8ScaleFields[] = {"x_scale", "w_scale", "y_scale"};
+std::string int8_fields_from_fields(const std::string& node_name, const FieldView* fields, int64_t count,
+                                    bool requantized, DeformConvAttributes* attributes,
+                                    DeformConvInt8Scales* scales);
 
 // The attribute fields of `attributes`, in kAttributeFields order, as int64.
 std::vector<Int64Field> attributes_to_fields(const DeformConvAttributes& attributes);

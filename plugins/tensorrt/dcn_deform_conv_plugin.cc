@@ -4,6 +4,7 @@
 #include <new>
 #include <utility>
 
+#include "deform_conv_cpu_int8.h"
 #include "deform_conv_cuda.h"
 #include "plugin_logging.h"
 #include "text.h"
@@ -39,7 +40,9 @@ const char* data_type_name(DataType type) {
   }
 }
 
-DcnElementType to_element_type(DataType type) { return type == DataType::kHALF ? DCN_FLOAT16 : DCN_FLOAT32; }
+DcnElementType to_element_type(DataType type) {
+  return type == DataType::kHALF ? DCN_FLOAT16 : type == DataType::kINT8 ? DCN_INT8 : DCN_FLOAT32;
+}
 
 // The kernel's problem from the attributes and the dims of X [N, C, H, W] and W [M, ...].
 DcnDeformConvProblem make_problem(const DeformConvAttributes& attributes, const nvinfer1::Dims& x,
@@ -120,6 +123,20 @@ bool all_known(const nvinfer1::Dims& dims) {
 // Role of plugin input/output `pos`, given the resolved layout.
 enum class Role { kInput, kWeight, kOffset, kBias, kMask, kOutput, kInvalid };
 
+// The type of a tensor in an INT8 mode: int8 X and W, int8 Yq (Requantized)
+// or float32 Y, float32 offset, mask and B.
+DataType int8_mode_type(Role role, PluginMode mode) {
+  switch (role) {
+    case Role::kInput:
+    case Role::kWeight:
+      return DataType::kINT8;
+    case Role::kOutput:
+      return mode == PluginMode::kInt8Requantized ? DataType::kINT8 : DataType::kFLOAT;
+    default:
+      return DataType::kFLOAT;
+  }
+}
+
 Role role_of(int32_t pos, int32_t nb_inputs, const InputLayout& layout) {
   if (pos == nb_inputs) return Role::kOutput;
   switch (pos) {
@@ -187,6 +204,18 @@ void log_creation_failure(const char* name, const char* what) noexcept {
 
 }  // namespace
 
+const char* plugin_name(PluginMode mode) {
+  switch (mode) {
+    case PluginMode::kInt8:
+      return kInt8OpType;
+    case PluginMode::kInt8Requantized:
+      return kInt8RequantizedOpType;
+    case PluginMode::kFloat:
+      break;
+  }
+  return kPluginName;
+}
+
 FieldView to_field_view(const nvinfer1::PluginField& field) {
   FieldView view;
   view.name = field.name;
@@ -203,6 +232,9 @@ FieldView to_field_view(const nvinfer1::PluginField& field) {
     case PluginFieldType::kCHAR:
       view.type = FieldType::kChar;
       break;
+    case PluginFieldType::kFLOAT32:
+      view.type = FieldType::kFloat32;
+      break;
     default:
       view.type = FieldType::kOther;
       break;
@@ -213,10 +245,17 @@ FieldView to_field_view(const nvinfer1::PluginField& field) {
 // ---------------------------------------------------------------------------
 // DcnDeformConvPlugin
 
-DcnDeformConvPlugin::DcnDeformConvPlugin(const std::string& layer_name, const DeformConvAttributes& attributes)
-    : layer_name_(layer_name.empty() ? std::string(kPluginName) : layer_name),
+DcnDeformConvPlugin::DcnDeformConvPlugin(const std::string& layer_name, const DeformConvAttributes& attributes,
+                                         PluginMode mode, const DeformConvInt8Scales& scales)
+    : layer_name_(layer_name.empty() ? std::string(plugin_name(mode)) : layer_name),
       attributes_(attributes),
+      mode_(mode),
+      scales_(scales),
       description_(describe_attributes(attributes)) {}
+
+DcnDeformConvPlugin::~DcnDeformConvPlugin() {
+  if (device_output_scales_ != nullptr) cudaFree(device_output_scales_);
+}
 
 DcnDeformConvPlugin::DcnDeformConvPlugin(const DcnDeformConvPlugin& other)
     : nvinfer1::IPluginV3(other),
@@ -225,6 +264,8 @@ DcnDeformConvPlugin::DcnDeformConvPlugin(const DcnDeformConvPlugin& other)
       nvinfer1::IPluginV3OneRuntime(other),
       layer_name_(other.layer_name_),
       attributes_(other.attributes_),
+      mode_(other.mode_),
+      scales_(other.scales_),  // The device copy of the output scales is per object, made on first use.
       description_(other.description_),
       layout_(other.layout_),
       configured_(other.configured_),
@@ -284,7 +325,7 @@ nvinfer1::IPluginV3* DcnDeformConvPlugin::clone() noexcept {
   });
 }
 
-char const* DcnDeformConvPlugin::getPluginName() const noexcept { return kPluginName; }
+char const* DcnDeformConvPlugin::getPluginName() const noexcept { return plugin_name(mode_); }
 char const* DcnDeformConvPlugin::getPluginVersion() const noexcept { return kPluginVersion; }
 char const* DcnDeformConvPlugin::getPluginNamespace() const noexcept { return kPluginNamespace; }
 
@@ -315,6 +356,14 @@ std::string DcnDeformConvPlugin::check_tensors(const PluginTensorDesc* in, int32
     if (desc.format != TensorFormat::kLINEAR) {
       return node_error(layer_name_, concat(role_name(role), " must use the linear (NCHW) format"));
     }
+    if (int8()) {
+      const DataType expected = int8_mode_type(role, mode_);
+      if (desc.type != expected) {
+        return node_error(layer_name_, concat(role_name(role), " has type ", data_type_name(desc.type), ", expected ",
+                                              data_type_name(expected), " (", plugin_name(mode_), ")"));
+      }
+      continue;
+    }
     if (!is_float_or_half(desc.type)) {
       return node_error(layer_name_, concat(role_name(role), " has type ", data_type_name(desc.type),
                                             ", expected float32 or float16"));
@@ -339,6 +388,8 @@ std::string DcnDeformConvPlugin::check_tensors(const PluginTensorDesc* in, int32
     if (layout.mask_index >= 0) dims.mask = dims_of(in[layout.mask_index].dims);
     DeformConvShape shape;
     error = infer_shape(layer_name_, attributes_, dims, &shape);
+    if (error.empty() && int8()) error = check_int8_shape(layer_name_, attributes_, shape);
+    if (error.empty() && int8()) error = check_int8_scales(layer_name_, scales_, shape.out_channels);
     if (!error.empty()) return error;
     const std::vector<int64_t> expected_out = output_dims(shape);
     if (dims_of(out[0].dims) != expected_out) {
@@ -381,6 +432,16 @@ int32_t DcnDeformConvPlugin::getOutputDataTypes(DataType* outputTypes, int32_t n
              node_error(layer_name_, concat("expects 3 to 5 inputs and 1 output, got ", nbInputs, " inputs and ",
                                             nbOutputs, " outputs")));
       return -1;
+    }
+    if (int8()) {
+      if (inputTypes[0] != DataType::kINT8) {
+        report(ErrorCode::kINVALID_ARGUMENT,
+               node_error(layer_name_, concat("input X has type ", data_type_name(inputTypes[0]), ", expected int8 (",
+                                              plugin_name(mode_), ")")));
+        return -1;
+      }
+      outputTypes[0] = int8_mode_type(Role::kOutput, mode_);
+      return 0;
     }
     if (!is_float_or_half(inputTypes[0])) {
       report(ErrorCode::kINVALID_ARGUMENT, node_error(layer_name_, concat("input X has type ",
@@ -445,7 +506,8 @@ bool DcnDeformConvPlugin::supportsFormatCombination(int32_t pos, nvinfer1::Dynam
       return false;
     }
     const PluginTensorDesc& desc = inOut[pos].desc;
-    if (desc.format != TensorFormat::kLINEAR || !is_float_or_half(desc.type)) return false;
+    if (desc.format != TensorFormat::kLINEAR) return false;
+    if (!int8() && !is_float_or_half(desc.type)) return false;
     // Ranks are valid for every position (only later formats/types are not).
     InputLayout layout;
     layout.num_inputs = nbInputs;
@@ -455,7 +517,9 @@ bool DcnDeformConvPlugin::supportsFormatCombination(int32_t pos, nvinfer1::Dynam
       layout.bias_index = 3;
       layout.mask_index = 4;
     }
-    switch (role_of(pos, nbInputs, layout)) {
+    const Role role = role_of(pos, nbInputs, layout);
+    if (int8()) return role != Role::kInvalid && desc.type == int8_mode_type(role, mode_);
+    switch (role) {
       case Role::kInput:
       case Role::kOffset:
         return true;  // float32 or float16, each independently
@@ -526,6 +590,15 @@ int32_t DcnDeformConvPlugin::enqueue(PluginTensorDesc const* inputDesc, PluginTe
     buffers.bias = layout_.bias_index >= 0 ? inputs[layout_.bias_index] : nullptr;
     buffers.mask = layout_.mask_index >= 0 ? inputs[layout_.mask_index] : nullptr;
     buffers.output = outputs[0];
+    if (int8()) {
+      problem.y_scale = scales_.y_scale;
+      const std::string error = upload_output_scales(problem.out_channels, stream);
+      if (!error.empty()) {
+        report(ErrorCode::kFAILED_EXECUTION, error);
+        return -1;
+      }
+      buffers.output_scale = device_output_scales_;
+    }
 
     char message[512] = {};
     const int status = dcn_deform_conv_cuda(&problem, &buffers, workspace, static_cast<void*>(stream), message,
@@ -541,6 +614,44 @@ int32_t DcnDeformConvPlugin::enqueue(PluginTensorDesc const* inputDesc, PluginTe
     }
     return 0;
   });
+}
+
+// The output scales float32(x_scale * w_scale[o]) live in device memory owned
+// by the plugin object, not in the workspace: they are constant, so copying
+// them into a workspace on every enqueue (from pageable host memory, which a
+// captured CUDA graph cannot replay) would be wasted work. The copy is made
+// once, synchronously, by the first enqueue of each object (TensorRT clones
+// the plugin per execution context) and never again, so later enqueues
+// launch only the kernel and are safe to capture into a CUDA graph. A first
+// enqueue under stream capture is refused with a message (cudaMalloc and a
+// synchronous copy are not allowed there): run the engine once before
+// capturing, as TensorRT asks for its own deferred allocations.
+std::string DcnDeformConvPlugin::upload_output_scales(int64_t out_channels, cudaStream_t stream) {
+  if (device_output_scales_ != nullptr && device_output_channels_ == out_channels) return "";
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  if (cudaStreamIsCapturing(stream, &capture) == cudaSuccess && capture != cudaStreamCaptureStatusNone) {
+    return node_error(layer_name_, "the first enqueue uploads the INT8 output scales and cannot run under CUDA graph "
+                                   "capture; run the engine once before capturing");
+  }
+  const std::string error = check_int8_scales(layer_name_, scales_, out_channels);
+  if (!error.empty()) return error;
+  const std::vector<float> host = int8_output_scales(scales_.x_scale, scales_.w_scale, out_channels);
+  if (device_output_scales_ != nullptr) cudaFree(device_output_scales_);
+  device_output_scales_ = nullptr;
+  device_output_channels_ = 0;
+  void* memory = nullptr;
+  cudaError_t status = cudaMalloc(&memory, host.size() * sizeof(float));
+  if (status == cudaSuccess) {
+    status = cudaMemcpy(memory, host.data(), host.size() * sizeof(float), cudaMemcpyHostToDevice);
+    if (status != cudaSuccess) cudaFree(memory);
+  }
+  if (status != cudaSuccess) {
+    return node_error(layer_name_, concat("could not upload the INT8 output scales: ", cudaGetErrorName(status), ": ",
+                                          cudaGetErrorString(status)));
+  }
+  device_output_scales_ = static_cast<float*>(memory);
+  device_output_channels_ = out_channels;
+  return "";
 }
 
 nvinfer1::IPluginV3* DcnDeformConvPlugin::attachToContext(nvinfer1::IPluginResourceContext* context) noexcept {
@@ -561,6 +672,17 @@ nvinfer1::PluginFieldCollection const* DcnDeformConvPlugin::getFieldsToSerialize
           serialized_fields_.emplace_back(field.name.c_str(), field.values.data(), PluginFieldType::kINT64,
                                           static_cast<int32_t>(field.values.size()));
         }
+        if (int8()) {  // The scales as the ONNX parser passes them (kFLOAT32), exact float32 values.
+          serialized_scales_[0] = {scales_.x_scale};
+          serialized_scales_[1] = scales_.w_scale;
+          serialized_scales_[2] = {scales_.y_scale};
+          const int count = mode_ == PluginMode::kInt8Requantized ? 3 : 2;
+          for (int i = 0; i < count; ++i) {
+            serialized_fields_.emplace_back(kInt8ScaleFields[i], serialized_scales_[i].data(),
+                                            PluginFieldType::kFLOAT32,
+                                            static_cast<int32_t>(serialized_scales_[i].size()));
+          }
+        }
         serialized_collection_.nbFields = static_cast<int32_t>(serialized_fields_.size());
         serialized_collection_.fields = serialized_fields_.data();
         return &serialized_collection_;
@@ -570,11 +692,16 @@ nvinfer1::PluginFieldCollection const* DcnDeformConvPlugin::getFieldsToSerialize
 // ---------------------------------------------------------------------------
 // DcnDeformConvPluginCreator
 
-DcnDeformConvPluginCreator::DcnDeformConvPluginCreator() {
+DcnDeformConvPluginCreator::DcnDeformConvPluginCreator(PluginMode mode) : mode_(mode) {
   // The fields TensorRT's ONNX parser looks up among the node's attributes
-  // (it passes ONNX INT/INTS attributes as kINT32; kINT64 is accepted too).
+  // (it passes ONNX INT/INTS attributes as kINT32, kINT64 is accepted too;
+  // FLOAT/FLOATS as kFLOAT32). w_scale holds M values; its listed length 1 is nominal.
   for (const AttributeFieldSpec& spec : kAttributeFields) {
     field_names_.emplace_back(spec.name, nullptr, PluginFieldType::kINT32, static_cast<int32_t>(spec.length));
+  }
+  const int scale_fields = mode == PluginMode::kInt8 ? 2 : mode == PluginMode::kInt8Requantized ? 3 : 0;
+  for (int i = 0; i < scale_fields; ++i) {
+    field_names_.emplace_back(kInt8ScaleFields[i], nullptr, PluginFieldType::kFLOAT32, 1);
   }
   field_collection_.nbFields = static_cast<int32_t>(field_names_.size());
   field_collection_.fields = field_names_.data();
@@ -598,15 +725,20 @@ nvinfer1::IPluginV3* DcnDeformConvPluginCreator::createPlugin(char const* name,
     views.reserve(static_cast<size_t>(fc->nbFields));
     for (int32_t i = 0; i < fc->nbFields; ++i) views.push_back(to_field_view(fc->fields[i]));
     DeformConvAttributes attributes;
-    const std::string error = attributes_from_fields(layer_name, views.data(), static_cast<int64_t>(views.size()),
-                                                     &attributes);
+    DeformConvInt8Scales scales;
+    const int64_t count = static_cast<int64_t>(views.size());
+    const std::string error =
+        mode_ == PluginMode::kFloat
+            ? attributes_from_fields(layer_name, views.data(), count, &attributes)
+            : int8_fields_from_fields(layer_name, views.data(), count, mode_ == PluginMode::kInt8Requantized,
+                                      &attributes, &scales);
     if (!error.empty()) {
       log_error(phase == nvinfer1::TensorRTPhase::kRUNTIME
                     ? concat(error, " (while deserialising an engine)")
                     : error);
       return nullptr;
     }
-    return new DcnDeformConvPlugin(layer_name, attributes);
+    return new DcnDeformConvPlugin(layer_name, attributes, mode_, scales);
   } catch (const std::exception& error) {
     log_creation_failure(name, error.what());
   } catch (...) {
@@ -619,7 +751,7 @@ nvinfer1::PluginFieldCollection const* DcnDeformConvPluginCreator::getFieldNames
   return &field_collection_;
 }
 
-char const* DcnDeformConvPluginCreator::getPluginName() const noexcept { return kPluginName; }
+char const* DcnDeformConvPluginCreator::getPluginName() const noexcept { return plugin_name(mode_); }
 char const* DcnDeformConvPluginCreator::getPluginVersion() const noexcept { return kPluginVersion; }
 char const* DcnDeformConvPluginCreator::getPluginNamespace() const noexcept { return kPluginNamespace; }
 

@@ -1,6 +1,8 @@
 // TensorRT IPluginV3 plugin for the dcn_deploy::DcnDeformConv ONNX node
 // (modulated deformable convolution, ONNX DeformConv semantics with
-// asymmetric pads), and its IPluginCreatorV3One creator.
+// asymmetric pads) and its INT8 forms DcnDeformConvInt8 (float32 Y) and
+// DcnDeformConvInt8Requantized (int8 Yq), definition in dcn_deploy/int8.py;
+// one plugin class and one IPluginCreatorV3One class, each with a mode.
 //
 // Compiled against TensorRT's public headers only (10.x and 11.x); it calls
 // no libnvinfer function. Shapes and attributes are validated by
@@ -27,16 +29,28 @@ constexpr const char* kPluginName = kOpType;
 constexpr const char* kPluginVersion = "1";
 constexpr const char* kPluginNamespace = kOpDomain;
 
+// Which ONNX node the plugin implements.
+enum class PluginMode {
+  kFloat,             // DcnDeformConv: float32/float16 X, W, B, Y
+  kInt8,              // DcnDeformConvInt8: int8 X, W; float32 offset, mask, B, Y
+  kInt8Requantized,   // DcnDeformConvInt8Requantized: as kInt8 with int8 Yq
+};
+
+// The plugin (= ONNX op_type) name of a mode.
+const char* plugin_name(PluginMode mode);
+
 class DcnDeformConvPlugin final : public nvinfer1::IPluginV3,
                                   public nvinfer1::IPluginV3OneCore,
                                   public nvinfer1::IPluginV3OneBuild,
                                   public nvinfer1::IPluginV3OneRuntime {
  public:
   // `layer_name` names the node in error messages ("" becomes "DcnDeformConv").
-  DcnDeformConvPlugin(const std::string& layer_name, const DeformConvAttributes& attributes);
+  // `scales`: the INT8 modes' scales, already checked (int8_fields_from_fields).
+  DcnDeformConvPlugin(const std::string& layer_name, const DeformConvAttributes& attributes,
+                      PluginMode mode = PluginMode::kFloat, const DeformConvInt8Scales& scales = {});
   DcnDeformConvPlugin(const DcnDeformConvPlugin& other);
   DcnDeformConvPlugin& operator=(const DcnDeformConvPlugin&) = delete;
-  ~DcnDeformConvPlugin() override = default;
+  ~DcnDeformConvPlugin() override;
 
   // IPluginV3
   nvinfer1::IPluginCapability* getCapabilityInterface(nvinfer1::PluginCapabilityType type) noexcept override;
@@ -73,6 +87,7 @@ class DcnDeformConvPlugin final : public nvinfer1::IPluginV3,
   nvinfer1::PluginFieldCollection const* getFieldsToSerialize() noexcept override;
 
   const DeformConvAttributes& attributes() const { return attributes_; }
+  PluginMode mode() const { return mode_; }
   const std::string& layer_name() const { return layer_name_; }
 
  private:
@@ -90,8 +105,17 @@ class DcnDeformConvPlugin final : public nvinfer1::IPluginV3,
   std::string check_tensors(const nvinfer1::PluginTensorDesc* in, int32_t nbInputs,
                             const nvinfer1::PluginTensorDesc* out, int32_t nbOutputs);
 
+  bool int8() const { return mode_ != PluginMode::kFloat; }
+  // INT8: the [M] output scales in device memory owned by this object, made
+  // by the first enqueue (see enqueue); "" or an error message.
+  std::string upload_output_scales(int64_t out_channels, cudaStream_t stream);
+
   std::string layer_name_;
   DeformConvAttributes attributes_;
+  PluginMode mode_ = PluginMode::kFloat;
+  DeformConvInt8Scales scales_;      // INT8 modes
+  float* device_output_scales_ = nullptr;  // INT8: [device_output_channels_] floats (cudaMalloc)
+  int64_t device_output_channels_ = 0;
   std::string description_;  // describe_attributes(): timing-cache ID and metadata
   InputLayout layout_;       // valid once configured
   bool configured_ = false;
@@ -99,13 +123,14 @@ class DcnDeformConvPlugin final : public nvinfer1::IPluginV3,
 
   // Storage behind getFieldsToSerialize().
   std::vector<Int64Field> serialized_;
+  std::vector<float> serialized_scales_[3];  // x_scale, w_scale, y_scale (INT8 modes)
   std::vector<nvinfer1::PluginField> serialized_fields_;
   nvinfer1::PluginFieldCollection serialized_collection_{};
 };
 
 class DcnDeformConvPluginCreator final : public nvinfer1::IPluginCreatorV3One {
  public:
-  DcnDeformConvPluginCreator();
+  explicit DcnDeformConvPluginCreator(PluginMode mode = PluginMode::kFloat);
   ~DcnDeformConvPluginCreator() override = default;
 
   nvinfer1::IPluginV3* createPlugin(char const* name, nvinfer1::PluginFieldCollection const* fc,
@@ -116,6 +141,7 @@ class DcnDeformConvPluginCreator final : public nvinfer1::IPluginCreatorV3One {
   char const* getPluginNamespace() const noexcept override;
 
  private:
+  PluginMode mode_;
   std::vector<nvinfer1::PluginField> field_names_;
   nvinfer1::PluginFieldCollection field_collection_{};
 };

@@ -13,9 +13,14 @@
 
 extern "C" DCN_TRT_EXPORT nvinfer1::IPluginCreatorInterface* const* getCreators(int32_t& nbCreators) {
   try {
-    static dcn_deploy::tensorrt::DcnDeformConvPluginCreator creator;
-    static nvinfer1::IPluginCreatorInterface* const creators[] = {&creator};
-    nbCreators = 1;
+    using dcn_deploy::tensorrt::DcnDeformConvPluginCreator;
+    using dcn_deploy::tensorrt::PluginMode;
+    static DcnDeformConvPluginCreator float_creator(PluginMode::kFloat);
+    static DcnDeformConvPluginCreator int8_creator(PluginMode::kInt8);
+    static DcnDeformConvPluginCreator requantized_creator(PluginMode::kInt8Requantized);
+    static nvinfer1::IPluginCreatorInterface* const creators[] = {&float_creator, &int8_creator,
+                                                                  &requantized_creator};
+    nbCreators = static_cast<int32_t>(sizeof(creators) / sizeof(creators[0]));
     return creators;
   } catch (...) {
     dcn_deploy::tensorrt::log_message(nvinfer1::ILogger::Severity::kERROR,

@@ -15,6 +15,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -199,13 +200,20 @@ Library& library() {
   return lib;
 }
 
-IPluginCreatorV3One* creator() {
+constexpr int32_t kCreators = 3;  // DcnDeformConv, DcnDeformConvInt8, DcnDeformConvInt8Requantized
+
+// The creator of plugin `name` among the library's creators.
+IPluginCreatorV3One* creator(const std::string& name = "DcnDeformConv") {
   Library& lib = library();
   if (lib.get_creators == nullptr) return nullptr;
   int32_t count = -1;
   nvinfer1::IPluginCreatorInterface* const* creators = lib.get_creators(count);
-  if (creators == nullptr || count != 1) return nullptr;
-  return static_cast<IPluginCreatorV3One*>(creators[0]);
+  if (creators == nullptr || count != kCreators) return nullptr;
+  for (int32_t i = 0; i < count; ++i) {
+    auto* candidate = static_cast<IPluginCreatorV3One*>(creators[i]);
+    if (name == candidate->getPluginName()) return candidate;
+  }
+  return nullptr;
 }
 
 // Plugin fields as TensorRT's ONNX parser passes them (ints as kINT32, plus
@@ -215,6 +223,7 @@ struct ParserFields {
       {"kernel_shape", {3, 2}}, {"strides", {2, 1}}, {"pads", {1, 0, 2, 1}},
       {"dilations", {1, 2}},    {"group", {2}},      {"offset_group", {2}},
   };
+  std::map<std::string, std::vector<float>> floats;  // INT8 scales (kFLOAT32)
   std::string plugin_namespace = "dcn_deploy";
   std::string plugin_version = "1";
   std::vector<PluginField> fields;
@@ -224,6 +233,10 @@ struct ParserFields {
     fields.clear();
     for (const auto& [name, values] : ints) {
       fields.emplace_back(name.c_str(), values.data(), PluginFieldType::kINT32, static_cast<int32_t>(values.size()));
+    }
+    for (const auto& [name, values] : floats) {
+      fields.emplace_back(name.c_str(), values.data(), PluginFieldType::kFLOAT32,
+                          static_cast<int32_t>(values.size()));
     }
     fields.emplace_back("plugin_namespace", plugin_namespace.data(), PluginFieldType::kCHAR,
                         static_cast<int32_t>(plugin_namespace.size()));
@@ -241,8 +254,9 @@ struct PluginDeleter {
 using PluginPtr = std::unique_ptr<IPluginV3, PluginDeleter>;
 
 PluginPtr create(ParserFields& fields, const char* name = kNode,
-                 nvinfer1::TensorRTPhase phase = nvinfer1::TensorRTPhase::kBUILD) {
-  IPluginCreatorV3One* plugin_creator = creator();
+                 nvinfer1::TensorRTPhase phase = nvinfer1::TensorRTPhase::kBUILD,
+                 const std::string& plugin = "DcnDeformConv") {
+  IPluginCreatorV3One* plugin_creator = creator(plugin);
   if (plugin_creator == nullptr) return nullptr;
   return PluginPtr(plugin_creator->createPlugin(name, fields.build(), phase));
 }
@@ -304,6 +318,9 @@ TEST(entry_points_and_creator) {
   CHECK(lib.handle != nullptr);
   CHECK(lib.get_creators != nullptr);
   CHECK(lib.set_logger_finder != nullptr);
+  int32_t count = -1;
+  CHECK(lib.get_creators(count) != nullptr);
+  CHECK_EQ(count, kCreators);
   IPluginCreatorV3One* plugin_creator = creator();
   CHECK(plugin_creator != nullptr);
   if (plugin_creator == nullptr) return;
@@ -708,6 +725,219 @@ TEST(enqueue_matches_cpu_reference_on_gpu) {
     max_error = std::fmax(max_error, std::fabs(static_cast<double>(result[i]) - expected[i]));
   }
   CHECK_NEAR(max_error, 0.0, 1e-4);
+}
+
+// ---------------------------------------------------------------------------
+// INT8 forms: DcnDeformConvInt8 (float32 Y) and DcnDeformConvInt8Requantized (int8 Yq).
+
+const char* kInt8 = "DcnDeformConvInt8";
+const char* kInt8Requantized = "DcnDeformConvInt8Requantized";
+
+// Parser fields of an INT8 node of Problem (M = 6): per-channel w_scale.
+ParserFields int8_fields(bool requantized) {
+  ParserFields fields;
+  fields.floats["x_scale"] = {0.05F};
+  fields.floats["w_scale"] = {0.001F, 0.002F, 0.003F, 0.004F, 0.005F, 0.006F};
+  if (requantized) fields.floats["y_scale"] = {0.25F};
+  return fields;
+}
+
+// Problem's tensors in an INT8 mode: int8 X and W, float32 offset, B, mask.
+std::vector<PluginTensorDesc> int8_inputs(const Problem& p, bool with_bias, bool with_mask) {
+  std::vector<PluginTensorDesc> inputs = inputs_of(p, with_bias, with_mask);
+  inputs[0].type = DataType::kINT8;
+  inputs[1].type = DataType::kINT8;
+  return inputs;
+}
+
+TEST(int8_creators_list_the_scale_fields) {
+  const char* names[] = {kInt8, kInt8Requantized};
+  for (int requantized = 0; requantized < 2; ++requantized) {
+    IPluginCreatorV3One* plugin_creator = creator(names[requantized]);
+    CHECK(plugin_creator != nullptr);
+    if (plugin_creator == nullptr) continue;
+    CHECK_EQ(std::string(plugin_creator->getPluginVersion()), std::string("1"));
+    CHECK_EQ(std::string(plugin_creator->getPluginNamespace()), std::string("dcn_deploy"));
+    const PluginFieldCollection* fields = plugin_creator->getFieldNames();
+    CHECK(fields != nullptr);
+    if (fields == nullptr) continue;
+    CHECK_EQ(fields->nbFields, 8 + requantized);
+    std::string listed;
+    for (int32_t i = 6; i < fields->nbFields; ++i) {
+      listed += std::string(fields->fields[i].name) + " ";
+      CHECK(fields->fields[i].type == PluginFieldType::kFLOAT32);
+    }
+    CHECK_EQ(listed, std::string(requantized ? "x_scale w_scale y_scale " : "x_scale w_scale "));
+  }
+}
+
+TEST(int8_create_types_and_formats) {
+  logger().take();
+  for (int requantized = 0; requantized < 2; ++requantized) {
+    const char* name = requantized ? kInt8Requantized : kInt8;
+    ParserFields fields = int8_fields(requantized);
+    PluginPtr plugin = create(fields, kNode, nvinfer1::TensorRTPhase::kBUILD, name);
+    CHECK(plugin != nullptr);
+    if (!plugin) continue;
+    CHECK_EQ(std::string(core(plugin.get())->getPluginName()), std::string(name));
+    IPluginV3OneBuild* b = build(plugin.get());
+    const DataType y_type = requantized ? DataType::kINT8 : DataType::kFLOAT;
+
+    DataType out = DataType::kHALF;
+    const DataType int8_inputs_types[] = {DataType::kINT8, DataType::kINT8, DataType::kFLOAT, DataType::kFLOAT};
+    CHECK_EQ(b->getOutputDataTypes(&out, 1, int8_inputs_types, 4), 0);
+    CHECK(out == y_type);
+    const DataType float_inputs[] = {DataType::kFLOAT, DataType::kFLOAT, DataType::kFLOAT};
+    CHECK(b->getOutputDataTypes(&out, 1, float_inputs, 3) != 0);
+    CHECK_CONTAINS(logger().take(), std::string("input X has type float32, expected int8 (") + name + ")");
+
+    Problem p;
+    auto supports = [&](std::vector<PluginTensorDesc> io, int32_t pos) {
+      std::vector<DynamicPluginTensorDesc> descs;
+      for (const PluginTensorDesc& d : io) descs.push_back(dynamic(d));
+      return b->supportsFormatCombination(pos, descs.data(), static_cast<int32_t>(io.size()) - 1, 1);
+    };
+    std::vector<PluginTensorDesc> io = int8_inputs(p, true, true);
+    io.push_back(desc(p.y, y_type));
+    for (int32_t pos = 0; pos < 6; ++pos) CHECK(supports(io, pos));
+    const DataType wrong[] = {DataType::kFLOAT, DataType::kHALF, DataType::kINT8, DataType::kINT8, DataType::kINT8,
+                              requantized ? DataType::kFLOAT : DataType::kINT8};
+    for (int32_t pos = 0; pos < 6; ++pos) {
+      std::vector<PluginTensorDesc> changed = io;
+      changed[static_cast<size_t>(pos)].type = wrong[pos];
+      CHECK(!supports(changed, pos));
+    }
+    std::vector<PluginTensorDesc> changed = io;
+    changed[0].format = TensorFormat::kCHW32;
+    CHECK(!supports(changed, 0));
+
+    // configure / onShapeChange: types, shapes and the length of w_scale against M.
+    IPluginV3OneRuntime* r = runtime(plugin.get());
+    const std::vector<PluginTensorDesc> in = int8_inputs(p, true, true);
+    const PluginTensorDesc y = desc(p.y, y_type);
+    CHECK_EQ(r->onShapeChange(in.data(), 5, &y, 1), 0);
+    const PluginTensorDesc wrong_y = desc(p.y, requantized ? DataType::kFLOAT : DataType::kHALF);
+    CHECK(r->onShapeChange(in.data(), 5, &wrong_y, 1) != 0);
+    CHECK_CONTAINS(logger().take(), std::string("output Y has type ") + (requantized ? "float32" : "float16") +
+                                        ", expected " + (requantized ? "int8" : "float32") + " (" + name + ")");
+    std::vector<PluginTensorDesc> half_offset = in;
+    half_offset[2].type = DataType::kHALF;
+    CHECK(r->onShapeChange(half_offset.data(), 5, &y, 1) != 0);
+    CHECK_CONTAINS(logger().take(), "offset has type float16, expected float32");
+    Problem more_channels = p;
+    more_channels.w[0] = 8;
+    more_channels.bias = {8};
+    more_channels.y[1] = 8;
+    const std::vector<PluginTensorDesc> in8 = int8_inputs(more_channels, true, true);
+    const PluginTensorDesc y8 = desc(more_channels.y, y_type);
+    CHECK(r->onShapeChange(in8.data(), 5, &y8, 1) != 0);
+    CHECK_CONTAINS(logger().take(), "attribute 'w_scale' has 6 values, expected one per output channel (M = 8) or 1");
+    std::vector<DynamicPluginTensorDesc> dyn;
+    for (const PluginTensorDesc& d : in) dyn.push_back(dynamic(d));
+    DynamicPluginTensorDesc dyn_y = dynamic(y);
+    CHECK_EQ(b->getWorkspaceSize(dyn.data(), 5, &dyn_y, 1), size_t{0});
+  }
+  CHECK_EQ(logger().take(), std::string());
+}
+
+TEST(int8_serialised_scales_round_trip) {
+  for (int requantized = 0; requantized < 2; ++requantized) {
+    const char* name = requantized ? kInt8Requantized : kInt8;
+    ParserFields fields = int8_fields(requantized);
+    PluginPtr plugin = create(fields, kNode, nvinfer1::TensorRTPhase::kBUILD, name);
+    if (!plugin) continue;
+    const PluginFieldCollection* serialized = runtime(plugin.get())->getFieldsToSerialize();
+    CHECK(serialized != nullptr);
+    if (!serialized) continue;
+    CHECK_EQ(serialized->nbFields, 8 + requantized);
+    PluginPtr restored(creator(name)->createPlugin(kNode, serialized, nvinfer1::TensorRTPhase::kRUNTIME));
+    CHECK(restored != nullptr);
+    if (!restored) continue;
+    const PluginFieldCollection* again = runtime(restored.get())->getFieldsToSerialize();
+    CHECK_EQ(again->nbFields, serialized->nbFields);
+    for (int32_t i = 6; i < again->nbFields; ++i) {
+      const PluginField& field = again->fields[i];
+      const std::vector<float>& expected = fields.floats[field.name];
+      CHECK(field.type == PluginFieldType::kFLOAT32);
+      CHECK_EQ(static_cast<size_t>(field.length), expected.size());
+      CHECK(std::memcmp(field.data, expected.data(), expected.size() * sizeof(float)) == 0);  // exact bits
+    }
+    // Only the matching creator accepts the fields.
+    if (requantized) {
+      CHECK(creator(kInt8)->createPlugin(kNode, serialized, nvinfer1::TensorRTPhase::kRUNTIME) == nullptr);
+      CHECK_CONTAINS(logger().take(), "plugin field 'y_scale' is for DcnDeformConvInt8Requantized only");
+    }
+  }
+  // A single w_scale stands for every channel.
+  ParserFields single = int8_fields(false);
+  single.floats["w_scale"] = {0.01F};
+  PluginPtr plugin = create(single, kNode, nvinfer1::TensorRTPhase::kBUILD, kInt8);
+  CHECK(plugin != nullptr);
+  if (plugin) {
+    Problem p;
+    const std::vector<PluginTensorDesc> in = int8_inputs(p, false, false);
+    const PluginTensorDesc y = desc(p.y);
+    CHECK_EQ(runtime(plugin.get())->onShapeChange(in.data(), 3, &y, 1), 0);
+  }
+}
+
+TEST(int8_bad_scales_are_logged_and_return_null) {
+  logger().take();
+  struct BadCase {
+    const char* plugin;
+    std::function<void(ParserFields&)> edit;
+    const char* expected;
+  };
+  const std::vector<BadCase> cases = {
+      {kInt8, [](ParserFields& f) { f.floats["x_scale"] = {0.0F}; }, "x_scale"},
+      {kInt8, [](ParserFields& f) { f.floats["w_scale"][3] = std::nanf(""); }, "w_scale[3]"},
+      {kInt8, [](ParserFields& f) { f.floats["w_scale"][0] = -1.0F; }, "w_scale[0]"},
+      {kInt8, [](ParserFields& f) { f.floats.erase("x_scale"); }, "plugin field 'x_scale' is missing"},
+      {kInt8, [](ParserFields& f) { f.floats.erase("w_scale"); }, "plugin field 'w_scale' is missing"},
+      {kInt8, [](ParserFields& f) { f.floats["w_scale"].clear(); }, "plugin field 'w_scale' has 0 values"},
+      {kInt8, [](ParserFields& f) { f.floats["x_scale"] = {0.1F, 0.2F}; }, "plugin field 'x_scale' has 2 values, expected 1"},
+      {kInt8Requantized, [](ParserFields& f) { f.floats.erase("y_scale"); }, "plugin field 'y_scale' is missing"},
+      {kInt8Requantized, [](ParserFields& f) { f.floats["y_scale"] = {0.0F}; }, "y_scale"},
+      {kInt8Requantized, [](ParserFields& f) { f.floats["y_scale"] = {INFINITY}; }, "y_scale"},
+      {kInt8, [](ParserFields& f) { f.ints.erase("pads"); }, "plugin field 'pads' is missing"},
+  };
+  for (const BadCase& bad : cases) {
+    ParserFields fields = int8_fields(std::string(bad.plugin) == kInt8Requantized);
+    bad.edit(fields);
+    CHECK(create(fields, kNode, nvinfer1::TensorRTPhase::kBUILD, bad.plugin) == nullptr);
+    const std::string log = logger().take();
+    CHECK_CONTAINS(log, std::string("node '") + kNode + "'");
+    CHECK_CONTAINS(log, bad.expected);
+  }
+  // x_scale as an int (a parser handing over an INT attribute).
+  ParserFields fields = int8_fields(false);
+  fields.floats.erase("x_scale");
+  fields.ints["x_scale"] = {1};
+  CHECK(create(fields, kNode, nvinfer1::TensorRTPhase::kBUILD, kInt8) == nullptr);
+  CHECK_CONTAINS(logger().take(), "plugin field 'x_scale' has type kINT32, expected kFLOAT32");
+}
+
+// Without a device the first enqueue cannot upload the output scales: reported, not crashed on.
+TEST(int8_enqueue_without_a_device_is_reported) {
+  int device_count = 0;
+  if (cudaGetDeviceCount(&device_count) == cudaSuccess && device_count > 0) {
+    std::printf("[ SKIP ] int8_enqueue_without_a_device_is_reported: a CUDA device is present\n");
+    return;
+  }
+  cudaGetLastError();
+  ParserFields fields = int8_fields(true);
+  PluginPtr plugin = create(fields, kNode, nvinfer1::TensorRTPhase::kBUILD, kInt8Requantized);
+  if (!plugin) return;
+  IPluginV3OneRuntime* r = runtime(plugin.get());
+  Problem p;
+  const std::vector<PluginTensorDesc> in = int8_inputs(p, true, true);
+  const PluginTensorDesc y = desc(p.y, DataType::kINT8);
+  CHECK_EQ(r->onShapeChange(in.data(), 5, &y, 1), 0);
+  const void* inputs[5] = {};
+  void* outputs[1] = {};
+  logger().take();
+  CHECK(r->enqueue(in.data(), &y, inputs, outputs, nullptr, nullptr) != 0);
+  CHECK_CONTAINS(logger().take(), "could not upload the INT8 output scales: cuda");
 }
 
 int main(int argc, char** argv) {

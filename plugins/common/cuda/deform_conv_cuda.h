@@ -27,6 +27,23 @@
  * DCN_ALGORITHM_AUTO picks the tensor-core kernel for float16 whenever the
  * device and the problem allow it (its corner table must fit in shared
  * memory), else the SIMT kernel.
+ *
+ * INT8 (data_type DCN_INT8; definition: dcn_deploy/int8.py, the math in
+ * deform_conv_math.h): X and W int8 (zero point 0), offset, mask and B
+ * float32 (offset_type DCN_FLOAT32), and in the buffers `output_scale`, M
+ * float32 values output_scale[o] = float32(double(x_scale) * double(w_scale[o]))
+ * (int8_output_scales in deform_conv_cpu_int8.h computes them). Y is float32
+ * when problem.y_scale is 0, else int8 Yq = saturate(round_half_even(Y / y_scale)).
+ * The result is bitwise that of the reference and of the CPU kernel. Why the
+ * per-channel product and not x_scale and w_scale: it is the one float the
+ * epilogue needs, computed once (in double) by the caller, so the kernel has
+ * no double arithmetic; and its pointer keeps the problem struct fixed-size
+ * whatever M is. Both algorithms run the tensor-core kernel's block tiling,
+ * corner table and split-K with int8 slices and exact int32 accumulation:
+ *   DCN_ALGORITHM_TENSOR_CORE  integer tensor cores (WMMA s8, sm_72+).
+ *   DCN_ALGORITHM_SIMT         __dp4a on the same shared-memory slices.
+ * AUTO takes the tensor cores where the device has them. No workspace; the
+ * corner table must fit in shared memory (a taller tile is taken if needed).
  */
 #ifndef DCN_DEPLOY_DEFORM_CONV_CUDA_H_
 #define DCN_DEPLOY_DEFORM_CONV_CUDA_H_
@@ -47,6 +64,7 @@ extern "C" {
 typedef enum DcnElementType {
   DCN_FLOAT32 = 0,
   DCN_FLOAT16 = 1,
+  DCN_INT8 = 2, /* data_type only: X and W int8, B float32, Y float32 or int8 (y_scale) */
 } DcnElementType;
 
 typedef enum DcnAlgorithm {
@@ -77,15 +95,16 @@ typedef struct DcnDeformConvProblem {
   int64_t offset_group;                   /* offset_group */
   int32_t has_mask;                       /* mask input present */
   int32_t has_bias;                       /* B input present */
-  DcnElementType data_type;               /* X, W, B, Y */
+  DcnElementType data_type;               /* X, W, B, Y (DCN_INT8: X, W; B float32) */
   DcnElementType offset_type;             /* offset, mask */
   DcnAlgorithm algorithm;                 /* 0 (zero-initialised): automatic */
   int32_t split_k;                        /* 0: automatic; n >= 1 forces n K splits (tensor-core kernel) */
+  float y_scale;                          /* DCN_INT8: 0 for float32 Y, > 0 for int8 Yq; must be 0 otherwise */
 } DcnDeformConvProblem;
 
 /* What a launch of a problem does, from dcn_deform_conv_cuda_plan. */
 typedef struct DcnLaunchInfo {
-  DcnAlgorithm algorithm;  /* SIMT or TENSOR_CORE, never AUTO */
+  DcnAlgorithm algorithm;  /* SIMT, TENSOR_CORE or TENSOR_CORE_NHWC, never AUTO (DCN_INT8: SIMT = dp4a) */
   int32_t splits;          /* blocks of a cluster sharing one output tile (1: no split-K) */
   uint32_t grid[3];        /* x, y, z */
   uint32_t threads;        /* per block */
@@ -100,7 +119,8 @@ typedef struct DcnDeformConvBuffers {
   const void* offset; /* [N, 2*offset_group*kh*kw, Ho, Wo], (dy, dx) interleaved per tap */
   const void* mask;   /* [N, offset_group*kh*kw, Ho, Wo] */
   const void* bias;   /* [M] */
-  void* output;       /* Y [N, M, Ho, Wo] */
+  void* output;       /* Y [N, M, Ho, Wo] (DCN_INT8: float32, or int8 when y_scale > 0) */
+  const void* output_scale; /* DCN_INT8 only: [M] float32, x_scale * w_scale[o] (see above) */
 } DcnDeformConvBuffers;
 
 /* Output height and width of a problem; 0 on success, else a DcnStatus with

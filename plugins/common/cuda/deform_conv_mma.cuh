@@ -120,22 +120,33 @@ struct MmaBlockIndex {
   int32_t pixel_tile, split, channel_tile, image_group;
 };
 
-struct SharedLayout {
-  __half* a[2];  // [kTileM][kPitchA]: W slice, row m, column kk
-  __half* b[2];  // S slice: [kTileK][kPitchB] (row kk, column n); channels-last variant [kTileN][kPitchBT]
-  float* c;      // [kTileM][kPitchC]: accumulators for the epilogue (aliases everything)
+// Shared memory of a block: two stages of W and S slices (elements of type
+// TElement), the corner table, and the epilogue's tile of partial sums
+// (TPartial) over all of it. The INT8 kernel (deform_conv_int8.cuh) uses
+// SharedLayoutOf<int8_t, int32_t> with its own slice layouts.
+template <typename TElement, typename TPartial>
+struct SharedLayoutOf {
+  using Element = TElement;
+  using Partial = TPartial;
+  TElement* a[2];  // float16: [kTileM][kPitchA]: W slice, row m, column kk
+  TElement* b[2];  // float16: S slice [kTileK][kPitchB] (row kk, column n); channels-last variant [kTileN][kPitchBT]
+  TPartial* c;     // [kTileM][kPitchC]: accumulators for the epilogue (aliases everything)
   int4* corner_index;     // [offset_group_taps][kTileN]
   float4* corner_weight;  // [offset_group_taps][kTileN]
 };
+using SharedLayout = SharedLayoutOf<__half, float>;
 
-template <class C>
-DCN_HOST_DEVICE inline SharedLayout shared_layout(unsigned char* base, int32_t offset_group_taps) {
-  SharedLayout layout;
+// C gives kStageBytes and kSliceABytes (the stage layout) and kTileN.
+template <class C, class Layout = SharedLayout>
+DCN_HOST_DEVICE inline Layout shared_layout(unsigned char* base, int32_t offset_group_taps) {
+  using Element = typename Layout::Element;
+  using Partial = typename Layout::Partial;
+  Layout layout;
   for (int stage = 0; stage < 2; ++stage) {
-    layout.a[stage] = reinterpret_cast<__half*>(base + stage * C::kStageBytes);
-    layout.b[stage] = reinterpret_cast<__half*>(base + stage * C::kStageBytes + C::kSliceABytes);
+    layout.a[stage] = reinterpret_cast<Element*>(base + stage * C::kStageBytes);
+    layout.b[stage] = reinterpret_cast<Element*>(base + stage * C::kStageBytes + C::kSliceABytes);
   }
-  layout.c = reinterpret_cast<float*>(base);
+  layout.c = reinterpret_cast<Partial*>(base);
   const size_t entries = static_cast<size_t>(offset_group_taps) * C::kTileN;
   layout.corner_index = reinterpret_cast<int4*>(base + 2 * C::kStageBytes);
   layout.corner_weight = reinterpret_cast<float4*>(base + 2 * C::kStageBytes + entries * sizeof(int4));
@@ -143,10 +154,13 @@ DCN_HOST_DEVICE inline SharedLayout shared_layout(unsigned char* base, int32_t o
 }
 
 // Phase 1: corners of every (offset group, tap, pixel) of the block, with
-// the mask folded into the weights. Pixels past the image get outside corners.
-template <class C, typename TOffset>
-DCN_HOST_DEVICE inline void build_corner_table(const MmaProblem& mp, const TilePointers<__half, TOffset>& t,
-                                               MmaBlockIndex block, int tid, const SharedLayout& layout) {
+// the mask folded into the weights (fold_mask: the INT8 definition's product,
+// one rounding, so the INT8 kernel shares this table). Pixels past the image
+// get outside corners. Reads only `offset` and `mask` of the tensors and the
+// corner arrays of the layout, so every variant (float16, INT8) uses it.
+template <class C, class Tensors, class Layout>
+DCN_HOST_DEVICE inline void build_corner_table(const MmaProblem& mp, const Tensors& t, MmaBlockIndex block, int tid,
+                                               const Layout& layout) {
   const TileProblem& p = mp.base;
   const int32_t image = block.image_group / p.groups;
   const int32_t entries = mp.offset_group_taps * C::kTileN;
@@ -168,10 +182,7 @@ DCN_HOST_DEVICE inline void build_corner_table(const MmaProblem& mp, const TileP
       const float y = sampling_coordinate(out_y, p.stride_h, p.pad_top, tap_row, p.dilation_h, dy);
       const float x = sampling_coordinate(out_x, p.stride_w, p.pad_left, tap_col, p.dilation_w, dx);
       corners = sample_corners(y, x, p.height, p.width);
-      if (p.has_mask) {
-        const float scale = load_as_float(t.mask[tap_channel * p.out_pixels + pixel]);
-        for (int q = 0; q < 4; ++q) corners.weight[q] *= scale;
-      }
+      if (p.has_mask) corners = fold_mask(corners, load_as_float(t.mask[tap_channel * p.out_pixels + pixel]));
     }
     layout.corner_index[e] = make_int4(corners.index[0], corners.index[1], corners.index[2], corners.index[3]);
     layout.corner_weight[e] = make_float4(corners.weight[0], corners.weight[1], corners.weight[2], corners.weight[3]);
@@ -222,6 +233,54 @@ DCN_HOST_DEVICE inline void load_weight_slice(const MmaProblem& mp, const __half
   }
 }
 
+// The S rows k = c * kh*kw + tap, k = first_k, first_k + 1, ..., of one
+// pixel column n of a block: the input plane of channel c and the corner-table
+// entry of (offset group, tap, n), advanced incrementally (one division per
+// slice, none per row). Shared by the float16 and INT8 slice loads.
+template <class C, typename T>
+struct SampleWalk {
+  const T* plane;
+  const int4* group_index;    // corner_index entry of (offset group, tap 0, n)
+  const float4* group_weight;
+  int32_t tap, channel, next_group_channel, group_stride, kernel_area, channels_per_offset_group;
+  int64_t plane_size;
+
+  DCN_HOST_DEVICE SampleWalk(const TileProblem& p, const T* input, const int4* corner_index,
+                             const float4* corner_weight, int32_t image, int32_t group, int32_t first_k, int n) {
+    const int32_t c = first_k / p.kernel_area;
+    tap = first_k - c * p.kernel_area;
+    kernel_area = p.kernel_area;
+    channels_per_offset_group = p.channels_per_offset_group;
+    plane_size = static_cast<int64_t>(p.height) * p.width;
+    channel = group * p.channels_per_group + c;
+    plane = input + (static_cast<int64_t>(image) * p.in_channels + channel) * plane_size;
+    const int32_t offset_group = channel / p.channels_per_offset_group;
+    next_group_channel = (offset_group + 1) * p.channels_per_offset_group;
+    group_stride = p.kernel_area * C::kTileN;
+    group_index = corner_index + offset_group * group_stride + n;
+    group_weight = corner_weight + offset_group * group_stride + n;
+  }
+
+  // Corners (mask folded in) of the current row.
+  DCN_HOST_DEVICE BilinearCorners corners() const {
+    const int4 index = group_index[tap * C::kTileN];
+    const float4 weight = group_weight[tap * C::kTileN];
+    return BilinearCorners{{index.x, index.y, index.z, index.w}, {weight.x, weight.y, weight.z, weight.w}};
+  }
+
+  DCN_HOST_DEVICE void next() {
+    if (++tap < kernel_area) return;
+    tap = 0;
+    ++channel;
+    plane += plane_size;
+    if (channel == next_group_channel) {
+      next_group_channel += channels_per_offset_group;
+      group_index += group_stride;
+      group_weight += group_stride;
+    }
+  }
+};
+
 // Phase 2: thread `tid` writes its share of the W and S slices of K range
 // [k0, min(k0 + kTileK, k_end)) into `stage`; rows and columns outside the
 // problem are zero, so the multiply needs no bounds checks.
@@ -244,38 +303,14 @@ DCN_HOST_DEVICE inline void load_slice(const MmaProblem& mp, const TilePointers<
   const int first_row = (tid / C::kTileN) * C::kBRows;
   const bool pixel_inside = block.pixel_tile * C::kTileN + n < p.out_pixels;
   const int32_t first_k = k0 + first_row;
-  int32_t c = first_k / p.kernel_area;
-  int32_t tap = first_k - c * p.kernel_area;
-  const int64_t plane_size = static_cast<int64_t>(p.height) * p.width;
-  int32_t channel = group * p.channels_per_group + c;
-  const __half* plane = t.input + (static_cast<int64_t>(image) * p.in_channels + channel) * plane_size;
-  int32_t offset_group = channel / p.channels_per_offset_group;
-  int32_t next_group_channel = (offset_group + 1) * p.channels_per_offset_group;
-  const int4* group_index = layout.corner_index + offset_group * p.kernel_area * C::kTileN + n;
-  const float4* group_weight = layout.corner_weight + offset_group * p.kernel_area * C::kTileN + n;
-  const int32_t group_stride = p.kernel_area * C::kTileN;
+  SampleWalk<C, __half> walk(p, t.input, layout.corner_index, layout.corner_weight, image, group, first_k, n);
 #if defined(__CUDA_ARCH__)
 #pragma unroll 4
 #endif
   for (int row = 0; row < C::kBRows; ++row) {
-    float value = 0.0f;
-    if (first_k + row < k_end && pixel_inside) {
-      const int4 index = group_index[tap * C::kTileN];
-      const float4 weight = group_weight[tap * C::kTileN];
-      value = interpolate(plane, BilinearCorners{{index.x, index.y, index.z, index.w},
-                                                 {weight.x, weight.y, weight.z, weight.w}});
-    }
+    const float value = first_k + row < k_end && pixel_inside ? interpolate(walk.plane, walk.corners()) : 0.0f;
     b[(first_row + row) * C::kPitchB + n] = __float2half_rn(value);
-    if (++tap == p.kernel_area) {
-      tap = 0;
-      ++channel;
-      plane += plane_size;
-      if (channel == next_group_channel) {
-        next_group_channel += p.channels_per_offset_group;
-        group_index += group_stride;
-        group_weight += group_stride;
-      }
-    }
+    walk.next();
   }
 }
 
@@ -460,13 +495,15 @@ DCN_HOST_DEVICE inline void store_accumulators(const SharedLayout& layout, int w
 #endif
 }
 
-// Phase 5: rows [row_begin, row_end) of the output tile: the sum of the
-// `ranks` partial tiles (one without split-K), plus bias, rounded to float16.
-// Consecutive threads store consecutive pixels.
-template <class C, typename TOffset>
-DCN_HOST_DEVICE inline void store_outputs(const MmaProblem& mp, const TilePointers<__half, TOffset>& t,
-                                          MmaBlockIndex block, int tid, const float* const* partial_tiles,
-                                          int ranks, int row_begin, int row_end) {
+// The loop of phase 5, shared by the variants: for every output of rows
+// [row_begin, row_end) of the tile that lies inside the problem, the sum of
+// the `ranks` partial tiles (one without split-K), handed to
+// store(output channel, index into Y, sum). Consecutive threads take
+// consecutive pixels.
+template <class C, typename Partial, class Store>
+DCN_HOST_DEVICE inline void reduce_tile_outputs(const MmaProblem& mp, MmaBlockIndex block, int tid,
+                                                const Partial* const* partial_tiles, int ranks, int row_begin,
+                                                int row_end, Store&& store) {
   const TileProblem& p = mp.base;
   const int32_t image = block.image_group / p.groups;
   const int32_t group = block.image_group - image * p.groups;
@@ -477,12 +514,24 @@ DCN_HOST_DEVICE inline void store_outputs(const MmaProblem& mp, const TilePointe
     const int32_t m = block.channel_tile * C::kTileM + mm;
     const int32_t pixel = block.pixel_tile * C::kTileN + n;
     if (m >= p.out_channels_per_group || pixel >= p.out_pixels) continue;
-    float sum = 0.0f;
+    Partial sum = 0;
     for (int rank = 0; rank < ranks; ++rank) sum += partial_tiles[rank][mm * C::kPitchC + n];
     const int32_t channel = group * p.out_channels_per_group + m;
-    if (p.has_bias) sum += __half2float(t.bias[channel]);
-    t.output[(static_cast<int64_t>(image) * p.out_channels + channel) * p.out_pixels + pixel] = __float2half_rn(sum);
+    store(channel, (static_cast<int64_t>(image) * p.out_channels + channel) * p.out_pixels + pixel, sum);
   }
+}
+
+// Phase 5: rows [row_begin, row_end) of the output tile, plus bias, rounded to float16.
+template <class C, typename TOffset>
+DCN_HOST_DEVICE inline void store_outputs(const MmaProblem& mp, const TilePointers<__half, TOffset>& t,
+                                          MmaBlockIndex block, int tid, const float* const* partial_tiles,
+                                          int ranks, int row_begin, int row_end) {
+  const bool has_bias = mp.base.has_bias;
+  reduce_tile_outputs<C>(mp, block, tid, partial_tiles, ranks, row_begin, row_end,
+                         [&](int32_t channel, int64_t index, float sum) {
+                           if (has_bias) sum += __half2float(t.bias[channel]);
+                           t.output[index] = __float2half_rn(sum);
+                         });
 }
 
 // Rows of the output tile that cluster rank `rank` of `ranks` reduces and stores.
