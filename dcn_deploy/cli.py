@@ -272,8 +272,20 @@ def bench(
                                              help="write a PNG: time per shape for each implementation"),
     seed: int = typer.Option(0, help="seed of the random inputs and weights"),
     offset_scale: float = typer.Option(2.0, help="offsets ~ normal(0, this many pixels)"),
+    serve_url: Optional[str] = typer.Option(
+        None, "--serve", help="instead: latency and throughput of a running KServe v2 server (dcn-deploy serve, "
+        "Triton) at this URL, e.g. http://127.0.0.1:8000"),
+    model: Optional[str] = typer.Option(None, "--model", help="--serve: the model's name (default: the server's only one)"),
+    concurrency: Optional[list[int]] = typer.Option(None, "--concurrency",
+                                                    help="--serve: concurrent clients, repeatable (default: 1, 4, 16)"),
+    requests: int = typer.Option(500, "--requests", help="--serve: timed requests per concurrency level"),
 ) -> None:
-    """Time this project's DCN implementations against ONNX Runtime's, PyTorch's, torchvision's and a dense conv."""
+    """Time this project's DCN implementations against ONNX Runtime's, PyTorch's, torchvision's and a dense conv.
+
+    With --serve URL: p50/p90/p99 latency and throughput of a running server at several concurrencies."""
+    if serve_url is not None:
+        _bench_serve(serve_url, model, input_shape, concurrency, requests, warmup, seed, json_path)
+        return
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from .bench import DEFAULT_BATCHES, DEFAULT_SHAPES, BenchConfig, BenchError, command_line, run_benchmark
@@ -308,6 +320,51 @@ def bench(
 
         write_plot(result, plot_path)
         console.print(f"wrote {plot_path}")
+
+
+def _bench_serve(url: str, model: Optional[str], input_shape: Optional[str], concurrency: Optional[list[int]],
+                 requests: int, warmup: int, seed: int, json_path: Optional[Path]) -> None:
+    """``bench --serve``: the levels with a progress bar, then the table (and the JSON)."""
+    from rich import box
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from .bench import command_line, write_json
+    from .serve_bench import DEFAULT_CONCURRENCY, ServeBenchConfig, ServeBenchError, parse_dims, run_serve_benchmark
+
+    try:
+        config = ServeBenchConfig(url, model, parse_dims(input_shape) if input_shape else None,
+                                  list(concurrency or DEFAULT_CONCURRENCY), requests, warmup, seed,
+                                  command=command_line())
+        columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                   TimeElapsedColumn())
+        with Progress(*columns, console=console, transient=True) as bar:
+            task = bar.add_task("requests", total=None)
+            result = run_serve_benchmark(config, progress=lambda text, done, total: bar.update(
+                task, description=text, completed=done, total=total))
+    except ServeBenchError as error:
+        _fail(str(error))
+    shapes = ", ".join(f"{name} {'x'.join(map(str, shape))}" for name, shape in result["input_shapes"].items())
+    table = Table(title=f"{result['model']} at {url} ({result['server'].get('name')}; {shapes}; binary tensors)",
+                  box=box.SIMPLE_HEAD)
+    for column in ("concurrency", "requests", "errors", "p50 ms", "p90 ms", "p99 ms", "mean ms", "req/s"):
+        table.add_column(column, justify="right")
+
+    def ms(value) -> str:
+        return "-" if value is None else f"{value:.2f}"
+
+    for level in result["levels"]:
+        table.add_row(str(level["concurrency"]), str(level["requests"]), str(level["errors"]), ms(level["p50_ms"]),
+                      ms(level["p90_ms"]), ms(level["p99_ms"]), ms(level["mean_ms"]),
+                      "-" if level["throughput_rps"] is None else f"{level['throughput_rps']:.0f}")
+    console.print(table)
+    for level in result["levels"]:
+        for message in level["first_errors"]:
+            console.print(f"[red]error[/red] at concurrency {level['concurrency']}: {message}", highlight=False)
+    if json_path:
+        write_json(result, json_path)
+        console.print(f"wrote {json_path}")
+    if any(level["errors"] for level in result["levels"]):
+        raise typer.Exit(1)
 
 
 def _bench_shape(text: str):

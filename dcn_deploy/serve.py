@@ -8,6 +8,7 @@ between the two unchanged)::
     GET  /v2/models/{model}[/versions/{v}]                  model metadata (inputs, outputs, -1 = dynamic)
     GET  /v2/models/{model}[/versions/{v}]/ready            200 / 404
     POST /v2/models/{model}[/versions/{v}]/infer            inference
+    POST /v2/repository/index                               the model's name (Triton's repository extension)
 
 Inference takes tensors as JSON (``"data"``: a flat or nested row-major list) or through the binary
 tensor data extension: the body is the JSON header (``Inference-Header-Content-Length`` bytes) followed
@@ -430,6 +431,10 @@ def build_app(runtime: Runtime, model_name: str, batcher: DynamicBatcher, platfo
     async def server_metadata(request: Request) -> Response:
         return JSONResponse({"name": SERVER_NAME, "version": __version__, "extensions": EXTENSIONS})
 
+    async def repository_index(request: Request) -> Response:
+        # Triton's model repository extension, read-only: lets a client find the model's name
+        return JSONResponse([{"name": model_name, "version": MODEL_VERSION, "state": "READY"}])
+
     async def model_metadata(request: Request) -> Response:
         try:
             find_model(request)
@@ -477,6 +482,7 @@ def build_app(runtime: Runtime, model_name: str, batcher: DynamicBatcher, platfo
     versioned = "/v2/models/{model}/versions/{version}"
     routes = [
         Route("/v2/health/live", live), Route("/v2/health/ready", ready), Route("/v2", server_metadata),
+        Route("/v2/repository/index", repository_index, methods=["POST"]),
         *(Route(base, model_metadata) for base in (model, versioned)),
         *(Route(base + "/ready", model_ready) for base in (model, versioned)),
         *(Route(base + "/infer", infer, methods=["POST"]) for base in (model, versioned)),

@@ -306,9 +306,13 @@ def _readme(repo: TritonRepository, server_root: str) -> str:
             f"LD_PRELOAD={library} tritonserver --model-repository={server_root}",
             "```",
             "",
-            "Both only `dlopen` the library: TensorRT sees the plugin there when the library registers its "
-            "creator as it is loaded. The plan, the plugin and tritonserver must share one TensorRT version "
-            "and GPU architecture: build the plan on the serving GPU with the TensorRT of the Triton release.",
+            "Both only `dlopen` the library, so TensorRT finds the plugin only if the library registers its "
+            "creator while it is loaded. `libdcn_deploy_trt.so` registers through `getCreators`, the entry point "
+            "of TensorRT's own loader (`IPluginRegistry::loadLibrary`, `trtexec --dynamicPlugins`), which "
+            "neither of these calls: until the library also registers on load, the plan must carry the "
+            "plugin. Not yet tried in a real tritonserver (no GPU or TensorRT where this was written). The "
+            "plan, the plugin and tritonserver must share one TensorRT version and GPU architecture: build the "
+            "plan on the serving GPU with the TensorRT of the Triton release.",
         ]
     lines += [
         "",
