@@ -73,3 +73,12 @@ class ServeProcess:
                 self.process.kill()
                 self.process.wait()
         return self.process.returncode in (0, -signal.SIGTERM) and "Traceback" not in "".join(self.output)
+
+
+def run_threads(target, count: int) -> None:
+    """``target(index)`` in ``count`` threads at once; returns when all are done."""
+    threads = [threading.Thread(target=target, args=(index,)) for index in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()

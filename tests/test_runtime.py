@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from dcn_deploy.runtime import ContextPool, InputError, TensorRTBackend, TensorSpec, load_runtime
-from serving import INPUT_SHAPE, demo_inputs, export_demo
+from serving import INPUT_SHAPE, demo_inputs, export_demo, run_threads
 
 try:
     import tensorrt  # noqa: F401
@@ -28,13 +28,8 @@ except ImportError:
 
 
 @pytest.fixture(scope="module")
-def demo_onnx(tmp_path_factory):
-    return export_demo(tmp_path_factory.mktemp("runtime") / "demo.onnx")
-
-
-@pytest.fixture(scope="module")
-def runtime(demo_onnx):
-    with load_runtime(demo_onnx) as opened:
+def runtime(serving_onnx):
+    with load_runtime(serving_onnx) as opened:
         yield opened
 
 
@@ -49,11 +44,11 @@ def test_metadata_of_the_demo_model(runtime):
     assert runtime.batchable and runtime.max_batch is None
 
 
-def test_run_equals_a_plain_session_and_takes_torch_tensors(runtime, demo_onnx):
+def test_run_equals_a_plain_session_and_takes_torch_tensors(runtime, serving_onnx):
     from dcn_deploy import ort_session
 
     (x,) = demo_inputs(1)
-    expected = ort_session(demo_onnx).run(None, {"x": x})[0]
+    expected = ort_session(serving_onnx).run(None, {"x": x})[0]
     by_name = runtime.run({"x": x})
     assert list(by_name) == ["logits"] and by_name["logits"].shape == (1, 5, 8, 10)
     np.testing.assert_array_equal(by_name["logits"], expected)
@@ -83,11 +78,7 @@ def test_concurrent_callers_share_one_session(runtime):
             if not np.array_equal(runtime.run({"x": inputs[which]})["logits"], expected[which]):
                 mismatches.append((index, round_))
 
-    threads = [threading.Thread(target=call, args=(i,)) for i in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    run_threads(call, 6)
     assert mismatches == []
 
 
@@ -105,8 +96,8 @@ def test_bad_inputs_name_what_is_wrong(runtime, inputs, message):
     assert message in str(error.value)
 
 
-def test_unknown_output_and_closed_runtime(demo_onnx):
-    opened = load_runtime(demo_onnx)
+def test_unknown_output_and_closed_runtime(serving_onnx):
+    opened = load_runtime(serving_onnx)
     with pytest.raises(InputError, match="no output 'probs'; its outputs are \\['logits'\\]"):
         opened.run({"x": demo_inputs(1)[0]}, outputs=["probs"])
     opened.close()
@@ -119,15 +110,15 @@ def test_static_export_is_not_batchable(tmp_path):
         assert static.inputs[0].shape == INPUT_SHAPE and not static.batchable
 
 
-def test_load_runtime_errors(tmp_path, demo_onnx):
+def test_load_runtime_errors(tmp_path, serving_onnx):
     with pytest.raises(FileNotFoundError, match="no model file at"):
         load_runtime(tmp_path / "nowhere.onnx")
     with pytest.raises(ValueError, match="cannot tell the backend of"):
         load_runtime(tmp_path / "model.bin")
     with pytest.raises(ValueError, match="backend must be one of"):
-        load_runtime(demo_onnx, backend="tvm")
+        load_runtime(serving_onnx, backend="tvm")
     with pytest.raises(ValueError, match="device must be cpu, cuda or auto"):
-        load_runtime(demo_onnx, device="tpu")
+        load_runtime(serving_onnx, device="tpu")
 
 
 @pytest.mark.skipif(HAVE_TENSORRT, reason="TensorRT is installed here")
@@ -381,11 +372,7 @@ def test_concurrent_callers_get_their_own_contexts():
             except AssertionError as error:
                 failures.append((index, round_, str(error)))
 
-    threads = [threading.Thread(target=call, args=(i,)) for i in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    run_threads(call, 8)
     assert failures == []
     assert 1 <= len(engine.contexts) <= 3 and backend.pool.created == len(engine.contexts)
 

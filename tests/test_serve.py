@@ -20,25 +20,20 @@ from tritonclient.utils import InferenceServerException
 
 from dcn_deploy.runtime import InputError, Runtime, TensorSpec, load_runtime
 from dcn_deploy.serve import DynamicBatcher, start_server
-from serving import INPUT_SHAPE, ServeProcess, demo_inputs, export_demo
+from serving import INPUT_SHAPE, ServeProcess, demo_inputs, export_demo, run_threads
 
 INPUTS = demo_inputs(8, seed=11)
 
 
 @pytest.fixture(scope="module")
-def demo_onnx(tmp_path_factory):
-    return export_demo(tmp_path_factory.mktemp("serve") / "demo.onnx")
-
-
-@pytest.fixture(scope="module")
-def expected(demo_onnx):
-    with load_runtime(demo_onnx) as runtime:
+def expected(serving_onnx):
+    with load_runtime(serving_onnx) as runtime:
         return [runtime.run({"x": x})["logits"] for x in INPUTS]
 
 
 @pytest.fixture(scope="module")
-def server(demo_onnx):
-    served = ServeProcess(demo_onnx, "--max-batch-size", "8", "--max-delay-ms", "2", "--threads", "1")
+def server(serving_onnx):
+    served = ServeProcess(serving_onnx, "--max-batch-size", "8", "--max-delay-ms", "2", "--threads", "1")
     yield served
     assert served.stop(), "".join(served.output)
 
@@ -110,11 +105,7 @@ def test_2000_requests_at_concurrency_16(server, expected):
         finally:
             connection.close()
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(16)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    run_threads(work, 16)
     assert answered[0] == 2000 and problems == []
 
 
@@ -237,15 +228,15 @@ def test_static_model_runs_requests_one_by_one(tmp_path):
         assert served.stop(), "".join(served.output)
 
 
-def test_serve_argument_errors(tmp_path, demo_onnx):
+def test_serve_argument_errors(tmp_path, serving_onnx):
     from typer.testing import CliRunner
 
     from dcn_deploy.cli import app
 
     runner = CliRunner()
     for args, words in ((["serve", str(tmp_path / "nowhere.onnx")], "no model file at"),
-                        (["serve", str(demo_onnx), "--backend", "tvm"], "backend must be one of"),
-                        (["serve", str(demo_onnx), "--device", "tpu"], "device must be cpu, cuda or auto")):
+                        (["serve", str(serving_onnx), "--backend", "tvm"], "backend must be one of"),
+                        (["serve", str(serving_onnx), "--device", "tpu"], "device must be cpu, cuda or auto")):
         result = runner.invoke(app, args, env={"COLUMNS": "200"})
         assert result.exit_code == 2 and words in " ".join(result.output.split()), result.output
 
@@ -311,13 +302,13 @@ def test_batcher_isolates_a_failing_request():
     assert [float(results[i]["y"][0, 0]) for i in (0, 2, 3)] == [1.0, 3.0, 4.0]
 
 
-def test_in_process_server_and_bench_serve(demo_onnx, tmp_path):
+def test_in_process_server_and_bench_serve(serving_onnx, tmp_path):
     """start_server (a thread of this process) and `dcn-deploy bench --serve` against it: structure only."""
     from typer.testing import CliRunner
 
     from dcn_deploy.cli import app
 
-    with load_runtime(demo_onnx, threads=1) as runtime, start_server(runtime, "demo", max_delay_ms=0) as handle:
+    with load_runtime(serving_onnx, threads=1) as runtime, start_server(runtime, "demo", max_delay_ms=0) as handle:
         report = tmp_path / "serve.json"
         result = CliRunner().invoke(app, ["bench", "--serve", handle.url, "--input-shape", "1x3x32x40", "--requests",
                                           "40", "--concurrency", "1", "--concurrency", "3", "--warmup", "1",

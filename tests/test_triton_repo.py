@@ -25,18 +25,13 @@ def parse(path) -> model_config.ModelConfig:
     return text_format.Parse(path.read_text(), model_config.ModelConfig())
 
 
-@pytest.fixture(scope="module")
-def demo_onnx(tmp_path_factory):
-    return export_demo(tmp_path_factory.mktemp("triton") / "demo.onnx")
-
-
 def tensors(entries):
     return [(t.name, model_config.DataType.Name(t.data_type), list(t.dims)) for t in entries]
 
 
-def test_onnx_repository_through_the_cli(demo_onnx, tmp_path):
+def test_onnx_repository_through_the_cli(serving_onnx, tmp_path):
     repo = tmp_path / "repo"
-    result = invoke("triton-repo", demo_onnx, "-o", repo, "--max-batch-size", "16", "--max-delay-ms", "0.5",
+    result = invoke("triton-repo", serving_onnx, "-o", repo, "--max-batch-size", "16", "--max-delay-ms", "0.5",
                     "--instances", "2")
     assert result.exit_code == 0, result.output
     config = parse(repo / "demo" / "config.pbtxt")
@@ -51,18 +46,18 @@ def test_onnx_repository_through_the_cli(demo_onnx, tmp_path):
     library = repo.resolve() / "demo" / "libdcn_deploy_ort.so"
     assert list(config.model_operations.op_library_filename) == [str(library)]
     assert library.read_bytes() == open(ort_custom_op_library(), "rb").read()
-    assert (repo / "demo" / "1" / "model.onnx").read_bytes() == demo_onnx.read_bytes()
+    assert (repo / "demo" / "1" / "model.onnx").read_bytes() == serving_onnx.read_bytes()
     readme = (repo / "README.md").read_text()
     assert f"tritonserver --model-repository={repo.resolve()}" in readme and "op_library_filename" in readme
 
 
-def test_generated_onnx_model_loads_with_the_copied_library(demo_onnx, tmp_path):
+def test_generated_onnx_model_loads_with_the_copied_library(serving_onnx, tmp_path):
     """What Triton's onnxruntime backend does with the repository: a session of 1/model.onnx with
     op_library_filename registered."""
     import numpy as np
     import onnxruntime as ort
 
-    repo = write_triton_repo(demo_onnx, tmp_path / "repo")
+    repo = write_triton_repo(serving_onnx, tmp_path / "repo")
     options = ort.SessionOptions()
     (library,) = parse(repo.config).model_operations.op_library_filename
     options.register_custom_ops_library(library)
@@ -71,7 +66,7 @@ def test_generated_onnx_model_loads_with_the_copied_library(demo_onnx, tmp_path)
     assert output.shape == (1, 5, 8, 10)
 
 
-def test_mount_static_model_and_gpu_kind(demo_onnx, tmp_path):
+def test_mount_static_model_and_gpu_kind(serving_onnx, tmp_path):
     static = export_demo(tmp_path / "static.onnx", dynamic=False)
     repo = write_triton_repo(static, tmp_path / "repo", model_name="dcn", mount="/models", kind="gpu")
     config = parse(repo.config)
@@ -82,7 +77,7 @@ def test_mount_static_model_and_gpu_kind(demo_onnx, tmp_path):
     assert any("max_batch_size 0" in note for note in repo.notes)
     with pytest.raises(TritonRepoError, match="exists: pass --force"):
         write_triton_repo(static, tmp_path / "repo", model_name="dcn")
-    write_triton_repo(demo_onnx, tmp_path / "repo", model_name="dcn", force=True)
+    write_triton_repo(serving_onnx, tmp_path / "repo", model_name="dcn", force=True)
     assert parse(repo.config).max_batch_size == 8
 
 
@@ -95,11 +90,11 @@ def fake_engine(tmp_path, onnx_path=None, profile=None):
     return engine
 
 
-def test_tensorrt_repository_with_the_onnx_given(demo_onnx, tmp_path):
+def test_tensorrt_repository_with_the_onnx_given(serving_onnx, tmp_path):
     engine = fake_engine(tmp_path)
     plugin = tmp_path / "libplugin.so"
     plugin.write_bytes(b"plugin bytes")
-    result = invoke("triton-repo", engine, "-o", tmp_path / "repo", "--onnx", demo_onnx, "--library", plugin,
+    result = invoke("triton-repo", engine, "-o", tmp_path / "repo", "--onnx", serving_onnx, "--library", plugin,
                     "--mount", "/models")
     assert result.exit_code == 0, result.output
     config = parse(tmp_path / "repo" / "demo" / "config.pbtxt")
@@ -114,14 +109,14 @@ def test_tensorrt_repository_with_the_onnx_given(demo_onnx, tmp_path):
     assert "LD_PRELOAD=/models/demo/libdcn_deploy_trt.so tritonserver" in readme
 
 
-def test_tensorrt_io_from_the_build_record_and_its_profile(demo_onnx, tmp_path):
+def test_tensorrt_io_from_the_build_record_and_its_profile(serving_onnx, tmp_path):
     profile = {"name": "x", "min": [1, 3, 32, 32], "opt": [2, 3, 64, 80], "max": [4, 3, 96, 128], "source": "--shapes"}
-    repo = write_triton_repo(fake_engine(tmp_path, demo_onnx, profile), tmp_path / "repo", library=demo_onnx)
+    repo = write_triton_repo(fake_engine(tmp_path, serving_onnx, profile), tmp_path / "repo", library=serving_onnx)
     assert parse(repo.config).max_batch_size == 4  # the profile ends at batch 4
     assert any("profile for 'x' ends there" in note for note in repo.notes)
     profile["min"][0] = 2
     with pytest.raises(TritonRepoError, match="starts at batch 2"):
-        write_triton_repo(fake_engine(tmp_path, demo_onnx, profile), tmp_path / "repo2", library=demo_onnx)
+        write_triton_repo(fake_engine(tmp_path, serving_onnx, profile), tmp_path / "repo2", library=serving_onnx)
 
 
 def test_tensorrt_without_io_description_fails_clearly(tmp_path):
@@ -138,6 +133,6 @@ def test_tensorrt_without_io_description_fails_clearly(tmp_path):
     (("--model-name", "a/b"), "is not a usable model name"),
     (("--max-delay-ms", "-1"), "max_delay_ms must be >= 0"),
 ])
-def test_argument_errors(demo_onnx, tmp_path, args, words):
-    result = invoke("triton-repo", demo_onnx, "-o", tmp_path / "repo", *args)
+def test_argument_errors(serving_onnx, tmp_path, args, words):
+    result = invoke("triton-repo", serving_onnx, "-o", tmp_path / "repo", *args)
     assert result.exit_code == 2 and words in " ".join(result.output.split()), result.output
