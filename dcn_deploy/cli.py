@@ -325,8 +325,20 @@ def bench(
                                              help="write a PNG: time per shape for each implementation"),
     seed: int = typer.Option(0, help="seed of the random inputs and weights"),
     offset_scale: float = typer.Option(2.0, help="offsets ~ normal(0, this many pixels)"),
+    serve_url: Optional[str] = typer.Option(
+        None, "--serve", help="instead: latency and throughput of a running KServe v2 server (dcn-deploy serve, "
+        "Triton) at this URL, e.g. http://127.0.0.1:8000"),
+    model: Optional[str] = typer.Option(None, "--model", help="--serve: the model's name (default: the server's only one)"),
+    concurrency: Optional[list[int]] = typer.Option(None, "--concurrency",
+                                                    help="--serve: concurrent clients, repeatable (default: 1, 4, 16)"),
+    requests: int = typer.Option(500, "--requests", help="--serve: timed requests per concurrency level"),
 ) -> None:
-    """Time this project's DCN implementations against ONNX Runtime's, PyTorch's, torchvision's and a dense conv."""
+    """Time this project's DCN implementations against ONNX Runtime's, PyTorch's, torchvision's and a dense conv.
+
+    With --serve URL: p50/p90/p99 latency and throughput of a running server at several concurrencies."""
+    if serve_url is not None:
+        _bench_serve(serve_url, model, input_shape, concurrency, requests, warmup, seed, json_path)
+        return
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from .bench import DEFAULT_BATCHES, DEFAULT_SHAPES, BenchConfig, BenchError, command_line, run_benchmark
@@ -361,6 +373,51 @@ def bench(
 
         write_plot(result, plot_path)
         console.print(f"wrote {plot_path}")
+
+
+def _bench_serve(url: str, model: Optional[str], input_shape: Optional[str], concurrency: Optional[list[int]],
+                 requests: int, warmup: int, seed: int, json_path: Optional[Path]) -> None:
+    """``bench --serve``: the levels with a progress bar, then the table (and the JSON)."""
+    from rich import box
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from .bench import command_line, write_json
+    from .serve_bench import DEFAULT_CONCURRENCY, ServeBenchConfig, ServeBenchError, parse_dims, run_serve_benchmark
+
+    try:
+        config = ServeBenchConfig(url, model, parse_dims(input_shape) if input_shape else None,
+                                  list(concurrency or DEFAULT_CONCURRENCY), requests, warmup, seed,
+                                  command=command_line())
+        columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                   TimeElapsedColumn())
+        with Progress(*columns, console=console, transient=True) as bar:
+            task = bar.add_task("requests", total=None)
+            result = run_serve_benchmark(config, progress=lambda text, done, total: bar.update(
+                task, description=text, completed=done, total=total))
+    except ServeBenchError as error:
+        _fail(str(error))
+    shapes = ", ".join(f"{name} {'x'.join(map(str, shape))}" for name, shape in result["input_shapes"].items())
+    table = Table(title=f"{result['model']} at {url} ({result['server'].get('name')}; {shapes}; binary tensors)",
+                  box=box.SIMPLE_HEAD)
+    for column in ("concurrency", "requests", "errors", "p50 ms", "p90 ms", "p99 ms", "mean ms", "req/s"):
+        table.add_column(column, justify="right")
+
+    def ms(value) -> str:
+        return "-" if value is None else f"{value:.2f}"
+
+    for level in result["levels"]:
+        table.add_row(str(level["concurrency"]), str(level["requests"]), str(level["errors"]), ms(level["p50_ms"]),
+                      ms(level["p90_ms"]), ms(level["p99_ms"]), ms(level["mean_ms"]),
+                      "-" if level["throughput_rps"] is None else f"{level['throughput_rps']:.0f}")
+    console.print(table)
+    for level in result["levels"]:
+        for message in level["first_errors"]:
+            console.print(f"[red]error[/red] at concurrency {level['concurrency']}: {message}", highlight=False)
+    if json_path:
+        write_json(result, json_path)
+        console.print(f"wrote {json_path}")
+    if any(level["errors"] for level in result["levels"]):
+        raise typer.Exit(1)
 
 
 def _bench_shape(text: str):
@@ -442,6 +499,84 @@ def _print_bench(result: dict) -> None:
             console.print(f"[yellow]not timed[/yellow] {where}: {note}")
     for part, reason in result["skipped"].items():
         console.print(f"{part}: skipped ({reason})")
+
+
+@app.command()
+def serve(
+    model: Path = typer.Argument(..., help="model.onnx (ONNX Runtime) or model.engine / .plan (TensorRT)"),
+    host: str = typer.Option("127.0.0.1", help="address to listen on (0.0.0.0: every interface)"),
+    port: int = typer.Option(8000, help="port (0: a free one, printed)"),
+    backend: Optional[str] = typer.Option(None, help="onnxruntime | tensorrt (default: by the file's suffix)"),
+    model_name: Optional[str] = typer.Option(None, "--model-name", help="name in the URLs (default: file stem)"),
+    max_batch_size: int = typer.Option(8, "--max-batch-size", help="rows per stacked run (1: no stacking)"),
+    max_delay_ms: float = typer.Option(1.0, "--max-delay-ms", help="longest wait for more requests to stack"),
+    workers: int = typer.Option(2, help="runs at once (threads; TensorRT: execution contexts)"),
+    threads: Optional[int] = typer.Option(None, help="ONNX Runtime intra-op threads per run (default: all cores)"),
+    device: str = typer.Option("cpu", help="ONNX Runtime: cpu | cuda | auto (CUDA when available)"),
+    plugin_lib: Optional[Path] = typer.Option(None, "--plugin-lib", help="TensorRT plugin library"),
+    cuda_graphs: bool = typer.Option(True, "--cuda-graphs/--no-cuda-graphs", help="TensorRT: replay CUDA graphs"),
+    log_level: str = typer.Option("warning", "--log-level", help="uvicorn's log level"),
+) -> None:
+    """Serve a model over HTTP with the KServe v2 / Open Inference Protocol (Triton's HTTP API)."""
+    from .runtime import backend_for, load_runtime
+    from .serve import serve as serve_model
+    from .tensorrt_engine import TensorRTError
+
+    try:
+        kind = backend_for(model, backend)
+        options = ({"device": device, "threads": threads} if kind == "onnxruntime" else
+                   {"plugin_lib": plugin_lib, "contexts": workers, "cuda_graphs": cuda_graphs, "console": console})
+        runtime = load_runtime(model, kind, **options)
+    except (FileNotFoundError, ValueError, TensorRTError) as error:
+        _fail(str(error))
+    name = model_name or model.stem
+    stacking = "stacks requests" if runtime.batchable and max_batch_size > 1 else "runs requests one by one"
+
+    def ready(url: str) -> None:
+        console.print(f"serving '{name}' ({runtime.backend}) at {url}/v2/models/{name} ({stacking}: max batch "
+                      f"{max_batch_size}, max delay {max_delay_ms} ms, {workers} workers); Ctrl+C stops",
+                      highlight=False, soft_wrap=True)
+
+    try:
+        serve_model(runtime, name, host=host, port=port, max_batch_size=max_batch_size, max_delay_ms=max_delay_ms,
+                    workers=workers, on_ready=ready, log_level=log_level)
+    except (OSError, ValueError) as error:
+        _fail(str(error))
+    finally:
+        runtime.close()
+
+
+@app.command("triton-repo")
+def triton_repo(
+    model: Path = typer.Argument(..., help="model.onnx or a TensorRT engine (model.engine / .plan)"),
+    output: Path = typer.Option(..., "-o", "--output", help="the repository directory (created or added to)"),
+    model_name: Optional[str] = typer.Option(None, "--model-name", help="the model's name (default: file stem)"),
+    onnx: Optional[Path] = typer.Option(None, "--onnx", help="engine only: the ONNX it was built from (its I/O)"),
+    max_batch_size: int = typer.Option(8, "--max-batch-size", help="Triton's dynamic batching limit (0: none)"),
+    max_delay_ms: float = typer.Option(1.0, "--max-delay-ms", help="Triton's max queue delay"),
+    instances: int = typer.Option(1, help="model instances (instance_group count)"),
+    kind: Optional[str] = typer.Option(None, help="cpu | gpu (default: cpu for ONNX, gpu for TensorRT)"),
+    library: Optional[Path] = typer.Option(None, "--library", help="custom-op / plugin library to copy "
+                                           "(default: this checkout's build)"),
+    mount: Optional[str] = typer.Option(None, "--mount", help="the repository's path as tritonserver sees it, "
+                                        "e.g. /models in a container (default: its absolute path)"),
+    force: bool = typer.Option(False, "--force", help="replace an existing model directory"),
+) -> None:
+    """Write a Triton Inference Server model repository (config.pbtxt, model, library, README)."""
+    from .triton_repo import TritonRepoError, write_triton_repo
+
+    try:
+        repo = write_triton_repo(model, output, model_name=model_name, onnx_model=onnx, max_batch_size=max_batch_size,
+                                 max_delay_ms=max_delay_ms, instances=instances, kind=kind, library=library,
+                                 mount=mount, force=force)
+    except (FileNotFoundError, ValueError, TritonRepoError) as error:
+        _fail(str(error))
+    for note in repo.notes:
+        console.print(f"[yellow]note:[/yellow] {note}")
+    library_text = f", library {repo.library.name}" if repo.library else ""
+    console.print(f"wrote {repo.root / repo.model_name}: config.pbtxt, {repo.model_file.relative_to(repo.root)}"
+                  f"{library_text} (max_batch_size {repo.max_batch_size}); how to start tritonserver: {repo.readme}",
+                  highlight=False, soft_wrap=True)
 
 
 def _bytes(count: int) -> str:

@@ -36,10 +36,10 @@ import numpy as np
 from .native import native_library
 
 __all__ = [
-    "LIBRARY_ENV", "PRECISIONS", "BuildResult", "EngineBuildError", "InputInfo", "PrecisionError",
+    "LIBRARY_ENV", "PRECISIONS", "BuildResult", "EngineBuildError", "InputInfo", "LoadedEngine", "PrecisionError",
     "PrecisionPlan", "ShapeRange", "ShapeSpecError", "TensorRTError", "TensorRTRunner",
-    "TensorRTUnavailable", "build_engine", "engine_info", "engine_precision", "graph_precision",
-    "import_tensorrt", "onnx_inputs", "onnx_precision", "parse_shape_specs", "plan_precision",
+    "TensorRTUnavailable", "build_engine", "device_buffers", "engine_info", "engine_precision", "graph_precision",
+    "import_tensorrt", "load_engine", "numpy_dtype_of", "onnx_inputs", "onnx_precision", "parse_shape_specs", "plan_precision",
     "resolve_profiles", "trt_plugin_library", "uses_custom_op",
 ]
 
@@ -706,15 +706,22 @@ _NUMPY_DTYPES = {"FLOAT": np.float32, "HALF": np.float16, "INT32": np.int32, "IN
                  "INT8": np.int8, "UINT8": np.uint8, "BOOL": np.bool_}
 
 
-def _numpy_dtype(trt, dtype) -> np.dtype:
+def numpy_dtype_of(trt, dtype) -> np.dtype:
+    """The numpy dtype of a TensorRT ``DataType``."""
     for name, np_dtype in _NUMPY_DTYPES.items():
         if hasattr(trt.DataType, name) and dtype == getattr(trt.DataType, name):
             return np.dtype(np_dtype)
     raise TensorRTError(f"engine I/O type {dtype} has no numpy equivalent")
 
 
+# The CUDA memory API of the TensorRT runtime (dcn_deploy.runtime.TensorRTBackend), two ways:
+# stream() -> .handle; device_buffer(shape, dtype) -> .ptr; pinned_buffer(shape, dtype) -> .array (numpy
+# over page-locked memory, so copies are truly asynchronous); upload/download between the two on a
+# stream; synchronize(stream); capture(stream, enqueue) -> a CUDA graph with .launch(stream).
+
+
 class _TorchCudaBuffers:
-    """Device memory from PyTorch's CUDA allocator."""
+    """PyTorch's CUDA allocator, streams and graphs (``torch.cuda.CUDAGraph``)."""
 
     name = "torch.cuda"
 
@@ -722,28 +729,55 @@ class _TorchCudaBuffers:
         import torch
 
         self.torch = torch
-        self.stream = torch.cuda.Stream()
+        torch.cuda.init()
 
-    def run(self, context, inputs: dict[str, np.ndarray], outputs: dict[str, tuple[tuple[int, ...], np.dtype]]):
+    def stream(self):
+        stream = self.torch.cuda.Stream()
+        stream.handle = stream.cuda_stream
+        return stream
+
+    def _tensor(self, shape, dtype, **where):
         torch = self.torch
-        keep = {}
-        for name, array in inputs.items():
-            tensor = torch.from_numpy(np.ascontiguousarray(array)).cuda()
-            keep[name] = tensor
-            context.set_tensor_address(name, tensor.data_ptr())
-        for name, (shape, dtype) in outputs.items():
-            tensor = torch.empty(shape, dtype=torch.from_numpy(np.empty(0, dtype)).dtype, device="cuda")
-            keep[name] = tensor
-            context.set_tensor_address(name, tensor.data_ptr())
-        self.stream.wait_stream(torch.cuda.current_stream())
-        if not context.execute_async_v3(self.stream.cuda_stream):
-            raise TensorRTError("execute_async_v3 failed (see TensorRT's messages)")
-        self.stream.synchronize()
-        return {name: keep[name].cpu().numpy() for name in outputs}
+        tensor = torch.empty(tuple(shape), dtype=torch.from_numpy(np.empty(0, dtype)).dtype, **where)
+        tensor.ptr = tensor.data_ptr()
+        return tensor
+
+    def device_buffer(self, shape, dtype):
+        return self._tensor(shape, dtype, device="cuda")
+
+    def pinned_buffer(self, shape, dtype):
+        tensor = self._tensor(shape, dtype, pin_memory=True)
+        tensor.array = tensor.numpy()
+        return tensor
+
+    def upload(self, device, host, stream):
+        with self.torch.cuda.stream(stream):
+            device.copy_(host, non_blocking=True)
+
+    def download(self, host, device, stream):
+        with self.torch.cuda.stream(stream):
+            host.copy_(device, non_blocking=True)
+
+    def synchronize(self, stream):
+        stream.synchronize()
+
+    def capture(self, stream, enqueue):
+        torch = self.torch
+        graph = torch.cuda.CUDAGraph()
+        # thread_local: other threads' contexts keep running (and allocating) during this capture
+        with torch.cuda.graph(graph, stream=stream, capture_error_mode="thread_local"):
+            enqueue()
+
+        class _Graph:
+            def launch(self, on_stream):
+                with torch.cuda.stream(on_stream):
+                    graph.replay()
+
+        return _Graph()
 
 
 class _CudaPythonBuffers:
-    """Device memory from cuda-python's runtime bindings (``cuda.bindings.runtime``, or ``cuda.cudart``)."""
+    """cuda-python's runtime bindings (``cuda.bindings.runtime``, or ``cuda.cudart``)."""
 
     name = "cuda-python"
 
@@ -754,7 +788,6 @@ class _CudaPythonBuffers:
             from cuda import cudart  # older cuda-python
         self.cudart = cudart
         self._check(cudart.cudaFree(0))  # creates the context; fails clearly without a device
-        self.stream = self._check(cudart.cudaStreamCreate())
 
     def _check(self, result):
         error, rest = result[0], result[1:]
@@ -762,38 +795,85 @@ class _CudaPythonBuffers:
             raise TensorRTError(f"CUDA runtime error: {error}")
         return rest[0] if len(rest) == 1 else rest
 
-    def run(self, context, inputs, outputs):
-        cudart = self.cudart
-        pointers = []
+    def stream(self):
+        cudart, check = self.cudart, self._check
+
+        class _Stream:
+            def __init__(self):
+                self.raw = check(cudart.cudaStreamCreate())
+                self.handle = int(self.raw)
+
+            def __del__(self):
+                cudart.cudaStreamDestroy(self.raw)
+
+        return _Stream()
+
+    def device_buffer(self, shape, dtype):
+        cudart, check = self.cudart, self._check
+        nbytes = max(int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize, 1)
+
+        class _Device:
+            def __init__(self):
+                self.ptr = int(check(cudart.cudaMalloc(nbytes)))
+                self.nbytes = nbytes
+
+            def __del__(self):
+                cudart.cudaFree(self.ptr)
+
+        return _Device()
+
+    def pinned_buffer(self, shape, dtype):
+        import ctypes
+
+        cudart, check = self.cudart, self._check
+        count = int(np.prod(shape, dtype=np.int64))
+        nbytes = max(count * np.dtype(dtype).itemsize, 1)
+
+        class _Pinned:
+            def __init__(self):
+                self.ptr = int(check(cudart.cudaMallocHost(nbytes)))
+                raw = (ctypes.c_byte * nbytes).from_address(self.ptr)
+                self.array = np.frombuffer(raw, dtype=dtype, count=count).reshape(shape)
+
+            def __del__(self):
+                cudart.cudaFreeHost(self.ptr)
+
+        return _Pinned()
+
+    def upload(self, device, host, stream):
+        self._check(self.cudart.cudaMemcpyAsync(device.ptr, host.ptr, host.array.nbytes,
+                                                self.cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, stream.raw))
+
+    def download(self, host, device, stream):
+        self._check(self.cudart.cudaMemcpyAsync(host.ptr, device.ptr, host.array.nbytes,
+                                                self.cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost, stream.raw))
+
+    def synchronize(self, stream):
+        self._check(self.cudart.cudaStreamSynchronize(stream.raw))
+
+    def capture(self, stream, enqueue):
+        cudart, check = self.cudart, self._check
+        check(cudart.cudaStreamBeginCapture(stream.raw, cudart.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal))
         try:
-            for name, array in inputs.items():
-                array = np.ascontiguousarray(array)
-                pointer = self._check(cudart.cudaMalloc(max(array.nbytes, 1)))
-                pointers.append(pointer)
-                self._check(cudart.cudaMemcpy(pointer, array.ctypes.data, array.nbytes,
-                                              cudart.cudaMemcpyKind.cudaMemcpyHostToDevice))
-                context.set_tensor_address(name, int(pointer))
-            hosts = {}
-            for name, (shape, dtype) in outputs.items():
-                hosts[name] = np.empty(shape, dtype)
-                pointer = self._check(cudart.cudaMalloc(max(hosts[name].nbytes, 1)))
-                pointers.append(pointer)
-                context.set_tensor_address(name, int(pointer))
-            if not context.execute_async_v3(int(self.stream)):
-                raise TensorRTError("execute_async_v3 failed (see TensorRT's messages)")
-            self._check(cudart.cudaStreamSynchronize(self.stream))
-            for (name, host), pointer in zip(hosts.items(), pointers[len(inputs):]):
-                self._check(cudart.cudaMemcpy(host.ctypes.data, pointer, host.nbytes,
-                                              cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost))
-            return hosts
+            enqueue()
         finally:
-            for pointer in pointers:
-                cudart.cudaFree(pointer)
+            graph = check(cudart.cudaStreamEndCapture(stream.raw))
+        executable = check(cudart.cudaGraphInstantiate(graph, 0))
+
+        class _Graph:
+            def launch(self, on_stream):
+                check(cudart.cudaGraphLaunch(executable, on_stream.raw))
+
+            def __del__(self):
+                cudart.cudaGraphExecDestroy(executable)
+                cudart.cudaGraphDestroy(graph)
+
+        return _Graph()
 
 
 def device_buffers():
-    """Device memory for the engine's I/O: PyTorch's CUDA when ``torch.cuda.is_available()``, else
-    cuda-python; an error naming both when neither is there."""
+    """The CUDA memory API of the TensorRT runtime: PyTorch's CUDA when ``torch.cuda.is_available()``,
+    else cuda-python; an error naming both when neither is there."""
     import torch
 
     if torch.cuda.is_available():
@@ -809,64 +889,81 @@ def device_buffers():
     )
 
 
-class TensorRTRunner:
-    """Runs a serialized engine: ``runner(arrays) -> outputs`` (numpy in, numpy out), the
-    ``run_backend`` of :func:`dcn_deploy.validate.validate_onnx`.
+@dataclass
+class LoadedEngine:
+    """A deserialized engine and what keeps it alive (TensorRT's runtime and logger)."""
+
+    trt: object
+    logger: object
+    runtime: object
+    engine: object
+    plugin_library: str | None
+
+
+def load_engine(engine_path: str | os.PathLike, plugin_lib: str | os.PathLike | None = None, console=None,
+                verbose: bool = False) -> LoadedEngine:
+    """Deserialize a TensorRT engine with this project's plugin.
 
     The plugin: ``plugin_lib`` when given is loaded first. Otherwise the engine is deserialized as it
     is (a plan built with ``plugins_to_serialize`` carries the library), and only if that fails is
     :func:`trt_plugin_library` loaded and the engine deserialized again.
     """
+    engine_path = Path(engine_path)
+    if not engine_path.is_file():
+        raise FileNotFoundError(f"no TensorRT engine at {engine_path}")
+    if plugin_lib is not None and not Path(plugin_lib).is_file():
+        raise FileNotFoundError(f"no plugin library at {plugin_lib}")
+    trt = import_tensorrt()
+    logger = _make_logger(trt, console, verbose)
+    runtime = trt.Runtime(logger)
+    plan = engine_path.read_bytes()
+    plugin_library = None
+    if plugin_lib is not None:
+        plugin_library = str(Path(plugin_lib).resolve())
+        _load_plugin_library(trt, _registry(trt, runtime), plugin_library, logger)
+        engine = runtime.deserialize_cuda_engine(plan)
+    else:
+        logger.buffer = []  # a failure here may only mean the plan does not carry the plugin
+        engine = runtime.deserialize_cuda_engine(plan)
+        first_try, logger.buffer = logger.buffer, None
+        if engine is None:
+            try:
+                plugin_library = trt_plugin_library()
+            except FileNotFoundError as error:
+                raise TensorRTError(
+                    f"TensorRT could not deserialize {engine_path} on its own "
+                    f"({' | '.join(first_try) or 'no reason given'}), and the plugin library to retry with is "
+                    f"missing: {error}"
+                ) from None
+            _load_plugin_library(trt, _registry(trt, runtime), plugin_library, logger)
+            engine = runtime.deserialize_cuda_engine(plan)
+    if engine is None:
+        raise TensorRTError(
+            f"TensorRT could not deserialize {engine_path} (built by another TensorRT version or for another "
+            f"GPU?){_tensorrt_messages(logger)}"
+        )
+    return LoadedEngine(trt, logger, runtime, engine, plugin_library)
+
+
+class TensorRTRunner:
+    """Runs a serialized engine: ``runner(arrays) -> outputs`` (numpy in, numpy out), the
+    ``run_backend`` of :func:`dcn_deploy.validate.validate_onnx`: one execution context of
+    :class:`dcn_deploy.runtime.TensorRTBackend`, no CUDA graphs. The plugin is found as
+    :func:`load_engine` says.
+    """
 
     def __init__(self, engine_path: str | os.PathLike, plugin_lib: str | os.PathLike | None = None,
                  input_names: Sequence[str] | None = None, output_names: Sequence[str] | None = None,
                  console=None, verbose: bool = False):
-        engine_path = Path(engine_path)
-        if not engine_path.is_file():
-            raise FileNotFoundError(f"no TensorRT engine at {engine_path}")
-        if plugin_lib is not None and not Path(plugin_lib).is_file():
-            raise FileNotFoundError(f"no plugin library at {plugin_lib}")
-        trt = import_tensorrt()
-        self.trt = trt
-        self.buffers = device_buffers()
-        self.backend_name = f"tensorrt-{trt.__version__} ({self.buffers.name})"
-        self.logger = _make_logger(trt, console, verbose)
-        self.runtime = trt.Runtime(self.logger)
-        plan = engine_path.read_bytes()
-        self.plugin_library = None
-        if plugin_lib is not None:
-            self.plugin_library = str(Path(plugin_lib).resolve())
-            _load_plugin_library(trt, _registry(trt, self.runtime), self.plugin_library, self.logger)
-            engine = self.runtime.deserialize_cuda_engine(plan)
-        else:
-            self.logger.buffer = []  # a failure here may only mean the plan does not carry the plugin
-            engine = self.runtime.deserialize_cuda_engine(plan)
-            first_try, self.logger.buffer = self.logger.buffer, None
-            if engine is None:
-                try:
-                    self.plugin_library = trt_plugin_library()
-                except FileNotFoundError as error:
-                    raise TensorRTError(
-                        f"TensorRT could not deserialize {engine_path} on its own "
-                        f"({' | '.join(first_try) or 'no reason given'}), and the plugin library to retry with is "
-                        f"missing: {error}"
-                    ) from None
-                _load_plugin_library(trt, _registry(trt, self.runtime), self.plugin_library, self.logger)
-                engine = self.runtime.deserialize_cuda_engine(plan)
-        if engine is None:
-            raise TensorRTError(
-                f"TensorRT could not deserialize {engine_path} (built by another TensorRT version or for another "
-                f"GPU?){_tensorrt_messages(self.logger)}"
-            )
-        self.engine = engine
-        self.context = engine.create_execution_context()
-        if self.context is None:
-            raise TensorRTError(f"TensorRT could not create an execution context{_tensorrt_messages(self.logger)}")
-        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
-        engine_inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
-        engine_outputs = [n for n in names if n not in engine_inputs]
-        self.input_names = self._order(engine_inputs, input_names, "inputs")
-        self.output_names = self._order(engine_outputs, output_names, "outputs")
+        from .runtime import TensorRTBackend
+
+        self.backend = TensorRTBackend(engine_path, plugin_lib, contexts=1, cuda_graphs=False, console=console,
+                                       verbose=verbose)
+        self.engine = self.backend.engine
+        self.plugin_library = self.backend.plugin_library
+        self.backend_name = self.backend.backend
+        self.input_names = self._order([s.name for s in self.backend.inputs], input_names, "inputs")
+        self.output_names = self._order([s.name for s in self.backend.outputs], output_names, "outputs")
 
     @staticmethod
     def _order(found: list[str], wanted: Sequence[str] | None, kind: str) -> list[str]:
@@ -885,24 +982,8 @@ class TensorRTRunner:
         if len(arrays) != len(self.input_names):
             raise ValueError(
                 f"the engine has {len(self.input_names)} inputs {self.input_names}, got {len(arrays)} arrays")
-        trt, engine, context = self.trt, self.engine, self.context
         inputs = {}
         for name, array in zip(self.input_names, arrays):
-            array = np.asarray(array).astype(_numpy_dtype(trt, engine.get_tensor_dtype(name)), copy=False)
-            if not context.set_input_shape(name, tuple(int(d) for d in array.shape)):
-                try:
-                    low, _, high = self.profile(name)
-                    detail = f"; the engine takes {'x'.join(map(str, low))} to {'x'.join(map(str, high))}"
-                except Exception:  # noqa: BLE001 - the message is what matters
-                    detail = ""
-                raise ValueError(f"input '{name}' shape {'x'.join(map(str, array.shape))} does not fit the engine"
-                                 f"{detail} (build it with --shapes covering this shape)")
-            inputs[name] = array
-        outputs = {}
-        for name in self.output_names:
-            shape = tuple(int(d) for d in context.get_tensor_shape(name))
-            if any(d < 0 for d in shape):
-                raise TensorRTError(f"output '{name}' shape {shape} is unresolved after setting the input shapes")
-            outputs[name] = (shape, _numpy_dtype(trt, engine.get_tensor_dtype(name)))
-        results = self.buffers.run(context, inputs, outputs)
+            inputs[name] = np.asarray(array).astype(self.backend.input_spec(name).dtype, copy=False)
+        results = self.backend.run(inputs, self.output_names)
         return [results[name] for name in self.output_names]
