@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .ops import DeformConvGeometry, _sample_columns
+from .ops import DeformConvGeometry, _sample_columns, grouped_convolution
 
 __all__ = [
     "INT8_MIN",
@@ -186,12 +186,9 @@ def deform_conv2d_int8(
     geo = _geometry(input, offset, weight, bias, mask, stride, padding, dilation, groups, offset_groups, where)
     m = weight.shape[0]
     scales = Int8Scales.make(x_scale, w_scale, y_scale, out_channels=m, where=where)
-    n = input.shape[0]
-    ho, wo = geo.out_hw
-    vq = requantized_samples(input, offset, mask, geo).reshape(n, geo.groups, -1, ho * wo)
-    wq = weight.reshape(geo.groups, m // geo.groups, -1)
     # Exact integer accumulation: int64 products and sums (no float rounding before the scale).
-    acc = torch.einsum("gmk,ngkl->ngml", wq.to(torch.int64), vq.to(torch.int64)).reshape(n, m, ho, wo)
+    vq = requantized_samples(input, offset, mask, geo)
+    acc = grouped_convolution(weight.to(torch.int64), vq.to(torch.int64), geo)
     out_scale = torch.from_numpy(scales.output_scale()).view(1, m, 1, 1)
     y = acc.to(torch.float32) * out_scale
     if bias is not None:
@@ -223,14 +220,11 @@ def deform_conv2d_fake_quant(
     geo = _geometry(input, offset, weight, bias, mask, stride, padding, dilation, groups, offset_groups, where)
     m = weight.shape[0]
     scales = Int8Scales.make(x_scale, w_scale, out_channels=m, where=where)
-    n = input.shape[0]
-    ho, wo = geo.out_hw
     x = input.to(torch.float64) * scales.x_scale
     samples = _sample_columns(x, offset.to(torch.float64), None if mask is None else mask.to(torch.float64), geo)
     dequantized = torch.round(samples / scales.x_scale).clamp(INT8_MIN, INT8_MAX) * scales.x_scale
     w = weight.to(torch.float64) * torch.tensor(scales.w_scale, dtype=torch.float64).view(-1, 1, 1, 1)
-    columns = dequantized.reshape(n, geo.groups, -1, ho * wo)
-    out = torch.einsum("gmk,ngkl->ngml", w.reshape(geo.groups, m // geo.groups, -1), columns).reshape(n, m, ho, wo)
+    out = grouped_convolution(w, dequantized, geo)
     if bias is not None:
         out = out + bias.to(torch.float64).view(1, m, 1, 1)
     return out

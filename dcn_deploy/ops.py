@@ -216,6 +216,16 @@ def _sample_columns(input: Tensor, offset: Tensor, mask: Tensor | None, geo: Def
     return columns.reshape(n, c, taps, ho * wo)
 
 
+def grouped_convolution(weight: Tensor, columns: Tensor, geo: DeformConvGeometry) -> Tensor:
+    """``(N, M, Ho, Wo)``: the weight ``(M, C/groups, kh, kw)`` applied, group by group, to sampled
+    columns ``(N, C, kh*kw, Ho*Wo)``, in the columns' dtype (the multiply of every reference form)."""
+    n, m = columns.shape[0], weight.shape[0]
+    ho, wo = geo.out_hw
+    columns = columns.reshape(n, geo.groups, -1, ho * wo)
+    weight_groups = weight.reshape(geo.groups, m // geo.groups, -1)
+    return torch.einsum("gmk,ngkl->ngml", weight_groups, columns).reshape(n, m, ho, wo)
+
+
 def deform_conv2d(
     input: Tensor,
     offset: Tensor,
@@ -256,13 +266,8 @@ def deform_conv2d_reference(
     input: Tensor, offset: Tensor, weight: Tensor, bias: Tensor | None, mask: Tensor | None, geo: DeformConvGeometry
 ) -> Tensor:
     """The reference computation for already validated arguments."""
-    n = input.shape[0]
     m = weight.shape[0]
-    ho, wo = geo.out_hw
-    columns = _sample_columns(input, offset, mask, geo)  # (N, C, K, L)
-    columns = columns.reshape(n, geo.groups, -1, ho * wo)
-    weight_groups = weight.reshape(geo.groups, m // geo.groups, -1)
-    out = torch.einsum("gmk,ngkl->ngml", weight_groups, columns).reshape(n, m, ho, wo)
+    out = grouped_convolution(weight, _sample_columns(input, offset, mask, geo), geo)
     if bias is not None:
         out = out + bias.view(1, m, 1, 1)
     return out

@@ -27,13 +27,14 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
 from . import schema
+from .tensorrt_engine import InputInfo, onnx_inputs
 
 __all__ = ["METHODS", "CalibrationError", "QuantizeResult", "load_calibration_folder", "synthetic_calibration",
            "quantize_onnx"]
@@ -51,26 +52,11 @@ class CalibrationError(ValueError):
     """Calibration data that cannot be used; the message names the file or the problem."""
 
 
-@dataclass
-class ModelInput:
-    name: str
-    shape: tuple  # ints, or strings/None for dynamic dimensions
-    dtype: np.dtype
+def _numpy_dtype(spec: InputInfo) -> np.dtype:
+    return helper.tensor_dtype_to_np_dtype(spec.elem_type)
 
 
-def _model_inputs(model: onnx.ModelProto) -> list[ModelInput]:
-    initializers = {i.name for i in model.graph.initializer}
-    found = []
-    for value in model.graph.input:
-        if value.name in initializers:
-            continue
-        tensor = value.type.tensor_type
-        dims = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tensor.shape.dim)
-        found.append(ModelInput(value.name, dims, helper.tensor_dtype_to_np_dtype(tensor.elem_type)))
-    return found
-
-
-def _check_sample(sample: dict[str, np.ndarray], inputs: list[ModelInput], source: str) -> dict[str, np.ndarray]:
+def _check_sample(sample: dict[str, np.ndarray], inputs: list[InputInfo], source: str) -> dict[str, np.ndarray]:
     names = [i.name for i in inputs]
     if sorted(sample) != sorted(names):
         raise CalibrationError(f"{source}: holds inputs {sorted(sample)}, the model takes {names}")
@@ -79,25 +65,26 @@ def _check_sample(sample: dict[str, np.ndarray], inputs: list[ModelInput], sourc
         array = np.asarray(sample[spec.name])
         if not np.issubdtype(array.dtype, np.floating):
             raise CalibrationError(f"{source}: input '{spec.name}' has dtype {array.dtype}, expected floating point")
-        if array.ndim != len(spec.shape) or any(
-            isinstance(d, int) and d > 0 and d != a for d, a in zip(spec.shape, array.shape)
-        ):
+        if spec.dims is not None and (array.ndim != len(spec.dims) or any(
+            isinstance(d, int) and d > 0 and d != a for d, a in zip(spec.dims, array.shape)
+        )):
             raise CalibrationError(
                 f"{source}: input '{spec.name}' has shape {tuple(array.shape)}, the model expects "
-                f"{tuple(d if isinstance(d, int) and d > 0 else '?' for d in spec.shape)}"
+                f"{tuple(d if isinstance(d, int) and d > 0 else '?' for d in spec.dims)}"
             )
         if not np.isfinite(array).all():
             raise CalibrationError(f"{source}: input '{spec.name}' holds Inf or NaN")
-        checked[spec.name] = array.astype(spec.dtype, copy=False)
+        checked[spec.name] = array.astype(_numpy_dtype(spec), copy=False)
     return checked
 
 
-def _load_image(path: Path, spec: ModelInput) -> np.ndarray:
+def _load_image(path: Path, spec: InputInfo) -> np.ndarray:
     from PIL import Image
 
-    if len(spec.shape) != 4 or spec.shape[1] != 3:
-        raise CalibrationError(f"{path}: images need a model input of shape (N, 3, H, W), '{spec.name}' is {spec.shape}")
-    height, width = spec.shape[2], spec.shape[3]
+    if spec.dims is None or len(spec.dims) != 4 or spec.dims[1] != 3:
+        raise CalibrationError(
+            f"{path}: images need a model input of shape (N, 3, H, W), '{spec.name}' is {spec.describe()}")
+    height, width = spec.dims[2], spec.dims[3]
     try:
         with Image.open(path) as image:
             image = image.convert("RGB")
@@ -107,7 +94,7 @@ def _load_image(path: Path, spec: ModelInput) -> np.ndarray:
     except OSError as error:
         raise CalibrationError(f"{path}: not a readable image ({error})") from None
     pixels = (pixels - np.array(IMAGENET_MEAN, np.float32)) / np.array(IMAGENET_STD, np.float32)
-    batch = spec.shape[0] if isinstance(spec.shape[0], int) and spec.shape[0] > 0 else 1
+    batch = spec.dims[0] if isinstance(spec.dims[0], int) and spec.dims[0] > 0 else 1
     return np.repeat(pixels.transpose(2, 0, 1)[None], batch, axis=0)
 
 
@@ -118,7 +105,7 @@ def load_calibration_folder(folder: str | os.PathLike, model: onnx.ModelProto) -
     folder = Path(folder)
     if not folder.is_dir():
         raise CalibrationError(f"calibration folder {folder} does not exist")
-    inputs = _model_inputs(model)
+    inputs = onnx_inputs(model)
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".npy", ".npz", *IMAGE_SUFFIXES))
     if not files:
         raise CalibrationError(
@@ -156,18 +143,18 @@ def synthetic_calibration(model: onnx.ModelProto, count: int, seed: int = 1000,
 
     if count < 1:
         raise CalibrationError(f"the synthetic calibration set needs at least 1 sample, got {count}")
-    inputs = _model_inputs(model)
+    inputs = onnx_inputs(model)
     if shapes is None:
         from .export import get_metadata
 
         recorded = get_metadata(model).get("input_shapes")
-        shapes = json.loads(recorded) if recorded else [s.shape for s in inputs]
-    if any(not isinstance(d, int) or d <= 0 for shape in shapes for d in shape):
+        shapes = json.loads(recorded) if recorded else [s.dims for s in inputs]
+    if any(shape is None or any(not isinstance(d, int) or d <= 0 for d in shape) for shape in shapes):
         raise CalibrationError(f"the model's input shapes {shapes} are not static: give the shape or a folder")
     samples = []
     for index in range(count):
         arrays = random_inputs(shapes, seed + index)
-        samples.append({spec.name: a.astype(spec.dtype) for spec, a in zip(inputs, arrays)})
+        samples.append({spec.name: a.astype(_numpy_dtype(spec)) for spec, a in zip(inputs, arrays)})
     return samples
 
 
@@ -233,12 +220,11 @@ def _int8_node(node: onnx.NodeProto, x_quantized: str, weight_name: str, x_scale
                w_scale: Sequence[float]) -> onnx.NodeProto:
     attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
     inputs = [x_quantized, weight_name] + list(node.input[2:])
-    new = helper.make_node(
+    return helper.make_node(
         schema.INT8_OP_TYPE, inputs, list(node.output), name=node.name, domain=schema.CUSTOM_DOMAIN,
         **{k: attributes[k] for k in schema.ATTRIBUTES if k in attributes},
         x_scale=float(x_scale), w_scale=[float(s) for s in w_scale], **schema.PLUGIN_ATTRIBUTES,
     )
-    return new
 
 
 def _replace_dcn_nodes(model: onnx.ModelProto, tensors_range) -> list[dict]:
@@ -249,10 +235,7 @@ def _replace_dcn_nodes(model: onnx.ModelProto, tensors_range) -> list[dict]:
 
     graph = model.graph
     initializers = {i.name: i for i in graph.initializer}
-    uses: dict[str, int] = {}
-    for node in graph.node:
-        for name in node.input:
-            uses[name] = uses.get(name, 0) + 1
+    read_before = {name for node in graph.node for name in node.input}
     replaced, nodes = [], []
     quantized_inputs: dict[str, str] = {}
     for node in graph.node:
@@ -290,14 +273,13 @@ def _replace_dcn_nodes(model: onnx.ModelProto, tensors_range) -> list[dict]:
                                           name=f"{label}_quantize_X"))
             quantized_inputs[key] = q_name
         nodes.append(_int8_node(node, quantized_inputs[key], wq_name, x_scale, w_scale))
-        uses[w_name] -= 1
         replaced.append({"name": label, "x_scale": x_scale, "w_scale_min": min(w_scale),
                          "w_scale_max": max(w_scale), "input_amax": amax})
     del graph.node[:]
     graph.node.extend(nodes)
     # Float weights only the DCN nodes read are now unused.
-    kept = [i for i in graph.initializer if uses.get(i.name, 1) > 0 or i.name.endswith("_int8")
-            or any(i.name in n.input for n in nodes)]
+    read_now = {name for node in nodes for name in node.input}
+    kept = [i for i in graph.initializer if i.name in read_now or i.name not in read_before]
     del graph.initializer[:]
     graph.initializer.extend(kept)
     return replaced
@@ -343,7 +325,7 @@ def quantize_onnx(
     unknown = sorted(set(keep_float) - names)
     if unknown:
         raise ValueError(f"keep_float names nodes the model does not have: {unknown}")
-    inputs = _model_inputs(model)
+    inputs = onnx_inputs(model)
     samples = [_check_sample(s, inputs, f"calibration sample {k}") for k, s in enumerate(samples)]
 
     # ONNX Runtime's tools run sessions without this project's library: they see standard DeformConv.
