@@ -151,6 +151,29 @@ def test_non_finite_offsets_give_zero_samples() -> None:
     assert_close(actual, run(case, zeroed, "standard"))
 
 
+@pytest.mark.parametrize("special", [np.inf, -np.inf, np.nan])
+def test_non_finite_input_takes_the_exact_path(special: float, monkeypatch: pytest.MonkeyPatch) -> None:
+    # With AVX2, 16 channels take the channels-last path, whose copy of X finds the value and
+    # falls back to the exact path (outside corners never read); the portable kernels scan X
+    # first and take the exact path directly. Both must give the same Inf/NaN pattern (the
+    # same samples in the same order; only FMA rounding of finite sums differs).
+    # (ORT's native DeformConv and the dense PyTorch reference are no oracle here: they also
+    # carry Inf/NaN through samples that lie outside the image.)
+    case = Case("non_finite_x", n=2, c=16, m=8, h=9, w=10, seed=8, offset_scale=2.0)
+    arrays = case.make()
+    arrays["X"][1, 3, 0, :] = special  # The top row of one plane, next to the border.
+    arrays["X"][1, 7, 4, 5] = special
+    actual = run(case, arrays, "custom")
+    monkeypatch.setenv("DCN_DEPLOY_CPU_KERNELS", "portable")
+    exact = run(case, arrays, "custom")
+    np.testing.assert_array_equal(np.isnan(actual), np.isnan(exact))
+    np.testing.assert_array_equal(np.where(np.isinf(actual), actual, 0), np.where(np.isinf(exact), exact, 0))
+    finite = np.isfinite(exact)
+    assert_close(actual[finite], exact[finite].astype(np.float64))
+    assert np.any(~np.isfinite(actual[1])) and np.any(np.isfinite(actual[1]))
+    assert_close(actual[0], run(case, arrays, "standard")[0])  # Image 0 is finite.
+
+
 def test_empty_batch_gives_empty_output() -> None:
     case = Case("empty_batch", n=2, seed=5)
     arrays = case.make()

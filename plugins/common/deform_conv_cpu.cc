@@ -73,15 +73,20 @@ DeformConvCpu::DeformConvCpu(const DeformConvAttributes& attributes, const Defor
   out_pixels_ = shape.out_height * shape.out_width;
   kernels_ = options.kernels ? options.kernels : &cpu::cpu_kernels();
 
-  bool finite = options.input_finite == DeformConvCpuOptions::Finite::kYes;
-  if (options.input_finite == DeformConvCpuOptions::Finite::kUnknown && tensors.input != nullptr) {
-    finite = cpu::all_finite(tensors.input, shape.batch * shape.in_channels * shape.in_height * shape.in_width);
+  using Finite = DeformConvCpuOptions::Finite;
+  const bool blocks_fit = shape.in_height >= 2 && shape.in_width >= 2;
+  const bool channels_last_shape = blocks_fit && kernels_->gather_channels_last != nullptr &&
+                                   kernels_->gemm_pixel_major != nullptr &&
+                                   kernels_->store_pixel_major != nullptr && kernels_->to_channels_last != nullptr &&
+                                   in_channels_per_group_ % 8 == 0 && channels_per_offset_group_ % 8 == 0;
+  Finite finite = options.input_finite;
+  if (finite == Finite::kCheckWhilePreparing && !channels_last_shape) finite = Finite::kUnknown;
+  finite_pending_ = finite == Finite::kCheckWhilePreparing && tensors.input != nullptr;
+  if (finite == Finite::kUnknown && tensors.input != nullptr) {
+    finite = cpu::all_finite(tensors.input, input_floats()) ? Finite::kYes : Finite::kNo;
   }
-  pair_corners_ = finite && shape.in_height >= 2 && shape.in_width >= 2;
-  channels_last_possible_ = pair_corners_ && kernels_->gather_channels_last != nullptr &&
-                            kernels_->gemm_pixel_major != nullptr && kernels_->store_pixel_major != nullptr &&
-                            kernels_->to_channels_last != nullptr &&
-                            in_channels_per_group_ % 8 == 0 && channels_per_offset_group_ % 8 == 0;
+  pair_corners_ = blocks_fit && (finite == Finite::kYes || finite_pending_);
+  channels_last_possible_ = pair_corners_ && channels_last_shape;
   const int64_t max_tile = channels_last_possible_ ? kMaxChannelsLastTilePixels : kMaxTilePixels;
   tile_pixels_ = out_pixels_ > 0 ? choose_tile_pixels(out_pixels_, shape.batch, options.min_work_items, max_tile) : 0;
   tiles_per_image_ = tile_pixels_ > 0 ? ceil_div(out_pixels_, tile_pixels_) : 0;  // 0 only for unvalidated shapes.
@@ -126,14 +131,22 @@ void DeformConvCpu::pack_weight_panel(int64_t panel, float* packed) const {
 
 int64_t DeformConvCpu::workspace_floats() const {
   if (!channels_last_possible_) return 0;
-  return shape_.batch * shape_.in_channels * shape_.in_height * shape_.in_width +
+  return input_floats() +
          (packed_weights_ ? 0 : packed_weight_floats());
 }
 
 void DeformConvCpu::set_workspace(float* workspace) {
+  if (workspace == nullptr && finite_pending_) {
+    // No copy will check X: check it now.
+    finite_pending_ = false;
+    if (!cpu::all_finite(tensors_.input, input_floats())) {
+      pair_corners_ = false;
+      channels_last_possible_ = false;
+    }
+  }
   channels_last_ = workspace_floats() > 0 ? workspace : nullptr;
   packed_workspace_ = channels_last_ && !packed_weights_
-                          ? workspace + shape_.batch * shape_.in_channels * shape_.in_height * shape_.in_width
+                          ? workspace + input_floats()
                           : nullptr;
 }
 
@@ -159,17 +172,21 @@ void DeformConvCpu::run_prepare_item(int64_t item) const {
   const int64_t channels = shape_.in_channels;
   const float* source = tensors_.input + image * channels * plane_size;
   float* target = channels_last_ + image * channels * plane_size;
-  if (kernels_->to_channels_last != nullptr && channels % 8 == 0) {
-    kernels_->to_channels_last(source, plane_size, channels, first, end, target);
-    return;
-  }
-  constexpr int64_t kBlock = 16;
-  for (int64_t p0 = first; p0 < end; p0 += kBlock) {
-    const int64_t p1 = std::min(end, p0 + kBlock);
-    for (int64_t c = 0; c < channels; ++c) {
-      const float* from = source + c * plane_size;
-      for (int64_t p = p0; p < p1; ++p) target[p * channels + c] = from[p];
-    }
+  // channels_last_ needs to_channels_last and C a multiple of 8 (constructor).
+  const bool finite = kernels_->to_channels_last(source, plane_size, channels, first, end, target);
+  if (!finite) non_finite_seen_.store(true, std::memory_order_relaxed);
+}
+
+void DeformConvCpu::finish_prepare() {
+  if (!finite_pending_) return;
+  finite_pending_ = false;
+  if (non_finite_seen_.load()) {
+    // The exact per-corner path on the planar X; the tile and the channel
+    // block chosen for the channels-last path suit it as well.
+    pair_corners_ = false;
+    channels_last_possible_ = false;
+    channels_last_ = nullptr;
+    packed_workspace_ = nullptr;
   }
 }
 
@@ -180,6 +197,7 @@ void DeformConvCpu::run_all() {
     set_workspace(workspace.data());
   }
   for (int64_t item = 0; item < prepare_item_count(); ++item) run_prepare_item(item);
+  finish_prepare();
   DeformConvCpuScratch scratch;
   for (int64_t item = 0; item < work_item_count(); ++item) run_work_item(item, scratch);
   if (!workspace.empty()) set_workspace(nullptr);
@@ -252,13 +270,11 @@ void DeformConvCpu::run_channels_last_item(int64_t image, int64_t first_pixel, i
         const int64_t channel = first_channel + c;
         const int64_t offset_group = channel / channels_per_offset_group_;
         const int64_t run = std::min(cc - c, (offset_group + 1) * channels_per_offset_group_ - channel);
-        for (int64_t tap = 0; tap < kernel_area_; ++tap) {
-          const int64_t corners = offset_group * kernel_area_ + tap;
-          kernels_->gather_channels_last(image_base + channel, shape_.in_channels, run, width,
-                                         scratch.corner_index.data() + corners * tile_pixels_,
-                                         scratch.corner_weight.data() + corners * 4 * tile_pixels_, padded_pixels,
-                                         rows + tap * cc + c, depth);
-        }
+        const int64_t corners = offset_group * kernel_area_;
+        kernels_->gather_channels_last(image_base + channel, shape_.in_channels, run, width,
+                                       scratch.corner_index.data() + corners * tile_pixels_,
+                                       scratch.corner_weight.data() + corners * 4 * tile_pixels_, kernel_area_,
+                                       tile_pixels_, padded_pixels, rows + c, depth, cc);
         c += run;
       }
       kernels_->gemm_pixel_major(panels, depth, group_packed + c0 * kernel_area_ * panels * kPanelPixels, rows, depth,

@@ -21,6 +21,7 @@
 // Inf/NaN next to the border.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <vector>
 
@@ -37,8 +38,13 @@ struct DeformConvCpuOptions {
   int64_t min_work_items = 1;
   // The inner loops; nullptr: cpu::cpu_kernels() (AVX2+FMA where available).
   const cpu::KernelSet* kernels = nullptr;
-  // Whether X is known to be free of Inf/NaN; kUnknown: the constructor scans X.
-  enum class Finite { kUnknown, kYes, kNo };
+  // Whether X is known to be free of Inf/NaN. kUnknown: the constructor scans
+  // X. kCheckWhilePreparing: where the channels-last path applies, the
+  // prepare items check X while they copy it (one pass over X instead of two,
+  // and in parallel); the caller then must set a workspace, run every prepare
+  // item and call finish_prepare() before any work item (set_workspace(nullptr)
+  // scans X at once instead). Elsewhere it is kUnknown.
+  enum class Finite { kUnknown, kYes, kNo, kCheckWhilePreparing };
   Finite input_finite = Finite::kUnknown;
 };
 
@@ -81,7 +87,8 @@ class DeformConvCpu {
   int64_t tile_pixels() const { return tile_pixels_; }
   // Input channels per gathered column block.
   int64_t channel_block() const { return channel_block_; }
-  // True when the fast 2x2-block path runs (X finite, H, W >= 2).
+  // True when the fast 2x2-block path runs (X finite, H, W >= 2); with
+  // kCheckWhilePreparing settled only by finish_prepare().
   bool uses_pair_corners() const { return pair_corners_; }
   const char* kernel_name() const { return kernels_->name; }
 
@@ -110,7 +117,12 @@ class DeformConvCpu {
   int64_t workspace_floats() const;
   void set_workspace(float* workspace);
   int64_t prepare_item_count() const;
+  // Safe to call concurrently for different items.
   void run_prepare_item(int64_t item) const;
+  // After every prepare item, before any work item: with
+  // kCheckWhilePreparing, falls back to the exact per-corner path (planar,
+  // no workspace) when the copy met an Inf or NaN. No-op otherwise.
+  void finish_prepare();
   bool uses_channels_last() const { return channels_last_ != nullptr; }
 
   // Runs every prepare and work item on the calling thread (with its own
@@ -123,6 +135,7 @@ class DeformConvCpu {
   void run_channels_last_item(int64_t image, int64_t first_pixel, int64_t pixel_count, int64_t padded_pixels,
                               DeformConvCpuScratch& scratch) const;
   int64_t copy_item_count() const;
+  int64_t input_floats() const { return shape_.batch * shape_.in_channels * shape_.in_height * shape_.in_width; }
   void gather_columns(int64_t image, int64_t first_channel, int64_t channel_count, int64_t padded_pixels,
                       const int32_t* corner_index, const float* corner_weight, float* columns) const;
 
@@ -141,6 +154,8 @@ class DeformConvCpu {
   const cpu::KernelSet* kernels_ = nullptr;
   bool pair_corners_ = false;
   bool channels_last_possible_ = false;
+  bool finite_pending_ = false;  // kCheckWhilePreparing: pair_corners_ assumed until finish_prepare().
+  mutable std::atomic<bool> non_finite_seen_{false};  // Set by a prepare item that copied an Inf/NaN.
   float* channels_last_ = nullptr;  // [N][H*W][C] copy of X, or nullptr
   const float* packed_weights_ = nullptr;  // Given by set_packed_weights().
   float* packed_workspace_ = nullptr;      // Packed by prepare items (inside the workspace).

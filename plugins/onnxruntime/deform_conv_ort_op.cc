@@ -262,7 +262,10 @@ void DeformConvOrtKernel::compute(OrtKernelContext* raw_context) const {
     tensors.output = output.GetTensorMutableData<float>();
   }
 
-  DeformConvCpu convolution(attributes_, shape, tensors, kMinWorkItems);
+  DeformConvCpuOptions options;
+  options.min_work_items = kMinWorkItems;
+  options.input_finite = DeformConvCpuOptions::Finite::kCheckWhilePreparing;
+  DeformConvCpu convolution(attributes_, shape, tensors, options);
   if (convolution.work_item_count() == 0) return;  // Empty batch: nothing to compute.
   std::shared_ptr<const std::vector<float>> packed;
   if (constant_weight_ && convolution.packed_weight_floats() > 0) {
@@ -280,6 +283,7 @@ void DeformConvOrtKernel::compute(OrtKernelContext* raw_context) const {
     job.chunk_count = std::min(convolution.prepare_item_count(), kParallelChunks);
     context.ParallelFor(run_prepare_chunk, static_cast<size_t>(job.chunk_count), 0, &job);
   }
+  convolution.finish_prepare();
   job.chunk_count = std::min(convolution.work_item_count(), kParallelChunks);
   context.ParallelFor(run_chunk, static_cast<size_t>(job.chunk_count), 0, &job);
   if (job.failed.load()) {

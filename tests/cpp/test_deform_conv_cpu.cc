@@ -114,6 +114,7 @@ std::vector<Variant> all_variants() {
   for (const cpu::KernelSet* set : sets) {
     variants.push_back({set, DeformConvCpuOptions::Finite::kUnknown});
     variants.push_back({set, DeformConvCpuOptions::Finite::kNo});
+    variants.push_back({set, DeformConvCpuOptions::Finite::kCheckWhilePreparing});
   }
   return variants;
 }
@@ -268,7 +269,7 @@ TEST(channels_last_copy_is_exact) {
   for (size_t i = 0; i < source.size(); ++i) source[i] = static_cast<float>(i) * 0.5f - 100.0f;
   for (const int64_t first : {int64_t{0}, int64_t{3}, int64_t{16}}) {
     std::vector<float> target(source.size(), std::numeric_limits<float>::quiet_NaN());
-    avx2->to_channels_last(source.data(), plane_size, channels, first, plane_size, target.data());
+    CHECK(avx2->to_channels_last(source.data(), plane_size, channels, first, plane_size, target.data()));
     for (int64_t p = 0; p < plane_size; ++p) {
       for (int64_t c = 0; c < channels; ++c) {
         const float value = target[static_cast<size_t>(p * channels + c)];
@@ -277,6 +278,71 @@ TEST(channels_last_copy_is_exact) {
         } else {
           CHECK_EQ(value, source[static_cast<size_t>(c * plane_size + p)]);
         }
+      }
+    }
+  }
+}
+
+TEST(channels_last_copy_reports_non_finite_values) {
+  const cpu::KernelSet* avx2 = cpu::avx2_kernels();
+  if (avx2 == nullptr || avx2->to_channels_last == nullptr) return;
+  const int64_t channels = 16;
+  const int64_t plane_size = 21;  // Two blocks of 8 pixels and a tail of 5.
+  const float specials[] = {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(),
+                            -std::numeric_limits<float>::infinity()};
+  // In a full block (pixel 9) and in the tail (pixel 19), in the copied range or before it.
+  for (const int64_t pixel : {int64_t{9}, int64_t{19}}) {
+    for (const float special : specials) {
+      std::vector<float> source(static_cast<size_t>(channels * plane_size), 1.0f);
+      source[static_cast<size_t>(11 * plane_size + pixel)] = special;
+      std::vector<float> target(source.size());
+      CHECK(!avx2->to_channels_last(source.data(), plane_size, channels, 0, plane_size, target.data()));
+      CHECK(avx2->to_channels_last(source.data(), plane_size, channels, pixel + 1, plane_size, target.data()));
+    }
+  }
+  // The largest finite value is finite.
+  std::vector<float> source(static_cast<size_t>(channels * plane_size), std::numeric_limits<float>::max());
+  std::vector<float> target(source.size());
+  CHECK(avx2->to_channels_last(source.data(), plane_size, channels, 0, plane_size, target.data()));
+}
+
+TEST(finite_check_while_preparing_settles_the_path) {
+  const cpu::KernelSet* avx2 = cpu::avx2_kernels();
+  if (avx2 == nullptr) return;
+  std::mt19937 rng(10);
+  DeformConvAttributes attributes = make_attributes_for(3, 3);
+  for (int64_t& pad : attributes.pads) pad = 1;
+  for (const bool poisoned : {false, true}) {
+    for (const bool with_workspace : {true, false}) {
+      Problem problem = make_problem(rng, 2, 8, 7, 9, 4, attributes, true, true, 1.5f);
+      // An Inf in a corner pixel of image 1, channel 5: read only by outside corners of the fast path.
+      if (poisoned) problem.input[(1 * 8 + 5) * 63] = std::numeric_limits<float>::infinity();
+      const std::vector<float> expected = reference_output(problem);
+      std::vector<float> output(expected.size(), std::numeric_limits<float>::quiet_NaN());
+      DeformConvTensors tensors;
+      tensors.input = problem.input.data();
+      tensors.weight = problem.weight.data();
+      tensors.offset = problem.offset.data();
+      tensors.bias = problem.bias.data();
+      tensors.mask = problem.mask.data();
+      tensors.output = output.data();
+      DeformConvCpuOptions options;
+      options.kernels = avx2;
+      options.input_finite = DeformConvCpuOptions::Finite::kCheckWhilePreparing;
+      DeformConvCpu convolution(problem.attributes, problem.shape, tensors, options);
+      CHECK(convolution.uses_pair_corners());  // Assumed until checked.
+      std::vector<float> workspace(static_cast<size_t>(convolution.workspace_floats()));
+      CHECK(!workspace.empty());
+      convolution.set_workspace(with_workspace ? workspace.data() : nullptr);
+      for (int64_t item = 0; item < convolution.prepare_item_count(); ++item) convolution.run_prepare_item(item);
+      convolution.finish_prepare();
+      CHECK_EQ(convolution.uses_pair_corners(), !poisoned);
+      CHECK_EQ(convolution.uses_channels_last(), with_workspace && !poisoned);
+      DeformConvCpuScratch scratch;
+      for (int64_t item = 0; item < convolution.work_item_count(); ++item) convolution.run_work_item(item, scratch);
+      for (size_t i = 0; i < output.size(); ++i) {
+        CHECK_EQ(std::isnan(output[i]), std::isnan(expected[i]));
+        if (std::isfinite(expected[i])) CHECK_NEAR(output[i], expected[i], 1e-4);
       }
     }
   }

@@ -353,45 +353,62 @@ DCN_AVX2 inline void transpose8(__m256 r[8]) {
 }
 
 // Channels-last copy in 8 x 8 blocks (8 channels x 8 pixels, transposed in
-// registers); pixels past the last full block of 8 one at a time.
-DCN_AVX2 void to_channels_last_avx2(const float* source, int64_t plane_size, int64_t channels, int64_t first,
+// registers); pixels past the last full block of 8 one at a time. A value is
+// Inf or NaN exactly when its exponent bits are all ones.
+DCN_AVX2 bool to_channels_last_avx2(const float* source, int64_t plane_size, int64_t channels, int64_t first,
                                     int64_t end, float* target) {
+  const __m256i exponent = _mm256_set1_epi32(0x7f800000);
+  __m256i non_finite = _mm256_setzero_si256();
   int64_t p = first;
   for (; p + 8 <= end; p += 8) {
     for (int64_t c = 0; c < channels; c += 8) {
       __m256 v[8];
 #pragma GCC unroll 8
-      for (int i = 0; i < 8; ++i) v[i] = _mm256_loadu_ps(source + (c + i) * plane_size + p);
+      for (int i = 0; i < 8; ++i) {
+        v[i] = _mm256_loadu_ps(source + (c + i) * plane_size + p);
+        const __m256i bits = _mm256_and_si256(_mm256_castps_si256(v[i]), exponent);
+        non_finite = _mm256_or_si256(non_finite, _mm256_cmpeq_epi32(bits, exponent));
+      }
       transpose8(v);
 #pragma GCC unroll 8
       for (int i = 0; i < 8; ++i) _mm256_storeu_ps(target + (p + i) * channels + c, v[i]);
     }
   }
+  bool finite = _mm256_testz_si256(non_finite, non_finite) != 0;
   for (; p < end; ++p) {
-    for (int64_t c = 0; c < channels; ++c) target[p * channels + c] = source[c * plane_size + p];
+    for (int64_t c = 0; c < channels; ++c) {
+      const float value = source[c * plane_size + p];
+      finite = finite && std::isfinite(value);
+      target[p * channels + c] = value;
+    }
   }
+  return finite;
 }
 
-// Channels-last gather: per pixel, 8 channels of each corner are one
+// Channels-last gather: per pixel and tap, 8 channels of each corner are one
 // contiguous load, and the 8 samples one contiguous store into the pixel's row.
 DCN_AVX2 void gather_channels_last_avx2(const float* image, int64_t pixel_stride, int64_t channels, int32_t width,
-                                        const int32_t* base, const float* weights, int64_t pixels, float* rows,
-                                        int64_t row_stride) {
+                                        const int32_t* base, const float* weights, int64_t taps,
+                                        int64_t corner_stride, int64_t pixels, float* rows, int64_t row_stride,
+                                        int64_t tap_step) {
   const int64_t below = static_cast<int64_t>(width) * pixel_stride;
   for (int64_t p = 0; p < pixels; ++p) {
-    const float* w = weights + (p / 8) * kWeightsPerOctet + pair_weight_slot(p % 8);
-    const __m256 w00 = _mm256_broadcast_ss(w);
-    const __m256 w01 = _mm256_broadcast_ss(w + 1);
-    const __m256 w10 = _mm256_broadcast_ss(w + 16);
-    const __m256 w11 = _mm256_broadcast_ss(w + 17);
-    const float* corner = image + base[p] * pixel_stride;
-    float* out = rows + p * row_stride;
-    for (int64_t c = 0; c < channels; c += 8) {
-      const __m256 top = _mm256_fmadd_ps(w01, _mm256_loadu_ps(corner + pixel_stride + c),
-                                         _mm256_mul_ps(w00, _mm256_loadu_ps(corner + c)));
-      const __m256 bottom = _mm256_fmadd_ps(w11, _mm256_loadu_ps(corner + below + pixel_stride + c),
-                                            _mm256_mul_ps(w10, _mm256_loadu_ps(corner + below + c)));
-      _mm256_storeu_ps(out + c, _mm256_add_ps(top, bottom));
+    const int64_t slot = (p / 8) * kWeightsPerOctet + pair_weight_slot(p % 8);
+    for (int64_t tap = 0; tap < taps; ++tap) {
+      const float* w = weights + tap * 4 * corner_stride + slot;
+      const __m256 w00 = _mm256_broadcast_ss(w);
+      const __m256 w01 = _mm256_broadcast_ss(w + 1);
+      const __m256 w10 = _mm256_broadcast_ss(w + 16);
+      const __m256 w11 = _mm256_broadcast_ss(w + 17);
+      const float* corner = image + base[tap * corner_stride + p] * pixel_stride;
+      float* out = rows + p * row_stride + tap * tap_step;
+      for (int64_t c = 0; c < channels; c += 8) {
+        const __m256 top = _mm256_fmadd_ps(w01, _mm256_loadu_ps(corner + pixel_stride + c),
+                                           _mm256_mul_ps(w00, _mm256_loadu_ps(corner + c)));
+        const __m256 bottom = _mm256_fmadd_ps(w11, _mm256_loadu_ps(corner + below + pixel_stride + c),
+                                              _mm256_mul_ps(w10, _mm256_loadu_ps(corner + below + c)));
+        _mm256_storeu_ps(out + c, _mm256_add_ps(top, bottom));
+      }
     }
   }
 }
