@@ -63,6 +63,8 @@ IMPLEMENTATIONS = {
     "native": "ONNX Runtime's native DeformConv (ai.onnx opset 19), same inputs",
     "dense": "ONNX Runtime's dense Conv of the same shape (no sampling: the floor)",
     "reference": "PyTorch reference dcn_deploy.ops.deform_conv2d (torch threads = --threads)",
+    "custom_int8": "this project's INT8 ONNX Runtime op: one DcnDeformConvInt8 node (int8 X and W, per-channel "
+    "w_scale, float32 Y; dcn_deploy/int8.py), X quantized once before timing",
     "ours_fp16": "dcn_deploy.cuda_kernels.deform_conv2d_cuda, float16 storage (default algorithm)",
     "ours_fp16_simt": "dcn_deploy.cuda_kernels.deform_conv2d_cuda, float16, algorithm='simt'",
     "ours_fp16_tensor_core": "dcn_deploy.cuda_kernels.deform_conv2d_cuda, float16, algorithm='tensor_core'",
@@ -272,6 +274,7 @@ class BenchConfig:
     recipes: Sequence[str] = ()
     recipe_shape: tuple[int, int, int, int] | None = None
     reference: bool = True
+    int8: bool = False  # also time the INT8 custom op on the CPU layer rows
     seed: int = 0
     offset_scale: float = 2.0
     command: str = ""
@@ -421,6 +424,37 @@ def _layer_model(shape: LayerShape, arrays: dict, kind: str) -> bytes:
     return helper.make_model(graph, opset_imports=opsets, ir_version=10).SerializeToString()
 
 
+def _int8_layer_model(shape: LayerShape, arrays: dict) -> tuple[bytes, dict]:
+    """One-node ONNX with a DcnDeformConvInt8 node for the layer's float tensors, and its feeds:
+    X quantized with x_scale = max|X| / 127, W per channel (int8 initializer)."""
+    import numpy as np
+    import onnx
+    import torch
+    from onnx import helper, numpy_helper
+
+    from . import schema
+    from .int8 import quantize_symmetric, quantize_weight_per_channel
+
+    x = torch.from_numpy(arrays["X"])
+    x_scale = float(np.float32(max(float(x.abs().max()), 1e-6) / 127.0))
+    xq = quantize_symmetric(x, x_scale).numpy()
+    wq, w_scale = quantize_weight_per_channel(torch.from_numpy(arrays["W"]))
+    node = helper.make_node(
+        schema.INT8_OP_TYPE, ["X", "W", "offset", "B", "mask"], ["Y"], name="custom_int8", domain=schema.CUSTOM_DOMAIN,
+        dilations=[1, 1], group=1, kernel_shape=[shape.kernel] * 2, pads=[shape.pad] * 4, strides=[shape.stride] * 2,
+        offset_group=1, x_scale=x_scale, w_scale=[float(v) for v in w_scale])
+    float_ = onnx.TensorProto.FLOAT
+    inputs = [helper.make_tensor_value_info("X", onnx.TensorProto.INT8, list(xq.shape)),
+              helper.make_tensor_value_info("offset", float_, list(arrays["offset"].shape)),
+              helper.make_tensor_value_info("mask", float_, list(arrays["mask"].shape))]
+    initializers = [numpy_helper.from_array(wq.numpy(), "W"), numpy_helper.from_array(arrays["B"], "B")]
+    graph = helper.make_graph([node], "bench_custom_int8", inputs, [helper.make_tensor_value_info("Y", float_, None)],
+                              initializer=initializers)
+    model = helper.make_model(graph, ir_version=10, opset_imports=[
+        helper.make_opsetid("", schema.STANDARD_OPSET), helper.make_opsetid(schema.CUSTOM_DOMAIN, schema.CUSTOM_OP_VERSION)])
+    return model.SerializeToString(), {"X": xq, "offset": arrays["offset"], "mask": arrays["mask"]}
+
+
 def _session_options(threads: int):
     import onnxruntime as ort
 
@@ -497,6 +531,10 @@ def _cpu_layer_row(shape: LayerShape, batch: int, config: BenchConfig, step) -> 
         "native": lambda: sessions["native"].run(None, deform_feeds),
         "dense": lambda: sessions["dense"].run(None, {"X": arrays["X"]}),
     }
+    if config.int8:
+        int8_model, int8_feeds = _int8_layer_model(shape, arrays)
+        sessions["custom_int8"] = _custom_session(int8_model, threads)
+        functions["custom_int8"] = lambda: sessions["custom_int8"].run(None, int8_feeds)
     tensors = {name: torch.from_numpy(value) for name, value in arrays.items()}
 
     def reference():
@@ -519,6 +557,11 @@ def _cpu_layer_row(shape: LayerShape, batch: int, config: BenchConfig, step) -> 
     }
     if "reference" in timings:
         ratios["custom/reference"] = _ratio(timings["custom"], timings["reference"])
+    if "custom_int8" in timings:
+        ratios["custom_int8/custom"] = _ratio(timings["custom_int8"], timings["custom"])
+        # Quantization error, not a bug: INT8 against the float output, relative to its largest value.
+        agreement["custom_int8_vs_native_relative"] = (
+            _max_abs_diff(outputs["custom_int8"][0], native_out) / max(float(abs(native_out).max()), 1e-30))
     return {
         "shape": shape.spec, "batch": batch, **shape.describe(),
         "implementations": {name: timing.to_json() for name, timing in timings.items()},
@@ -582,6 +625,11 @@ def _end_to_end_row(recipe: str, config: BenchConfig, step) -> dict:
     ratios = {"custom/native": _ratio(timings["custom"], timings["native"])}
     if "reference" in timings:
         ratios["custom/reference"] = _ratio(timings["custom"], timings["reference"])
+    if "custom_int8" in timings:
+        ratios["custom_int8/custom"] = _ratio(timings["custom_int8"], timings["custom"])
+        # Quantization error, not a bug: INT8 against the float output, relative to its largest value.
+        agreement["custom_int8_vs_native_relative"] = (
+            _max_abs_diff(outputs["custom_int8"][0], native_out) / max(float(abs(native_out).max()), 1e-30))
     return {
         "recipe": recipe, "input_shape": list(shape), "dcn_nodes": count,
         "inputs": {name: list(np.shape(value)) for name, value in feeds.items()},
@@ -853,7 +901,7 @@ def run_benchmark(config: BenchConfig, progress: Callable[[str, int, int], None]
             "warmup_gpu": max(config.warmup, 3), "seed": config.seed, "offset_scale_px": config.offset_scale,
             "shapes": [s.spec for s in config.shapes] if config.layers else [], "batches": list(config.batches),
             "recipes": recipes, "ort_thread_spinning": False, "order": "ONNX Runtime sessions interleaved, rotated each round; the PyTorch reference in its own rounds after them",
-            "statistic": "median (also min) of the timed rounds",
+            "statistic": "median (also min) of the timed rounds", "int8": config.int8,
         },
         "implementations": {},
         "cpu_layers": [],

@@ -319,6 +319,8 @@ def bench(
                                               help="NxCxHxW for --recipe (default: the recipe's)"),
     layers: bool = typer.Option(True, "--layers/--no-layers", help="time the layer shapes"),
     reference: bool = typer.Option(True, "--reference/--no-reference", help="time the PyTorch reference too"),
+    int8: bool = typer.Option(False, "--int8/--no-int8",
+                              help="CPU layers: also time the INT8 custom op (DcnDeformConvInt8)"),
     device: str = typer.Option("auto", help="auto: CPU, plus GPU when torch sees CUDA | cpu | cuda: GPU part only"),
     json_path: Optional[Path] = typer.Option(None, "--json", help="write machine info and every row as JSON"),
     plot_path: Optional[Path] = typer.Option(None, "--plot",
@@ -349,7 +351,7 @@ def bench(
             batches=list(batch) if batch else DEFAULT_BATCHES,
             threads=threads, warmup=warmup, repeat=repeat, device=device, layers=layers,
             recipes=list(recipe or ()), recipe_shape=_parse_shape(input_shape) if input_shape else None,
-            reference=reference, seed=seed, offset_scale=offset_scale, command=command_line(),
+            reference=reference, int8=int8, seed=seed, offset_scale=offset_scale, command=command_line(),
         )
         columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                    TimeElapsedColumn())
@@ -444,14 +446,16 @@ def _print_bench(result: dict) -> None:
         title = (f"CPU layer, median ms of {settings['repeat_cpu']} ({machine['cpu_model']}, "
                  f"{settings['threads']} threads)")
         table = Table(title=title, box=box.SIMPLE_HEAD)
-        for column in ("shape", "N", "custom", "native", "dense", "torch\nref", "custom\n/native",
-                       "custom\n/dense", "custom\n/ref"):
+        int8 = settings.get("int8", False)
+        for column in ("shape", "N", "custom", "native", "dense", "torch\nref", *(("int8",) if int8 else ()),
+                       "custom\n/native", "custom\n/dense", "custom\n/ref", *(("int8\n/custom",) if int8 else ())):
             table.add_column(column, justify="left" if column == "shape" else "right", no_wrap=column == "shape",
                              min_width=7 if "/" in column else None)
+        times = ("custom", "native", "dense", "reference", *(("custom_int8",) if int8 else ()))
+        ratios = ("custom/native", "custom/dense", "custom/reference", *(("custom_int8/custom",) if int8 else ()))
         for row in result["cpu_layers"]:
-            table.add_row(row["shape"], str(row["batch"]), *(ms(row, n) for n in ("custom", "native", "dense",
-                          "reference")), *(ratio(row, k) for k in ("custom/native", "custom/dense",
-                                                                    "custom/reference")))
+            table.add_row(row["shape"], str(row["batch"]), *(ms(row, n) for n in times),
+                          *(ratio(row, k) for k in ratios))
         console.print(table)
     if result["end_to_end"]:
         table = Table(title=f"end to end, median ms of {settings['repeat_cpu']} ({settings['threads']} threads)",

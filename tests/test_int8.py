@@ -15,7 +15,7 @@ from dcn_deploy.cli import app
 from dcn_deploy.ort import ort_session
 from dcn_deploy.quantize import CalibrationError, load_calibration_folder, quantize_onnx, synthetic_calibration
 
-from cases import CASES
+from cases import CASES, Case
 
 runner = CliRunner()
 INT8_CASES = [c for c in CASES if c.h * c.w > 1] + [c for c in CASES if c.h * c.w == 1][:1]
@@ -172,6 +172,7 @@ def test_reference_rejects_wrong_types_and_lengths():
 
 # --- the ONNX Runtime ops ---------------------------------------------------------------------------
 
+@pytest.mark.custom_op  # also under ASan+UBSan (scripts/sanitize_tests.sh)
 @pytest.mark.parametrize("case", INT8_CASES, ids=lambda c: c.name)
 def test_ort_int8_op_is_bitwise_the_reference(case):
     q = quantized_case(case)
@@ -180,6 +181,7 @@ def test_ort_int8_op_is_bitwise_the_reference(case):
     assert np.array_equal(out, reference(case, q).numpy())
 
 
+@pytest.mark.custom_op  # also under ASan+UBSan (scripts/sanitize_tests.sh)
 @pytest.mark.parametrize("case", [c for c in INT8_CASES if c.name in ("3x3", "everything", "group_2", "no_mask")],
                          ids=lambda c: c.name)
 def test_ort_requantized_op_with_ties_is_bitwise_the_reference(case):
@@ -190,6 +192,55 @@ def test_ort_requantized_op_with_ties_is_bitwise_the_reference(case):
     assert np.array_equal(out, reference(case, q, y_scale=y_scale).numpy())
 
 
+# Channel counts that take the channels-last path of the CPU op (C/group and C/offset_group
+# multiples of 8): panels of 16 output channels with a partial last one, several channel
+# blocks (128 channels), several tiles, offset groups inside a weight group, borders.
+CHANNELS_LAST_CASES = [
+    Case("cl_3x3", c=16, m=20, seed=31),
+    Case("cl_groups_offset_groups", c=32, m=24, group=2, offset_group=4, seed=32),
+    Case("cl_everything", n=2, c=48, h=10, w=7, m=40, kernel=(3, 2), stride=(2, 1), pads=(1, 0, 2, 1),
+         dilation=(2, 1), group=2, offset_group=3, offset_scale=3.0, seed=33),
+    Case("cl_channel_blocks_tiles", n=1, c=128, h=12, w=11, m=17, seed=34),
+    Case("cl_leave_image", c=8, m=8, offset_scale=6.0, seed=35),
+    Case("cl_integer_offsets_on_borders", c=8, m=16, integer_offsets=True, offset_scale=3.0, mask=False, seed=36),
+    Case("cl_2x2_plane", c=8, m=5, h=2, w=2, seed=37),
+]
+
+
+@pytest.mark.custom_op  # also under ASan+UBSan (scripts/sanitize_tests.sh)
+@pytest.mark.parametrize("kernels", ["default", "portable"])
+@pytest.mark.parametrize("case", CHANNELS_LAST_CASES, ids=lambda c: c.name)
+def test_ort_int8_channels_last_path_is_bitwise_the_reference(case, kernels, monkeypatch):
+    if kernels == "portable":
+        monkeypatch.setenv("DCN_DEPLOY_CPU_KERNELS", "portable")
+    q = quantized_case(case)
+    expected = reference(case, q).numpy()
+    assert np.array_equal(run_int8_model(int8_model(case, q), q), expected)  # W packed once, cached
+    computed = run_int8_model(int8_model(case, q, weight_as_input=True), q, weight_as_input=True)
+    assert np.array_equal(computed, expected)  # W packed on every call
+    q = quantized_case(case, tie_offsets=True)
+    y_scale = float(np.float32(reference(case, q).abs().max() / 100))
+    out = run_int8_model(int8_model(case, q, y_scale=y_scale), q)
+    assert np.array_equal(out, reference(case, q, y_scale=y_scale).numpy())
+
+
+@pytest.mark.custom_op  # also under ASan+UBSan (scripts/sanitize_tests.sh)
+@pytest.mark.parametrize("kernels", ["default", "portable"])
+def test_ort_int8_special_masks_are_bitwise_the_reference(kernels, monkeypatch):
+    # Negative, zero, huge and non-finite mask values on both CPU paths (8 channels: channels-last;
+    # 4: planar): a weight-0 corner of the channels-last path must behave like an outside corner.
+    if kernels == "portable":
+        monkeypatch.setenv("DCN_DEPLOY_CPU_KERNELS", "portable")
+    for case in (Case("cl_masks", c=8, m=8, offset_scale=3.0, seed=38), Case("planar_masks", offset_scale=3.0, seed=39)):
+        q = quantized_case(case)
+        mask = q["mask"].numpy().copy().reshape(-1)
+        specials = np.array([-1.5, 0.0, 3e38, np.inf, -np.inf, np.nan], dtype=np.float32)
+        mask[::7] = specials[np.arange(mask[::7].size) % specials.size]
+        q["mask"] = torch.from_numpy(mask.reshape(q["mask"].shape))
+        assert np.array_equal(run_int8_model(int8_model(case, q), q), reference(case, q).numpy(), equal_nan=True)
+
+
+@pytest.mark.custom_op  # also under ASan+UBSan (scripts/sanitize_tests.sh)
 def test_ort_int8_op_takes_a_computed_weight():
     case = next(c for c in CASES if c.name == "everything")
     q = quantized_case(case)
@@ -197,6 +248,7 @@ def test_ort_int8_op_takes_a_computed_weight():
     assert np.array_equal(out, reference(case, q).numpy())
 
 
+@pytest.mark.custom_op  # also under ASan+UBSan (scripts/sanitize_tests.sh)
 @pytest.mark.parametrize("attributes, message", [
     ({"x_scale": 0.0}, "attribute 'x_scale' must be a finite positive scale, got 0"),
     ({"x_scale": float("nan")}, "attribute 'x_scale' must be a finite positive scale, got nan"),
@@ -213,6 +265,7 @@ def test_ort_int8_op_names_bad_scales(attributes, message):
     assert message in str(error.value) and "int8_under_test" in str(error.value)
 
 
+@pytest.mark.custom_op  # also under ASan+UBSan (scripts/sanitize_tests.sh)
 def test_ort_requantized_op_needs_a_positive_y_scale():
     case = next(c for c in CASES if c.name == "3x3")
     q = quantized_case(case)
@@ -220,6 +273,7 @@ def test_ort_requantized_op_needs_a_positive_y_scale():
         run_int8_model(int8_model(case, q, y_scale=-1.0), q)
 
 
+@pytest.mark.custom_op  # also under ASan+UBSan (scripts/sanitize_tests.sh)
 def test_ort_int8_op_rejects_float_input_and_float_op_rejects_int8():
     case = next(c for c in CASES if c.name == "3x3")
     q = quantized_case(case)

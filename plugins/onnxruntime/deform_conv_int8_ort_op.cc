@@ -21,6 +21,16 @@ struct Int8Job {
   std::atomic<bool> failed{false};
 };
 
+// Runs one chunk of prepare items (the channels-last copy of Xq) on ORT's
+// thread pool: must not throw (run_prepare_item does not allocate).
+void run_int8_prepare_chunk(void* user_data, size_t chunk) {
+  auto* job = static_cast<Int8Job*>(user_data);
+  const int64_t items = job->convolution->prepare_item_count();
+  const int64_t begin = items * static_cast<int64_t>(chunk) / job->chunk_count;
+  const int64_t end = items * static_cast<int64_t>(chunk + 1) / job->chunk_count;
+  for (int64_t item = begin; item < end; ++item) job->convolution->run_prepare_item(item);
+}
+
 // Runs one chunk of work items on ORT's thread pool: must not throw.
 void run_int8_chunk(void* user_data, size_t chunk) {
   auto* job = static_cast<Int8Job*>(user_data);
@@ -60,8 +70,8 @@ const T* read_input(const Ort::KernelContext& context, size_t index, ONNXTensorE
 }  // namespace
 
 DeformConvInt8OrtKernel::DeformConvInt8OrtKernel(std::string node_label, const DeformConvAttributes& attributes,
-                                                 const DeformConvInt8Scales& scales)
-    : node_label_(std::move(node_label)), attributes_(attributes), scales_(scales) {}
+                                                 const DeformConvInt8Scales& scales, bool constant_weight)
+    : node_label_(std::move(node_label)), attributes_(attributes), scales_(scales), constant_weight_(constant_weight) {}
 
 OrtStatusPtr DeformConvInt8OrtKernel::ComputeV2(OrtKernelContext* context) const noexcept {
   return run_returning_status(node_label_, [&] { compute(context); });
@@ -98,8 +108,18 @@ void DeformConvInt8OrtKernel::compute(OrtKernelContext* raw_context) const {
 
   DeformConvCpuInt8 convolution(attributes_, shape, tensors, kMinWorkItems);
   if (convolution.work_item_count() == 0) return;  // Empty batch.
+  std::shared_ptr<const std::vector<int32_t>> packed;
+  if (constant_weight_ && convolution.packed_weight_count() > 0) {
+    packed = packed_weights_.get(convolution.channel_block(), convolution.packed_weight_count(),
+                                 [&](int32_t* out) { convolution.pack_weights(out); });
+    convolution.set_packed_weights(packed->data());
+  }
   Int8Job job;
   job.convolution = &convolution;
+  if (convolution.prepare_item_count() > 0) {
+    job.chunk_count = std::min(convolution.prepare_item_count(), kParallelChunks);
+    context.ParallelFor(run_int8_prepare_chunk, static_cast<size_t>(job.chunk_count), 0, &job);
+  }
   job.chunk_count = std::min(convolution.work_item_count(), kParallelChunks);
   context.ParallelFor(run_int8_chunk, static_cast<size_t>(job.chunk_count), 0, &job);
   if (job.failed.load()) {
@@ -131,7 +151,7 @@ OrtStatusPtr DeformConvInt8OrtOp::CreateKernelV2(const OrtApi& /*api*/, const Or
     }
     const std::string error = check_int8_scales(node_label, scales, -1);
     if (!error.empty()) throw NodeError(ORT_INVALID_ARGUMENT, error);
-    *op_kernel = new DeformConvInt8OrtKernel(node_label, attributes, scales);
+    *op_kernel = new DeformConvInt8OrtKernel(node_label, attributes, scales, input_is_constant(info, 1));
   });
 }
 

@@ -16,17 +16,20 @@
 #include <onnxruntime_cxx_api.h>
 #undef ORT_API_MANUAL_INIT
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
 #include "deform_conv_params.h"
+#include "ort_kernel_support.h"
 
 namespace dcn_deploy {
 
 class DeformConvInt8OrtKernel {
  public:
+  // constant_weight: W is a constant initializer (its packed form is cached).
   DeformConvInt8OrtKernel(std::string node_label, const DeformConvAttributes& attributes,
-                          const DeformConvInt8Scales& scales);
+                          const DeformConvInt8Scales& scales, bool constant_weight);
 
   OrtStatusPtr ComputeV2(OrtKernelContext* context) const noexcept;
 
@@ -36,6 +39,8 @@ class DeformConvInt8OrtKernel {
   const std::string node_label_;
   const DeformConvAttributes attributes_;
   const DeformConvInt8Scales scales_;
+  const bool constant_weight_;
+  mutable PackedWeightCache<int32_t> packed_weights_;  // A constant W, packed per channel block.
 };
 
 struct DeformConvInt8OrtOp

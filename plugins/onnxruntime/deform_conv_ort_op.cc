@@ -206,21 +206,6 @@ DeformConvOrtKernel::DeformConvOrtKernel(std::string node_label, const DeformCon
                                          const DeformConvElementTypes& types, bool constant_weight)
     : node_label_(std::move(node_label)), attributes_(attributes), types_(types), constant_weight_(constant_weight) {}
 
-std::shared_ptr<const std::vector<float>> DeformConvOrtKernel::packed_weights(const DeformConvCpu& convolution) const {
-  // A constant W never changes, so its packing depends only on the channel
-  // block (the rest of the layout is fixed by W's shape and the attributes).
-  std::lock_guard<std::mutex> lock(packed_mutex_);
-  for (const auto& entry : packed_) {
-    if (entry.first == convolution.channel_block()) return entry.second;
-  }
-  auto packed = std::make_shared<std::vector<float>>(static_cast<size_t>(convolution.packed_weight_floats()));
-  for (int64_t panel = 0; panel < convolution.packed_panel_count(); ++panel) {
-    convolution.pack_weight_panel(panel, packed->data());
-  }
-  packed_.emplace_back(convolution.channel_block(), packed);
-  return packed;
-}
-
 OrtStatusPtr DeformConvOrtKernel::ComputeV2(OrtKernelContext* context) const noexcept {
   return run_returning_status(node_label_, [&] { compute(context); });
 }
@@ -269,7 +254,13 @@ void DeformConvOrtKernel::compute(OrtKernelContext* raw_context) const {
   if (convolution.work_item_count() == 0) return;  // Empty batch: nothing to compute.
   std::shared_ptr<const std::vector<float>> packed;
   if (constant_weight_ && convolution.packed_weight_floats() > 0) {
-    packed = packed_weights(convolution);
+    // A constant W never changes, so its packing depends only on the channel
+    // block (the rest of the layout is fixed by W's shape and the attributes).
+    packed = packed_weights_.get(convolution.channel_block(), convolution.packed_weight_floats(), [&](float* out) {
+      for (int64_t panel = 0; panel < convolution.packed_panel_count(); ++panel) {
+        convolution.pack_weight_panel(panel, out);
+      }
+    });
     convolution.set_packed_weights(packed->data());
   }
   std::unique_ptr<Workspace> workspace;
@@ -306,15 +297,7 @@ OrtStatusPtr DeformConvOrtOp::CreateKernelV2(const OrtApi& /*api*/, const OrtKer
     // The registration that matched says nothing about absent inputs: check the node's own types.
     const DeformConvElementTypes types = check_element_types(node_label, read_node_types(info));
     // A constant (initializer) W lets the kernel pack it once.
-    bool constant_weight = false;
-    try {
-      int is_constant = 0;
-      Ort::ConstKernelInfo(info).GetTensorConstantInput(1, &is_constant);
-      constant_weight = is_constant != 0;
-    } catch (const Ort::Exception&) {
-      constant_weight = false;
-    }
-    *op_kernel = new DeformConvOrtKernel(node_label, attributes, types, constant_weight);
+    *op_kernel = new DeformConvOrtKernel(node_label, attributes, types, input_is_constant(info, 1));
   });
 }
 

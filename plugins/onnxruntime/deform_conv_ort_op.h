@@ -21,13 +21,11 @@
 #undef ORT_API_MANUAL_INIT
 
 #include <array>
-#include <memory>
-#include <mutex>
 #include <string>
-#include <utility>
 #include <vector>
 
 #include "deform_conv_params.h"
+#include "ort_kernel_support.h"
 
 namespace dcn_deploy {
 
@@ -54,15 +52,12 @@ class DeformConvOrtKernel {
 
  private:
   void compute(OrtKernelContext* context) const;
-  // The packed W for this call's channel block, packed on first use (thread-safe).
-  std::shared_ptr<const std::vector<float>> packed_weights(const DeformConvCpu& convolution) const;
 
   const std::string node_label_;
   const DeformConvAttributes attributes_;
   const DeformConvElementTypes types_;
   const bool constant_weight_;
-  mutable std::mutex packed_mutex_;
-  mutable std::vector<std::pair<int64_t, std::shared_ptr<const std::vector<float>>>> packed_;  // By channel block.
+  mutable PackedWeightCache<float> packed_weights_;  // A constant W, packed per channel block.
 };
 
 // One registration of the op for one combination of declared input types.

@@ -80,6 +80,16 @@ std::string make_node_label(const OrtKernelInfo* info) {
   return "<unnamed node with output " + kernel_info.GetOutputName(0) + ">";
 }
 
+bool input_is_constant(const OrtKernelInfo* info, size_t index) {
+  try {
+    int is_constant = 0;
+    Ort::ConstKernelInfo(info).GetTensorConstantInput(index, &is_constant);
+    return is_constant != 0;
+  } catch (const Ort::Exception&) {
+    return false;
+  }
+}
+
 std::string element_type_name(ONNXTensorElementDataType type) {
   switch (type) {
     case ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT: return "float32";

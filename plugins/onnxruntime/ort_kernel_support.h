@@ -6,9 +6,13 @@
 #include <onnxruntime_cxx_api.h>
 #undef ORT_API_MANUAL_INIT
 
+#include <cstdint>
+#include <memory>
+#include <mutex>
 #include <new>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "deform_conv_params.h"
@@ -59,5 +63,33 @@ DeformConvAttributes read_geometry_attributes(const OrtKernelInfo* info, const s
 std::string make_node_label(const OrtKernelInfo* info);
 
 std::string element_type_name(ONNXTensorElementDataType type);
+
+// True when input `index` of the node is a constant initializer.
+bool input_is_constant(const OrtKernelInfo* info, size_t index);
+
+// The packed forms of one node's constant weight, one per layout key (the
+// packing may depend on the input shape through the kernel's channel block),
+// each packed once on first use. Thread-safe: ONNX Runtime may run one kernel
+// from several threads at once.
+template <typename T>
+class PackedWeightCache {
+ public:
+  // The entry for `key`; `pack(T* out)` fills `count` values when it is new.
+  template <typename Pack>
+  std::shared_ptr<const std::vector<T>> get(int64_t key, int64_t count, Pack&& pack) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (const auto& entry : entries_) {
+      if (entry.first == key) return entry.second;
+    }
+    auto packed = std::make_shared<std::vector<T>>(static_cast<size_t>(count));
+    pack(packed->data());
+    entries_.emplace_back(key, packed);
+    return packed;
+  }
+
+ private:
+  std::mutex mutex_;
+  std::vector<std::pair<int64_t, std::shared_ptr<const std::vector<T>>>> entries_;
+};
 
 }  // namespace dcn_deploy
