@@ -54,6 +54,7 @@ __all__ = [
 FORMAT = "dcn-deploy-bench/1"
 DEFAULT_BATCHES = (1, 8)
 CPU_REPEAT = 10
+E2E_INT8_CALIBRATION_SAMPLES = 8  # bench --recipe --int8: synthetic calibration samples
 GPU_REPEAT = 50
 BUILD_HINT = "build it with ./scripts/build_plugins.sh"
 
@@ -63,8 +64,9 @@ IMPLEMENTATIONS = {
     "native": "ONNX Runtime's native DeformConv (ai.onnx opset 19), same inputs",
     "dense": "ONNX Runtime's dense Conv of the same shape (no sampling: the floor)",
     "reference": "PyTorch reference dcn_deploy.ops.deform_conv2d (torch threads = --threads)",
-    "custom_int8": "this project's INT8 ONNX Runtime op: one DcnDeformConvInt8 node (int8 X and W, per-channel "
-    "w_scale, float32 Y; dcn_deploy/int8.py), X quantized once before timing",
+    "custom_int8": "INT8 (dcn_deploy/int8.py: int8 X and W, per-channel w_scale, float32 Y). Layer rows: one "
+    "DcnDeformConvInt8 node, X quantized once before timing; end to end: the recipe after `dcn-deploy quantize "
+    "--synthetic 8` (ONNX Runtime's Q/DQ convs, DcnDeformConvInt8 nodes), fed float32 X",
     "ours_fp16": "dcn_deploy.cuda_kernels.deform_conv2d_cuda, float16 storage (default algorithm)",
     "ours_fp16_simt": "dcn_deploy.cuda_kernels.deform_conv2d_cuda, float16, algorithm='simt'",
     "ours_fp16_tensor_core": "dcn_deploy.cuda_kernels.deform_conv2d_cuda, float16, algorithm='tensor_core'",
@@ -593,6 +595,16 @@ def _end_to_end_row(recipe: str, config: BenchConfig, step) -> dict:
         _, count = rewrite_onnx(custom_path, to="standard", output=standard_path)
         sessions = {"custom": _custom_session(str(custom_path), threads),
                     "native": _plain_session(str(standard_path), threads)}
+        if config.int8:
+            from .quantize import quantize_onnx, synthetic_calibration
+
+            # The INT8 form `dcn-deploy quantize MODEL --synthetic 8` writes (max calibration):
+            # ONNX Runtime's Q/DQ convs and DcnDeformConvInt8 nodes.
+            calibration = synthetic_calibration(proto, E2E_INT8_CALIBRATION_SAMPLES,
+                                                shapes=[list(t.shape) for t in module.example_inputs(
+                                                    shape[0], shape[2], shape[3], seed=config.seed)])
+            sessions["custom_int8"] = _custom_session(quantize_onnx(proto, calibration).model.SerializeToString(),
+                                                      threads)
     del proto
     model = module.build(seed=config.seed).eval()
     inputs = module.example_inputs(shape[0], shape[2], shape[3], seed=config.seed)
@@ -607,10 +619,17 @@ def _end_to_end_row(recipe: str, config: BenchConfig, step) -> dict:
         "custom": lambda: sessions["custom"].run(None, feeds),
         "native": lambda: sessions["native"].run(None, feeds),
     }
+    if "custom_int8" in sessions:
+        functions["custom_int8"] = lambda: sessions["custom_int8"].run(None, feeds)
     if config.reference:
         functions["reference"] = reference
     outputs = {name: function() for name, function in functions.items()}
     agreement = {"custom_vs_native": max(_max_abs_diff(a, b) for a, b in zip(outputs["custom"], outputs["native"]))}
+    if "custom_int8" in outputs:
+        # Quantization error, not a bug: the largest |INT8 - float| over the largest |float| output.
+        agreement["custom_int8_vs_native_relative"] = max(
+            _max_abs_diff(a, b) / max(float(np.abs(b).max()), 1e-30)
+            for a, b in zip(outputs["custom_int8"], outputs["native"]))
     if "reference" in outputs:
         out = outputs["reference"]
         out = [out] if isinstance(out, torch.Tensor) else list(out.values() if isinstance(out, dict) else out)
@@ -627,9 +646,6 @@ def _end_to_end_row(recipe: str, config: BenchConfig, step) -> dict:
         ratios["custom/reference"] = _ratio(timings["custom"], timings["reference"])
     if "custom_int8" in timings:
         ratios["custom_int8/custom"] = _ratio(timings["custom_int8"], timings["custom"])
-        # Quantization error, not a bug: INT8 against the float output, relative to its largest value.
-        agreement["custom_int8_vs_native_relative"] = (
-            _max_abs_diff(outputs["custom_int8"][0], native_out) / max(float(abs(native_out).max()), 1e-30))
     return {
         "recipe": recipe, "input_shape": list(shape), "dcn_nodes": count,
         "inputs": {name: list(np.shape(value)) for name, value in feeds.items()},
@@ -962,6 +978,7 @@ _COLORS = {
     "ours_fp16": "#d62728", "ours_fp16_simt": "#ff9896", "ours_fp16_tensor_core": "#8c1c13",
     "ours_fp16_tensor_core_nhwc": "#e377c2",
     "ours_fp32": "#ff7f0e", "torchvision_fp16": "#1f77b4", "cudnn_fp16": "#7f7f7f",
+    "custom_int8": "#2ca02c", "ours_int8": "#2ca02c",
 }
 
 _LABELS = {
@@ -969,7 +986,8 @@ _LABELS = {
     "reference": "PyTorch reference", "ours_fp16": "ours fp16 (default)", "ours_fp16_simt": "ours fp16 simt",
     "ours_fp16_tensor_core": "ours fp16 tensor core", "ours_fp16_tensor_core_nhwc": "ours fp16 tensor core NHWC",
     "ours_fp32": "ours fp32", "torchvision_fp16": "torchvision fp16",
-    "cudnn_fp16": "cuDNN dense fp16 (floor)",
+    "cudnn_fp16": "cuDNN dense fp16 (floor)", "custom_int8": "INT8 op (DcnDeformConvInt8, ORT)",
+    "ours_int8": "ours int8 (default)",
 }
 
 

@@ -1,6 +1,8 @@
 """The ``dcn-deploy`` command: a thin layer over the library."""
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -9,7 +11,8 @@ from rich.console import Console
 from rich.table import Table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Export, run and validate DCNv2 models.")
-console = Console()
+# Redirected output (logs, CI) has no terminal width: rich would cut wide tables at 80 columns.
+console = Console() if sys.stdout.isatty() or os.environ.get("COLUMNS") else Console(width=160)
 
 
 def _parse_shape(text: str) -> tuple[int, ...]:
@@ -442,11 +445,11 @@ def _print_bench(result: dict) -> None:
         value = row["ratios"].get(key)
         return "-" if value is None else f"{value:.2f}"
 
+    int8 = settings.get("int8", False)
     if result["cpu_layers"]:
         title = (f"CPU layer, median ms of {settings['repeat_cpu']} ({machine['cpu_model']}, "
                  f"{settings['threads']} threads)")
         table = Table(title=title, box=box.SIMPLE_HEAD)
-        int8 = settings.get("int8", False)
         for column in ("shape", "N", "custom", "native", "dense", "torch\nref", *(("int8",) if int8 else ()),
                        "custom\n/native", "custom\n/dense", "custom\n/ref", *(("int8\n/custom",) if int8 else ())):
             table.add_column(column, justify="left" if column == "shape" else "right", no_wrap=column == "shape",
@@ -460,14 +463,15 @@ def _print_bench(result: dict) -> None:
     if result["end_to_end"]:
         table = Table(title=f"end to end, median ms of {settings['repeat_cpu']} ({settings['threads']} threads)",
                       box=box.SIMPLE_HEAD)
-        for column in ("recipe", "input", "DCN\nnodes", "custom", "native", "torch\nmodel", "custom\n/native",
-                       "custom\n/torch"):
+        for column in ("recipe", "input", "DCN\nnodes", "custom", "native", "torch\nmodel", *(("int8",) if int8 else ()),
+                       "custom\n/native", "custom\n/torch", *(("int8\n/custom",) if int8 else ())):
             table.add_column(column, justify="left" if column in ("recipe", "input") else "right",
                              no_wrap=column in ("recipe", "input"))
         for row in result["end_to_end"]:
             table.add_row(row["recipe"], "x".join(map(str, row["input_shape"])), str(row["dcn_nodes"]),
-                          *(ms(row, n) for n in ("custom", "native", "reference")),
-                          *(ratio(row, k) for k in ("custom/native", "custom/reference")))
+                          *(ms(row, n) for n in ("custom", "native", "reference", *(("custom_int8",) if int8 else ()))),
+                          *(ratio(row, k) for k in ("custom/native", "custom/reference",
+                                                     *(("custom_int8/custom",) if int8 else ()))))
         console.print(table)
     if result["gpu_layers"]:
         rows = result["gpu_layers"]

@@ -195,6 +195,28 @@ def test_no_reference_leaves_the_reference_out():
     assert set(row["ratios"]) == {"custom/native", "custom/dense"}
 
 
+@pytest.mark.custom_op
+def test_int8_rows(tmp_path):
+    # The INT8 op in the layer rows (8 channels: its channels-last path) and the quantized recipe end to
+    # end; the outputs are the float ones up to quantization error.
+    json_path = tmp_path / "int8.json"
+    result = invoke("bench", "--shape", "8x9x10", "--batch", "1", "--recipe", "demo", "--input-shape", "1x3x32x40",
+                    "--int8", "--no-reference", "--repeat", "2", "--warmup", "1", "--threads", "1", "--json", json_path,
+                    "--plot", tmp_path / "int8.png")
+    assert result.exit_code == 0, result.output
+    assert "int8" in result.output
+    data = json.loads(json_path.read_text())
+    assert data["settings"]["int8"] is True
+    ((layer,), (e2e,)) = data["cpu_layers"], data["end_to_end"]
+    for row in (layer, e2e):
+        assert "custom_int8" in row["implementations"]
+        check_timing(row["implementations"]["custom_int8"], repeat=2)
+        assert row["ratios"]["custom_int8/custom"] > 0
+        assert 0 < row["max_abs_diff"]["custom_int8_vs_native_relative"] < 0.1
+    assert "custom_int8" in data["implementations"]
+    assert (tmp_path / "int8.png").read_bytes()[:8] == PNG_MAGIC
+
+
 # ---------------------------------------------------------------------------------------------
 # errors (exit code 2, a message naming the problem)
 
