@@ -26,8 +26,9 @@ corner products differently (FMA, mask folded in or not); the result then differ
 reference only where ``s`` lies within a rounding error of ``k + 0.5``, by one unit of ``vq``.
 That is the tolerance of the exact parity check (:func:`compare_int8`).
 
-``acc`` must fit in int32 in every kernel: ``C/group * kh * kw * 127 * 128 < 2**31``, i.e. at most
-131071 products per output (checked by :func:`check_int8_problem`).
+``acc`` must fit in int32 in every kernel: ``C/group * kh * kw * 128 * 128 < 2**31`` (a weight may be
+-128 in a graph this project did not quantize), i.e. at most 131071 products per output (checked by
+:func:`check_int8_problem`).
 """
 from __future__ import annotations
 
@@ -56,8 +57,8 @@ __all__ = [
 ]
 
 INT8_MIN, INT8_MAX = -128, 127
-# Largest C/group*kh*kw whose int32 accumulator cannot overflow: 127*128*n < 2**31.
-MAX_PRODUCTS_PER_OUTPUT = (2**31 - 1) // (127 * 128)
+# Largest C/group*kh*kw whose int32 accumulator cannot overflow: 128*128*n < 2**31 (|vq|, |Wq| <= 128).
+MAX_PRODUCTS_PER_OUTPUT = (2**31 - 1) // (128 * 128)
 
 
 def check_scale(value: float, name: str, where: str = "deform_conv2d_int8") -> float:

@@ -241,6 +241,30 @@ def test_ort_int8_special_masks_are_bitwise_the_reference(kernels, monkeypatch):
 
 
 @pytest.mark.custom_op  # also under ASan+UBSan (scripts/sanitize_tests.sh)
+@pytest.mark.parametrize("kernels", ["default", "portable"])
+def test_ort_int8_accumulator_bound_is_exact_at_its_worst_case(kernels, monkeypatch):
+    # -128 everywhere: every product is 128 * 128; the largest accepted depth (1x1 kernel, C a
+    # multiple of 8 below int8.MAX_PRODUCTS_PER_OUTPUT: the channels-last path) still fits in
+    # int32 and equals the int64 reference; one more product per output is refused by name.
+    if kernels == "portable":
+        monkeypatch.setenv("DCN_DEPLOY_CPU_KERNELS", "portable")
+    channels = int8.MAX_PRODUCTS_PER_OUTPUT // 8 * 8
+    case = Case("worst_case", n=1, c=channels, m=1, h=2, w=2, kernel=(1, 1), pads=(0, 0, 0, 0), bias=False,
+                mask=False)
+    q = dict(X=torch.full((1, channels, 2, 2), -128, dtype=torch.int8),
+             W=torch.full((1, channels, 1, 1), -128, dtype=torch.int8),
+             offset=torch.zeros(1, 2, 2, 2), B=None, mask=None, x_scale=1.0, w_scale=[1.0], y_scale=None)
+    out = run_int8_model(int8_model(case, q), q)
+    assert np.array_equal(out, reference(case, q).numpy())
+    assert out.flat[0] == np.float32(channels * 128 * 128)
+    case = Case("too_deep", n=1, c=int8.MAX_PRODUCTS_PER_OUTPUT + 1, m=1, h=2, w=2, kernel=(1, 1),
+                pads=(0, 0, 0, 0), bias=False, mask=False)
+    q = dict(q, X=torch.zeros((1, case.c, 2, 2), dtype=torch.int8), W=torch.zeros((1, case.c, 1, 1), dtype=torch.int8))
+    with pytest.raises(Exception, match="could overflow the int32 accumulator"):
+        run_int8_model(int8_model(case, q), q)
+
+
+@pytest.mark.custom_op  # also under ASan+UBSan (scripts/sanitize_tests.sh)
 def test_ort_int8_op_takes_a_computed_weight():
     case = next(c for c in CASES if c.name == "everything")
     q = quantized_case(case)

@@ -1,6 +1,7 @@
 #include "deform_conv_cpu.h"
 
 #include <algorithm>
+#include <cassert>
 
 namespace dcn_deploy {
 namespace {
@@ -180,7 +181,10 @@ void DeformConvCpu::run_prepare_item(int64_t item) const {
 void DeformConvCpu::finish_prepare() {
   if (!finite_pending_) return;
   finite_pending_ = false;
-  if (non_finite_seen_.load()) {
+  // Without a workspace no copy ran, so nothing has looked at X yet.
+  const bool non_finite =
+      channels_last_ == nullptr ? !cpu::all_finite(tensors_.input, input_floats()) : non_finite_seen_.load();
+  if (non_finite) {
     // The exact per-corner path on the planar X; the tile and the channel
     // block chosen for the channels-last path suit it as well.
     pair_corners_ = false;
@@ -204,6 +208,7 @@ void DeformConvCpu::run_all() {
 }
 
 void DeformConvCpu::run_work_item(int64_t item, DeformConvCpuScratch& scratch) const {
+  assert(!finite_pending_ && "kCheckWhilePreparing: call finish_prepare() before the work items");
   const int64_t image = item / tiles_per_image_;
   const int64_t first_pixel = (item % tiles_per_image_) * tile_pixels_;
   const int64_t pixel_count = std::min(tile_pixels_, out_pixels_ - first_pixel);

@@ -121,7 +121,8 @@ class DeformConvCpu {
   void run_prepare_item(int64_t item) const;
   // After every prepare item, before any work item: with
   // kCheckWhilePreparing, falls back to the exact per-corner path (planar,
-  // no workspace) when the copy met an Inf or NaN. No-op otherwise.
+  // no workspace) when the copy met an Inf or NaN (without a workspace it
+  // scans X itself). No-op otherwise.
   void finish_prepare();
   bool uses_channels_last() const { return channels_last_ != nullptr; }
 

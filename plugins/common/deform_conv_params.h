@@ -88,8 +88,9 @@ std::vector<int64_t> output_dims(const DeformConvShape& shape);
 constexpr const char* kInt8OpType = "DcnDeformConvInt8";
 constexpr const char* kInt8RequantizedOpType = "DcnDeformConvInt8Requantized";
 
-// Largest C/group*kh*kw whose int32 accumulator cannot overflow: 127*128*n < 2^31.
-constexpr int64_t kMaxInt8ProductsPerOutput = 2147483647 / (127 * 128);
+// Largest C/group*kh*kw whose int32 accumulator cannot overflow: 128*128*n < 2^31
+// (|vq| and |Wq| are at most 128: a graph may carry a -128 weight).
+constexpr int64_t kMaxInt8ProductsPerOutput = 2147483647 / (128 * 128);
 
 struct DeformConvInt8Scales {
   float x_scale = 0.0f;          // attribute x_scale: X ~ x_scale * Xq

@@ -313,7 +313,9 @@ TEST(finite_check_while_preparing_settles_the_path) {
   DeformConvAttributes attributes = make_attributes_for(3, 3);
   for (int64_t& pad : attributes.pads) pad = 1;
   for (const bool poisoned : {false, true}) {
-    for (const bool with_workspace : {true, false}) {
+    // A workspace; set_workspace(nullptr); no set_workspace call at all.
+    for (const int workspace_mode : {0, 1, 2}) {
+      const bool with_workspace = workspace_mode == 0;
       Problem problem = make_problem(rng, 2, 8, 7, 9, 4, attributes, true, true, 1.5f);
       // An Inf in a corner pixel of image 1, channel 5: read only by outside corners of the fast path.
       if (poisoned) problem.input[(1 * 8 + 5) * 63] = std::numeric_limits<float>::infinity();
@@ -333,7 +335,7 @@ TEST(finite_check_while_preparing_settles_the_path) {
       CHECK(convolution.uses_pair_corners());  // Assumed until checked.
       std::vector<float> workspace(static_cast<size_t>(convolution.workspace_floats()));
       CHECK(!workspace.empty());
-      convolution.set_workspace(with_workspace ? workspace.data() : nullptr);
+      if (workspace_mode < 2) convolution.set_workspace(with_workspace ? workspace.data() : nullptr);
       for (int64_t item = 0; item < convolution.prepare_item_count(); ++item) convolution.run_prepare_item(item);
       convolution.finish_prepare();
       CHECK_EQ(convolution.uses_pair_corners(), !poisoned);
