@@ -16,6 +16,10 @@ constexpr int64_t kMaxTilePixels = 256;
 // than 256; on 64 channels tile 64 about 7% faster than 128, neutral on 128,
 // 256 and 512 channels).
 constexpr int64_t kMaxChannelsLastTilePixels = 64;
+// The pixel-major GEMM's micro-kernel takes 6 pixels with 12 accumulators; a
+// group of 1-4 pixels has too few to cover the FMA latency and takes about
+// the time of 4 (2 FMA pipes x 4 cycles over 2 accumulators per pixel).
+constexpr int64_t kPartialGroupPixels = 4;
 // Column block (panels of one channel block) kept around 256 KiB so it stays
 // in L2 while every output channel is multiplied with it.
 constexpr int64_t kColumnBudgetFloats = 64 * 1024;
@@ -55,6 +59,41 @@ int64_t choose_tile_pixels(int64_t out_pixels, int64_t batch, int64_t min_work_i
 
 }  // namespace
 
+int64_t balanced_tile_pixels(int64_t out_pixels, int64_t work_units, int64_t min_work_items, int64_t max_tile,
+                             int64_t micro_pixels, int64_t partial_group_pixels) {
+  // Per-item overhead in pixel equivalents: the corners, and the weights
+  // streamed through the cache once per item.
+  constexpr double kItemOverheadPixels = 24.0;
+  // Pixels of GEMM work a tile costs: a last, partial micro-kernel group costs
+  // at least partial_group_pixels (fewer accumulators wait on the FMA latency).
+  const auto gemm_pixels = [&](int64_t tile) {
+    const int64_t rest = micro_pixels > 1 ? tile % micro_pixels : 0;
+    return tile - rest + (rest > 0 ? std::max(rest, partial_group_pixels) : 0);
+  };
+  constexpr int64_t kMinBalancedTile = 8;
+  if (out_pixels <= 0) return 0;
+  int64_t best_tile = 0;
+  double best_cost = 0.0;
+  const int64_t first_tiles = ceil_div(out_pixels, std::max<int64_t>(max_tile, 1));
+  for (int64_t tiles = first_tiles;; ++tiles) {
+    const int64_t tile = ceil_div(out_pixels, tiles);
+    if (tiles > first_tiles && tile < kMinBalancedTile) break;
+    if (ceil_div(out_pixels, tile) != tiles) continue;  // The same tile as fewer, larger pieces.
+    const int64_t items = std::max<int64_t>(work_units, 1) * tiles;
+    const double item_cost = static_cast<double>(gemm_pixels(tile)) + kItemOverheadPixels;
+    // One thread: the sum; a pool: the makespan of equal items on 2 and on 4 threads.
+    const double cost = min_work_items <= 1
+                            ? static_cast<double>(items) * item_cost
+                            : 0.5 * static_cast<double>(ceil_div(items, 2) + ceil_div(items, 4)) * item_cost;
+    if (best_tile == 0 || cost < best_cost - 1e-9) {
+      best_tile = tile;
+      best_cost = cost;
+    }
+    if (tile <= kMinBalancedTile) break;
+  }
+  return best_tile;
+}
+
 DeformConvCpu::DeformConvCpu(const DeformConvAttributes& attributes, const DeformConvShape& shape,
                              const DeformConvTensors& tensors, int64_t min_work_items)
     : DeformConvCpu(attributes, shape, tensors, [&] {
@@ -88,12 +127,20 @@ DeformConvCpu::DeformConvCpu(const DeformConvAttributes& attributes, const Defor
   }
   pair_corners_ = blocks_fit && (finite == Finite::kYes || finite_pending_);
   channels_last_possible_ = pair_corners_ && channels_last_shape;
-  const int64_t max_tile = channels_last_possible_ ? kMaxChannelsLastTilePixels : kMaxTilePixels;
-  tile_pixels_ = out_pixels_ > 0 ? choose_tile_pixels(out_pixels_, shape.batch, options.min_work_items, max_tile) : 0;
+  // Channels-last tiles may have any size (the gather pads to 8 pixels, the
+  // GEMM runs over the exact count): nearly equal tiles balance small images
+  // over the threads (7x7: 25 + 24 pixels instead of 48 + 1). Planar tiles are
+  // multiples of the 16-pixel panel.
+  tile_pixels_ = out_pixels_ <= 0 ? 0
+                 : channels_last_possible_
+                     ? balanced_tile_pixels(out_pixels_, shape.batch, options.min_work_items, kMaxChannelsLastTilePixels,
+                                            cpu::kPanelRows, kPartialGroupPixels)
+                     : choose_tile_pixels(out_pixels_, shape.batch, options.min_work_items, kMaxTilePixels);
+  corner_stride_ = round_up(tile_pixels_, kPanelPixels);
   tiles_per_image_ = tile_pixels_ > 0 ? ceil_div(out_pixels_, tile_pixels_) : 0;  // 0 only for unvalidated shapes.
   // Channel blocks of about equal size whose column panels fit the budget.
   const int64_t block_count =
-      std::max<int64_t>(1, ceil_div(column_rows_ * std::max<int64_t>(tile_pixels_, 1), kColumnBudgetFloats));
+      std::max<int64_t>(1, ceil_div(column_rows_ * std::max<int64_t>(corner_stride_, 1), kColumnBudgetFloats));
   channel_block_ = std::max<int64_t>(1, ceil_div(in_channels_per_group_, block_count));
   if (channels_last_possible_) channel_block_ = std::min(in_channels_per_group_, round_up(channel_block_, 8));
 }
@@ -212,19 +259,20 @@ void DeformConvCpu::run_work_item(int64_t item, DeformConvCpuScratch& scratch) c
   const int64_t image = item / tiles_per_image_;
   const int64_t first_pixel = (item % tiles_per_image_) * tile_pixels_;
   const int64_t pixel_count = std::min(tile_pixels_, out_pixels_ - first_pixel);
-  const int64_t padded_pixels = round_up(pixel_count, kPanelPixels);
+  // Corners come in octets; planar column panels are 16 pixels wide.
+  const int64_t padded_pixels = round_up(pixel_count, channels_last_ != nullptr ? 8 : kPanelPixels);
 
-  const size_t corner_count = static_cast<size_t>(attributes_.offset_group * kernel_area_ * 4 * tile_pixels_);
-  const size_t column_count = static_cast<size_t>(channel_block_ * kernel_area_ * round_up(tile_pixels_, kPanelPixels));
+  const size_t corner_count = static_cast<size_t>(attributes_.offset_group * kernel_area_ * 4 * corner_stride_);
+  const size_t column_count = static_cast<size_t>(channel_block_ * kernel_area_ * corner_stride_);
   if (scratch.corner_index.size() < corner_count) scratch.corner_index.resize(corner_count);
   if (scratch.corner_weight.size() < corner_count) scratch.corner_weight.resize(corner_count);
   if (scratch.columns.size() < column_count) scratch.columns.resize(column_count);
 
-  if (scratch.pixel_origin.size() < static_cast<size_t>(2 * tile_pixels_)) {
-    scratch.pixel_origin.resize(static_cast<size_t>(2 * tile_pixels_));
+  if (scratch.pixel_origin.size() < static_cast<size_t>(2 * corner_stride_)) {
+    scratch.pixel_origin.resize(static_cast<size_t>(2 * corner_stride_));
   }
-  compute_corners(image, first_pixel, pixel_count, scratch.corner_index.data(), scratch.corner_weight.data(),
-                  scratch.pixel_origin.data());
+  compute_corners(image, first_pixel, pixel_count, padded_pixels, scratch.corner_index.data(),
+                  scratch.corner_weight.data(), scratch.pixel_origin.data());
   if (channels_last_ != nullptr) {
     run_channels_last_item(image, first_pixel, pixel_count, padded_pixels, scratch);
     return;
@@ -252,7 +300,7 @@ void DeformConvCpu::run_work_item(int64_t item, DeformConvCpuScratch& scratch) c
 void DeformConvCpu::run_channels_last_item(int64_t image, int64_t first_pixel, int64_t pixel_count,
                                            int64_t padded_pixels, DeformConvCpuScratch& scratch) const {
   const int64_t panels = packed_panel_count();
-  const int64_t tile = round_up(tile_pixels_, kPanelPixels);
+  const int64_t tile = corner_stride_;
   const size_t accumulator_count = static_cast<size_t>(panels * tile * kPanelPixels);
   if (scratch.accumulator.size() < accumulator_count) scratch.accumulator.resize(accumulator_count);
   const float* packed = packed_weights_ ? packed_weights_ : packed_workspace_;
@@ -277,13 +325,13 @@ void DeformConvCpu::run_channels_last_item(int64_t image, int64_t first_pixel, i
         const int64_t run = std::min(cc - c, (offset_group + 1) * channels_per_offset_group_ - channel);
         const int64_t corners = offset_group * kernel_area_;
         kernels_->gather_channels_last(image_base + channel, shape_.in_channels, run, width,
-                                       scratch.corner_index.data() + corners * tile_pixels_,
-                                       scratch.corner_weight.data() + corners * 4 * tile_pixels_, kernel_area_,
-                                       tile_pixels_, padded_pixels, rows + c, depth, cc);
+                                       scratch.corner_index.data() + corners * corner_stride_,
+                                       scratch.corner_weight.data() + corners * 4 * corner_stride_, kernel_area_,
+                                       corner_stride_, padded_pixels, rows + c, depth, cc);
         c += run;
       }
       kernels_->gemm_pixel_major(panels, depth, group_packed + c0 * kernel_area_ * panels * kPanelPixels, rows, depth,
-                                 padded_pixels, accumulator, acc_stride, c0 == 0);
+                                 pixel_count, accumulator, acc_stride, c0 == 0);
     }
     kernels_->store_pixel_major(accumulator, acc_stride, out_channels_per_group_, pixel_count,
                                 bias ? bias + first_out : nullptr, output_tile + first_out * out_pixels_, out_pixels_);
@@ -294,8 +342,8 @@ void DeformConvCpu::run_channels_last_item(int64_t image, int64_t first_pixel, i
 // (weights, both paths; indices of the exact path) or (g * kh*kw + t) * tile_pixels
 // (indices of the fast path). Pixels past pixel_count up to the next panel get
 // weight 0 and a valid index.
-void DeformConvCpu::compute_corners(int64_t image, int64_t first_pixel, int64_t pixel_count, int32_t* corner_index,
-                                    float* corner_weight, int32_t* pixel_origin) const {
+void DeformConvCpu::compute_corners(int64_t image, int64_t first_pixel, int64_t pixel_count, int64_t padded_pixels,
+                                    int32_t* corner_index, float* corner_weight, int32_t* pixel_origin) const {
   const int32_t height = static_cast<int32_t>(shape_.in_height);
   const int32_t width = static_cast<int32_t>(shape_.in_width);
   const int32_t out_width = static_cast<int32_t>(shape_.out_width);
@@ -307,11 +355,11 @@ void DeformConvCpu::compute_corners(int64_t image, int64_t first_pixel, int64_t 
   const int32_t dilation_w = static_cast<int32_t>(attributes_.dilation[1]);
   const int32_t first_oy = static_cast<int32_t>(first_pixel / shape_.out_width);
   const int32_t first_ox = static_cast<int32_t>(first_pixel % shape_.out_width);
-  const int64_t padded_pixels = round_up(pixel_count, kPanelPixels);
+  const int64_t stride = corner_stride_;
 
   // Fast path: oy * stride - pad per pixel, shared by every tap.
   int32_t* row_start = pixel_origin;
-  int32_t* col_start = pixel_origin + tile_pixels_;
+  int32_t* col_start = pixel_origin + stride;
   if (pair_corners_) {
     int32_t oy = first_oy;
     int32_t ox = first_ox;
@@ -338,16 +386,16 @@ void DeformConvCpu::compute_corners(int64_t image, int64_t first_pixel, int64_t 
         const float* offset_y = offset_image + 2 * tap * out_pixels_ + first_pixel;
         const float* offset_x = offset_y + out_pixels_;
         const float* mask = mask_image ? mask_image + tap * out_pixels_ + first_pixel : nullptr;
-        float* tap_weight = corner_weight + tap * 4 * tile_pixels_;
+        float* tap_weight = corner_weight + tap * 4 * stride;
 
         int32_t oy = first_oy;
         int32_t ox = first_ox;
         if (pair_corners_) {
           kernels_->pair_corners(row_start, col_start, i * dilation_h, j * dilation_w, offset_y, offset_x, mask,
-                                 pixel_count, padded_pixels, height, width, corner_index + tap * tile_pixels_,
+                                 pixel_count, padded_pixels, height, width, corner_index + tap * stride,
                                  tap_weight);
         } else {
-          int32_t* tap_index = corner_index + tap * 4 * tile_pixels_;
+          int32_t* tap_index = corner_index + tap * 4 * stride;
           for (int64_t p = 0; p < padded_pixels; ++p) {
             BilinearCorners sample = outside_corners();
             float scale = 0.0f;
@@ -362,8 +410,8 @@ void DeformConvCpu::compute_corners(int64_t image, int64_t first_pixel, int64_t 
               }
             }
             for (int q = 0; q < 4; ++q) {
-              tap_index[q * tile_pixels_ + p] = sample.index[q];
-              tap_weight[q * tile_pixels_ + p] = sample.weight[q] * scale;
+              tap_index[q * stride + p] = sample.index[q];
+              tap_weight[q * stride + p] = sample.weight[q] * scale;
             }
           }
         }
@@ -388,20 +436,20 @@ void DeformConvCpu::gather_columns(int64_t image, int64_t first_channel, int64_t
     const float* planes = tensors_.input + (image * shape_.in_channels + channel) * plane_size;
     for (int64_t tap = 0; tap < kernel_area_; ++tap) {
       const int64_t corners = offset_group * kernel_area_ + tap;
-      const float* weights = corner_weight + corners * 4 * tile_pixels_;
+      const float* weights = corner_weight + corners * 4 * corner_stride_;
       if (pair_corners_) {
-        kernels_->gather_pairs(planes, plane_size, run, width, corner_index + corners * tile_pixels_, weights,
+        kernels_->gather_pairs(planes, plane_size, run, width, corner_index + corners * corner_stride_, weights,
                                padded_pixels, columns, rows, c * kernel_area_ + tap, kernel_area_);
         continue;
       }
-      const int32_t* index = corner_index + corners * 4 * tile_pixels_;
+      const int32_t* index = corner_index + corners * 4 * corner_stride_;
       for (int64_t k = 0; k < run; ++k) {
         const float* plane = planes + k * plane_size;
         float* row = columns + ((c + k) * kernel_area_ + tap) * kPanelPixels;
         for (int64_t p = 0; p < padded_pixels; ++p) {
           float value = 0.0f;
           for (int q = 0; q < 4; ++q) {
-            value += weights[q * tile_pixels_ + p] * corner_value(plane, index[q * tile_pixels_ + p]);
+            value += weights[q * corner_stride_ + p] * corner_value(plane, index[q * corner_stride_ + p]);
           }
           row[(p / kPanelPixels) * cpu::panel_stride(rows) + p % kPanelPixels] = value;
         }

@@ -31,6 +31,16 @@
 
 namespace dcn_deploy {
 
+// Output pixels per work item when any tile size works: `out_pixels` cut into
+// nearly equal tiles of at most `max_tile`, their number chosen for the
+// shortest estimated time of work_units * tiles items on 2 and 4 threads (on
+// one thread when min_work_items <= 1: then the largest tile). A tile's GEMM
+// runs in groups of `micro_pixels` pixels, a partial group costing at least
+// `partial_group_pixels`. Used by the channels-last float path and by the
+// INT8 kernel.
+int64_t balanced_tile_pixels(int64_t out_pixels, int64_t work_units, int64_t min_work_items, int64_t max_tile,
+                             int64_t micro_pixels = 1, int64_t partial_group_pixels = 0);
+
 // Tuning and test switches of DeformConvCpu.
 struct DeformConvCpuOptions {
   // Asks for tiles small enough to give at least this many work items (to keep
@@ -131,8 +141,8 @@ class DeformConvCpu {
   void run_all();
 
  private:
-  void compute_corners(int64_t image, int64_t first_pixel, int64_t pixel_count, int32_t* corner_index,
-                       float* corner_weight, int32_t* pixel_origin) const;
+  void compute_corners(int64_t image, int64_t first_pixel, int64_t pixel_count, int64_t padded_pixels,
+                       int32_t* corner_index, float* corner_weight, int32_t* pixel_origin) const;
   void run_channels_last_item(int64_t image, int64_t first_pixel, int64_t pixel_count, int64_t padded_pixels,
                               DeformConvCpuScratch& scratch) const;
   int64_t copy_item_count() const;
@@ -150,6 +160,7 @@ class DeformConvCpu {
   int64_t column_rows_ = 0;              // C/group * kh * kw
   int64_t out_pixels_ = 0;               // Ho * Wo
   int64_t tile_pixels_ = 0;              // output pixels per work item (last tile may be shorter)
+  int64_t corner_stride_ = 0;            // tile_pixels_ rounded up to a panel: stride of the per-tap corner lists
   int64_t tiles_per_image_ = 0;
   int64_t channel_block_ = 0;            // input channels per column block
   const cpu::KernelSet* kernels_ = nullptr;

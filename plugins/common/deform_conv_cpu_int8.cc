@@ -2,13 +2,13 @@
 
 #include <algorithm>
 
+#include "deform_conv_cpu.h"
 #include "deform_conv_math.h"
 
 namespace dcn_deploy {
 namespace {
 
 constexpr int64_t kMaxTilePixels = 64;
-constexpr int64_t kMinTilePixels = 16;
 // Channels-last path: the int16 rows of one channel block stay in L2.
 constexpr int64_t kRowBudgetBytes = 128 * 1024;
 // Input pixels per prepare item (channels-last copy).
@@ -43,12 +43,8 @@ DeformConvCpuInt8::DeformConvCpuInt8(const DeformConvAttributes& attributes, con
   out_channels_per_group_ = shape.out_channels / attributes.group;
   channels_per_offset_group_ = shape.in_channels / attributes.offset_group;
   out_pixels_ = shape.out_height * shape.out_width;
-  tile_pixels_ = std::min(kMaxTilePixels, out_pixels_);
-  // Smaller tiles when the batch and groups alone give too few items for the thread pool.
-  while (tile_pixels_ > kMinTilePixels &&
-         shape.batch * attributes.group * ceil_div(out_pixels_, tile_pixels_) < min_work_items) {
-    tile_pixels_ = std::max(kMinTilePixels, tile_pixels_ / 2);
-  }
+  // Nearly equal tiles (both paths pad a tile to 8 pixels themselves), balanced over the thread pool.
+  tile_pixels_ = balanced_tile_pixels(out_pixels_, shape.batch * attributes.group, min_work_items, kMaxTilePixels);
   tiles_per_image_ = tile_pixels_ > 0 ? ceil_div(out_pixels_, tile_pixels_) : 0;
   const int64_t rows = in_channels_per_group_ * kernel_area_;
   pair_count_ = (rows + 1) / 2;
@@ -218,7 +214,7 @@ void DeformConvCpuInt8::run_channels_last_item(int64_t image, int64_t g, int64_t
       c += run;
     }
     const int32_t* block = packed_weights_ + (g * group_pairs + c0 * taps / 2) * panels_ * kInt8PanelChannels;
-    int8_kernels_->gemm_pixel_major(panels_, cc * taps / 2, block, scratch.rows.data(), taps * cc, padded, acc,
+    int8_kernels_->gemm_pixel_major(panels_, cc * taps / 2, block, scratch.rows.data(), taps * cc, pixels, acc,
                                     acc_stride, c0 == 0);
   }
 

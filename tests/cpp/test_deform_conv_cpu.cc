@@ -392,6 +392,28 @@ TEST(non_finite_offsets_sample_zero) {
   CHECK_NEAR(max_abs_difference(expected, actual), 0.0, 1e-4);
 }
 
+TEST(balanced_tiles_split_small_images_evenly) {
+  // 7x7 on a pool: two tiles of 25 + 24 pixels, not 48 + 1 or one tile of 49.
+  CHECK_EQ(balanced_tile_pixels(49, 1, 16, 64, 6, 4), 25);
+  // One thread: the largest tile.
+  CHECK_EQ(balanced_tile_pixels(49, 1, 1, 64, 6, 4), 49);
+  CHECK_EQ(balanced_tile_pixels(4096, 8, 1, 64, 6, 4), 64);
+  // Many items anyway: full 64-pixel tiles.
+  CHECK_EQ(balanced_tile_pixels(4096, 8, 16, 64, 6, 4), 64);
+  CHECK_EQ(balanced_tile_pixels(0, 1, 16, 64), 0);
+  for (const int64_t pixels : {int64_t{1}, int64_t{7}, int64_t{49}, int64_t{196}, int64_t{784}, int64_t{3400}}) {
+    for (const int64_t units : {int64_t{1}, int64_t{2}, int64_t{8}}) {
+      for (const int64_t min_items : {int64_t{1}, int64_t{16}}) {
+        const int64_t tile = balanced_tile_pixels(pixels, units, min_items, 64, 6, 4);
+        CHECK(tile >= 1 && tile <= std::min<int64_t>(pixels, 64));
+        // Nearly equal tiles: no smaller tile gives the same number of them.
+        const int64_t tiles = (pixels + tile - 1) / tile;
+        CHECK_EQ(tile, (pixels + tiles - 1) / tiles);
+      }
+    }
+  }
+}
+
 TEST(work_items_cover_every_output_once) {
   std::mt19937 rng(7);
   const Problem problem = make_problem(rng, 3, 2, 17, 13, 4, make_attributes_for(3, 3), false, false, 1.0f);
