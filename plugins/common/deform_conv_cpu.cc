@@ -23,8 +23,6 @@ constexpr int64_t kPartialGroupPixels = 4;
 // Column block (panels of one channel block) kept around 256 KiB so it stays
 // in L2 while every output channel is multiplied with it.
 constexpr int64_t kColumnBudgetFloats = 64 * 1024;
-// Input pixels per prepare item (channels-last copy).
-constexpr int64_t kPreparePixels = 256;
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 int64_t round_up(int64_t value, int64_t multiple) { return ceil_div(value, multiple) * multiple; }
@@ -199,24 +197,21 @@ void DeformConvCpu::set_workspace(float* workspace) {
 }
 
 int64_t DeformConvCpu::copy_item_count() const {
-  return channels_last_ ? shape_.batch * ceil_div(shape_.in_height * shape_.in_width, kPreparePixels) : 0;
+  return channels_last_ ? copy_chunk_count(shape_.batch, shape_.in_height * shape_.in_width) : 0;
 }
 
 int64_t DeformConvCpu::prepare_item_count() const {
   return copy_item_count() + (packed_workspace_ ? packed_panel_count() : 0);
 }
 
-// Pixels [first, first + kPreparePixels) of one image, all channels, to channels-last.
+// One copy chunk (all channels) to channels-last, or one panel of W.
 void DeformConvCpu::run_prepare_item(int64_t item) const {
   if (item >= copy_item_count()) {
     pack_weight_panel(item - copy_item_count(), packed_workspace_);
     return;
   }
   const int64_t plane_size = shape_.in_height * shape_.in_width;
-  const int64_t chunks = ceil_div(plane_size, kPreparePixels);
-  const int64_t image = item / chunks;
-  const int64_t first = (item % chunks) * kPreparePixels;
-  const int64_t end = std::min(plane_size, first + kPreparePixels);
+  const auto [image, first, end] = copy_chunk(item, plane_size);
   const int64_t channels = shape_.in_channels;
   const float* source = tensors_.input + image * channels * plane_size;
   float* target = channels_last_ + image * channels * plane_size;

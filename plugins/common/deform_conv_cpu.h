@@ -41,6 +41,22 @@ namespace dcn_deploy {
 int64_t balanced_tile_pixels(int64_t out_pixels, int64_t work_units, int64_t min_work_items, int64_t max_tile,
                              int64_t micro_pixels = 1, int64_t partial_group_pixels = 0);
 
+// The channels-last copy of an input as prepare items: pixels [first, end)
+// of one image each, in chunks of kCopyChunkPixels (shared by the float and
+// the INT8 kernel).
+constexpr int64_t kCopyChunkPixels = 256;
+struct CopyChunk {
+  int64_t image, first, end;
+};
+inline int64_t copy_chunk_count(int64_t batch, int64_t plane_size) {
+  return batch * ((plane_size + kCopyChunkPixels - 1) / kCopyChunkPixels);
+}
+inline CopyChunk copy_chunk(int64_t item, int64_t plane_size) {
+  const int64_t chunks = (plane_size + kCopyChunkPixels - 1) / kCopyChunkPixels;
+  const int64_t first = (item % chunks) * kCopyChunkPixels;
+  return {item / chunks, first, first + kCopyChunkPixels < plane_size ? first + kCopyChunkPixels : plane_size};
+}
+
 // Tuning and test switches of DeformConvCpu.
 struct DeformConvCpuOptions {
   // Asks for tiles small enough to give at least this many work items (to keep

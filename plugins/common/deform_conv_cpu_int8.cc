@@ -11,8 +11,6 @@ namespace {
 constexpr int64_t kMaxTilePixels = 64;
 // Channels-last path: the int16 rows of one channel block stay in L2.
 constexpr int64_t kRowBudgetBytes = 128 * 1024;
-// Input pixels per prepare item (channels-last copy).
-constexpr int64_t kPreparePixels = 256;
 using cpu::kInt8ChannelBlock;
 using cpu::kInt8PanelChannels;
 
@@ -118,25 +116,22 @@ void DeformConvCpuInt8::set_packed_weights(const int32_t* packed) {
 }
 
 int64_t DeformConvCpuInt8::copy_item_count() const {
-  return channels_last_ ? shape_.batch * ceil_div(shape_.in_height * shape_.in_width, kPreparePixels) : 0;
+  return channels_last_ ? copy_chunk_count(shape_.batch, shape_.in_height * shape_.in_width) : 0;
 }
 
 int64_t DeformConvCpuInt8::prepare_item_count() const {
   return copy_item_count() + (own_packed_weights_ ? panels_ : 0);
 }
 
-// Items [0, copy_item_count()): pixels [first, first + kPreparePixels) of one
-// image to channels-last; the rest: one panel of W each.
+// Items [0, copy_item_count()): one copy chunk of Xq to channels-last; the
+// rest: one panel of W each.
 void DeformConvCpuInt8::run_prepare_item(int64_t item) const {
   if (item >= copy_item_count()) {
     pack_weight_panel(item - copy_item_count(), own_packed_weights_.get());
     return;
   }
   const int64_t plane_size = shape_.in_height * shape_.in_width;
-  const int64_t chunks = ceil_div(plane_size, kPreparePixels);
-  const int64_t image = item / chunks;
-  const int64_t first = (item % chunks) * kPreparePixels;
-  const int64_t end = std::min(plane_size, first + kPreparePixels);
+  const auto [image, first, end] = copy_chunk(item, plane_size);
   const int64_t image_size = shape_.in_channels * plane_size;
   int8_kernels_->to_channels_last(tensors_.input + image * image_size, plane_size, shape_.in_channels, first, end,
                                   input_channels_last_.get() + image * image_size);

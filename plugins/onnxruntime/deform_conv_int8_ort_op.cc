@@ -25,18 +25,14 @@ struct Int8Job {
 // thread pool: must not throw (run_prepare_item does not allocate).
 void run_int8_prepare_chunk(void* user_data, size_t chunk) {
   auto* job = static_cast<Int8Job*>(user_data);
-  const int64_t items = job->convolution->prepare_item_count();
-  const int64_t begin = items * static_cast<int64_t>(chunk) / job->chunk_count;
-  const int64_t end = items * static_cast<int64_t>(chunk + 1) / job->chunk_count;
+  const auto [begin, end] = chunk_items(job->convolution->prepare_item_count(), job->chunk_count, chunk);
   for (int64_t item = begin; item < end; ++item) job->convolution->run_prepare_item(item);
 }
 
 // Runs one chunk of work items on ORT's thread pool: must not throw.
 void run_int8_chunk(void* user_data, size_t chunk) {
   auto* job = static_cast<Int8Job*>(user_data);
-  const int64_t items = job->convolution->work_item_count();
-  const int64_t begin = items * static_cast<int64_t>(chunk) / job->chunk_count;
-  const int64_t end = items * static_cast<int64_t>(chunk + 1) / job->chunk_count;
+  const auto [begin, end] = chunk_items(job->convolution->work_item_count(), job->chunk_count, chunk);
   try {
     thread_local DeformConvInt8Scratch scratch;  // Kept per thread across calls.
     for (int64_t item = begin; item < end; ++item) job->convolution->run_work_item(item, scratch);

@@ -141,9 +141,7 @@ struct ParallelJob {
 // ORT's thread pool: must not throw (run_prepare_item does not allocate).
 void run_prepare_chunk(void* user_data, size_t chunk) {
   auto* job = static_cast<ParallelJob*>(user_data);
-  const int64_t items = job->convolution->prepare_item_count();
-  const int64_t begin = items * static_cast<int64_t>(chunk) / job->chunk_count;
-  const int64_t end = items * static_cast<int64_t>(chunk + 1) / job->chunk_count;
+  const auto [begin, end] = chunk_items(job->convolution->prepare_item_count(), job->chunk_count, chunk);
   for (int64_t item = begin; item < end; ++item) job->convolution->run_prepare_item(item);
 }
 
@@ -187,9 +185,7 @@ class Workspace {
 // Runs one chunk of work items. Called on ORT's thread pool: must not throw.
 void run_chunk(void* user_data, size_t chunk) {
   auto* job = static_cast<ParallelJob*>(user_data);
-  const int64_t items = job->convolution->work_item_count();
-  const int64_t begin = items * static_cast<int64_t>(chunk) / job->chunk_count;
-  const int64_t end = items * static_cast<int64_t>(chunk + 1) / job->chunk_count;
+  const auto [begin, end] = chunk_items(job->convolution->work_item_count(), job->chunk_count, chunk);
   try {
     // Kept per thread across calls: a fresh buffer per chunk would be faulted
     // in and zero-filled on every call. Bounded by the largest tile run.

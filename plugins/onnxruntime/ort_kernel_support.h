@@ -64,6 +64,12 @@ std::string make_node_label(const OrtKernelInfo* info);
 
 std::string element_type_name(ONNXTensorElementDataType type);
 
+// Items [first, second) of chunk `chunk` when `items` work items are dealt
+// into `chunks` nearly equal chunks (the unit of ORT's ParallelFor).
+inline std::pair<int64_t, int64_t> chunk_items(int64_t items, int64_t chunks, size_t chunk) {
+  return {items * static_cast<int64_t>(chunk) / chunks, items * static_cast<int64_t>(chunk + 1) / chunks};
+}
+
 // True when input `index` of the node is a constant initializer.
 bool input_is_constant(const OrtKernelInfo* info, size_t index);
 

@@ -119,17 +119,23 @@ std::vector<Variant> all_variants() {
   return variants;
 }
 
-std::vector<float> kernel_output(const Problem& p, int64_t min_work_items, const Variant* variant = nullptr) {
-  const DeformConvShape& s = p.shape;
-  std::vector<float> output(static_cast<size_t>(s.batch * s.out_channels * s.out_height * s.out_width),
-                            std::numeric_limits<float>::quiet_NaN());
+// The problem's tensors (bias and mask where the shape has them), writing into `output`.
+DeformConvTensors tensors_of(const Problem& p, std::vector<float>& output) {
   DeformConvTensors tensors;
   tensors.input = p.input.data();
   tensors.weight = p.weight.data();
   tensors.offset = p.offset.data();
-  tensors.bias = s.has_bias ? p.bias.data() : nullptr;
-  tensors.mask = s.has_mask ? p.mask.data() : nullptr;
+  tensors.bias = p.shape.has_bias ? p.bias.data() : nullptr;
+  tensors.mask = p.shape.has_mask ? p.mask.data() : nullptr;
   tensors.output = output.data();
+  return tensors;
+}
+
+std::vector<float> kernel_output(const Problem& p, int64_t min_work_items, const Variant* variant = nullptr) {
+  const DeformConvShape& s = p.shape;
+  std::vector<float> output(static_cast<size_t>(s.batch * s.out_channels * s.out_height * s.out_width),
+                            std::numeric_limits<float>::quiet_NaN());
+  const DeformConvTensors tensors = tensors_of(p, output);
   DeformConvCpuOptions options;
   options.min_work_items = min_work_items;
   if (variant != nullptr) {
@@ -236,13 +242,7 @@ TEST(channels_last_path_with_offset_groups_matches_reference) {
     const Problem problem = make_problem(rng, 2, 32, 13, 11, 20, attributes, true, true, 3.0f);
     const std::vector<float> expected = reference_output(problem);
     std::vector<float> output(expected.size(), std::numeric_limits<float>::quiet_NaN());
-    DeformConvTensors tensors;
-    tensors.input = problem.input.data();
-    tensors.weight = problem.weight.data();
-    tensors.offset = problem.offset.data();
-    tensors.bias = problem.bias.data();
-    tensors.mask = problem.mask.data();
-    tensors.output = output.data();
+    const DeformConvTensors tensors = tensors_of(problem, output);
     DeformConvCpuOptions options;
     options.kernels = cpu::avx2_kernels();
     DeformConvCpu convolution(problem.attributes, problem.shape, tensors, options);
@@ -321,13 +321,7 @@ TEST(finite_check_while_preparing_settles_the_path) {
       if (poisoned) problem.input[(1 * 8 + 5) * 63] = std::numeric_limits<float>::infinity();
       const std::vector<float> expected = reference_output(problem);
       std::vector<float> output(expected.size(), std::numeric_limits<float>::quiet_NaN());
-      DeformConvTensors tensors;
-      tensors.input = problem.input.data();
-      tensors.weight = problem.weight.data();
-      tensors.offset = problem.offset.data();
-      tensors.bias = problem.bias.data();
-      tensors.mask = problem.mask.data();
-      tensors.output = output.data();
+      const DeformConvTensors tensors = tensors_of(problem, output);
       DeformConvCpuOptions options;
       options.kernels = avx2;
       options.input_finite = DeformConvCpuOptions::Finite::kCheckWhilePreparing;
@@ -418,12 +412,7 @@ TEST(work_items_cover_every_output_once) {
   std::mt19937 rng(7);
   const Problem problem = make_problem(rng, 3, 2, 17, 13, 4, make_attributes_for(3, 3), false, false, 1.0f);
   std::vector<float> output(static_cast<size_t>(3 * 4 * 15 * 11), std::numeric_limits<float>::quiet_NaN());
-  DeformConvTensors tensors;
-  tensors.input = problem.input.data();
-  tensors.weight = problem.weight.data();
-  tensors.offset = problem.offset.data();
-  tensors.output = output.data();
-  const DeformConvCpu convolution(problem.attributes, problem.shape, tensors, 12);
+  const DeformConvCpu convolution(problem.attributes, problem.shape, tensors_of(problem, output), 12);
   CHECK(convolution.work_item_count() >= 12);
   DeformConvCpuScratch scratch;
   // Any order, one shared scratch: each item writes only its own pixels.

@@ -1,7 +1,6 @@
 #include "deform_conv_cpu_int8_kernels.h"
 
 #include <algorithm>
-#include <cstdlib>
 #include <cstring>
 
 #include "../deform_conv_math.h"
@@ -215,9 +214,7 @@ const Int8KernelSet* avx2_int8_kernels() {
 }
 
 const Int8KernelSet& int8_kernels() {
-  const char* choice = std::getenv("DCN_DEPLOY_CPU_KERNELS");
-  if (choice != nullptr && std::strcmp(choice, "portable") == 0) return portable_int8_kernels();
-  const Int8KernelSet* avx2 = avx2_int8_kernels();
+  const Int8KernelSet* avx2 = portable_kernels_forced() ? nullptr : avx2_int8_kernels();
   return avx2 ? *avx2 : portable_int8_kernels();
 }
 

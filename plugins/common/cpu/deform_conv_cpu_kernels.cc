@@ -544,10 +544,13 @@ const KernelSet* avx2_kernels() {
 #endif
 }
 
-const KernelSet& cpu_kernels() {
+bool portable_kernels_forced() {
   const char* choice = std::getenv("DCN_DEPLOY_CPU_KERNELS");
-  if (choice != nullptr && std::strcmp(choice, "portable") == 0) return portable_kernels();
-  const KernelSet* avx2 = avx2_kernels();
+  return choice != nullptr && std::strcmp(choice, "portable") == 0;
+}
+
+const KernelSet& cpu_kernels() {
+  const KernelSet* avx2 = portable_kernels_forced() ? nullptr : avx2_kernels();
   return avx2 ? *avx2 : portable_kernels();
 }
 

@@ -153,6 +153,9 @@ inline int32_t pack_int16_pair(int16_t low, int16_t high) {
                               (static_cast<uint32_t>(static_cast<uint16_t>(high)) << 16));
 }
 
+// True when DCN_DEPLOY_CPU_KERNELS=portable asks for the portable loops (tests; also the INT8 set).
+bool portable_kernels_forced();
+
 const KernelSet& portable_kernels();
 // The AVX2+FMA set, or nullptr where the CPU (or the build target) lacks it.
 const KernelSet* avx2_kernels();
