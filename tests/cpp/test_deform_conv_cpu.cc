@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "cpu/deform_conv_cpu_int8_kernels.h"
 #include "deform_conv_cpu.h"
 #include "deform_conv_math.h"
 #include "test_harness.h"
@@ -277,6 +278,27 @@ TEST(channels_last_copy_is_exact) {
           CHECK(std::isnan(value));
         } else {
           CHECK_EQ(value, source[static_cast<size_t>(c * plane_size + p)]);
+        }
+      }
+    }
+  }
+}
+
+TEST(int8_channels_last_copy_is_exact) {
+  for (const cpu::Int8KernelSet* set : {&cpu::portable_int8_kernels(), cpu::avx2_int8_kernels()}) {
+    if (set == nullptr) continue;
+    for (const int64_t channels : {int64_t{8}, int64_t{24}, int64_t{5}}) {
+      const int64_t plane_size = 37;  // Full blocks of 8 pixels and a tail.
+      std::vector<int8_t> source(static_cast<size_t>(channels * plane_size));
+      for (size_t i = 0; i < source.size(); ++i) source[i] = static_cast<int8_t>(static_cast<int>(i * 37 % 256) - 128);
+      for (const int64_t first : {int64_t{0}, int64_t{3}, int64_t{16}}) {
+        std::vector<int8_t> target(source.size(), 99);
+        set->to_channels_last(source.data(), plane_size, channels, first, plane_size, target.data());
+        for (int64_t p = 0; p < plane_size; ++p) {
+          for (int64_t c = 0; c < channels; ++c) {
+            const int8_t value = target[static_cast<size_t>(p * channels + c)];
+            CHECK_EQ(static_cast<int>(value), p < first ? 99 : static_cast<int>(source[static_cast<size_t>(c * plane_size + p)]));
+          }
         }
       }
     }

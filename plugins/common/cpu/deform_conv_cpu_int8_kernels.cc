@@ -91,6 +91,40 @@ const Int8KernelSet kPortable = {"portable", to_channels_last_portable, gather_p
 // -------------------------------------------------------------------- AVX2
 #if DCN_HAVE_AVX2_INT8_KERNELS
 
+// Channels-last copy in blocks of 8 channels x 8 pixels: eight 8-byte loads
+// (one per channel), a byte transpose by three rounds of unpacks, eight 8-byte
+// stores (one per pixel); the pixels past the last full block one at a time.
+DCN_AVX2 void to_channels_last_avx2(const int8_t* source, int64_t plane_size, int64_t channels, int64_t first,
+                                    int64_t end, int8_t* target) {
+  int64_t p = first;
+  for (; p + 8 <= end && channels % 8 == 0; p += 8) {
+    for (int64_t c = 0; c < channels; c += 8) {
+      __m128i row[8];
+      for (int i = 0; i < 8; ++i) {
+        row[i] = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(source + (c + i) * plane_size + p));
+      }
+      // Bytes of channel pairs, then quads, then all eight, per pixel.
+      const __m128i pair01 = _mm_unpacklo_epi8(row[0], row[1]);
+      const __m128i pair23 = _mm_unpacklo_epi8(row[2], row[3]);
+      const __m128i pair45 = _mm_unpacklo_epi8(row[4], row[5]);
+      const __m128i pair67 = _mm_unpacklo_epi8(row[6], row[7]);
+      const __m128i quad_low03 = _mm_unpacklo_epi16(pair01, pair23);   // pixels 0-3, channels 0-3
+      const __m128i quad_high03 = _mm_unpackhi_epi16(pair01, pair23);  // pixels 4-7, channels 0-3
+      const __m128i quad_low47 = _mm_unpacklo_epi16(pair45, pair67);   // pixels 0-3, channels 4-7
+      const __m128i quad_high47 = _mm_unpackhi_epi16(pair45, pair67);  // pixels 4-7, channels 4-7
+      const __m128i pixels[4] = {_mm_unpacklo_epi32(quad_low03, quad_low47), _mm_unpackhi_epi32(quad_low03, quad_low47),
+                                 _mm_unpacklo_epi32(quad_high03, quad_high47),
+                                 _mm_unpackhi_epi32(quad_high03, quad_high47)};
+      for (int i = 0; i < 4; ++i) {
+        _mm_storel_epi64(reinterpret_cast<__m128i*>(target + (p + 2 * i) * channels + c), pixels[i]);
+        _mm_storel_epi64(reinterpret_cast<__m128i*>(target + (p + 2 * i + 1) * channels + c),
+                         _mm_unpackhi_epi64(pixels[i], pixels[i]));
+      }
+    }
+  }
+  to_channels_last_portable(source, plane_size, channels, p, end, target);
+}
+
 // 8 int8 of one corner widened to float32.
 DCN_AVX2 inline __m256 load8_as_float(const int8_t* source) {
   return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(source))));
@@ -192,7 +226,7 @@ DCN_AVX2 void gemm_avx2(int64_t panels, int64_t pairs, const int32_t* packed, co
   }
 }
 
-const Int8KernelSet kAvx2 = {"avx2", to_channels_last_portable, gather_avx2, gemm_avx2};
+const Int8KernelSet kAvx2 = {"avx2", to_channels_last_avx2, gather_avx2, gemm_avx2};
 
 bool cpu_has_avx2() {
   __builtin_cpu_init();
