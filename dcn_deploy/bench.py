@@ -391,8 +391,9 @@ def _layer_arrays(shape: LayerShape, batch: int, seed: int, offset_scale: float)
     }
 
 
-def _layer_model(shape: LayerShape, arrays: dict, kind: str) -> bytes:
-    """One-node ONNX: ``custom`` DcnDeformConv, ``native`` DeformConv or ``dense`` Conv.
+def _layer_model(shape: LayerShape, arrays: dict, kind: str, int8_scales: dict | None = None) -> bytes:
+    """One-node ONNX: ``custom`` DcnDeformConv, ``int8`` DcnDeformConvInt8 (``int8_scales``:
+    ``x_scale``, ``w_scale``; int8 X and W in ``arrays``), ``native`` DeformConv or ``dense`` Conv.
 
     W and B are initializers (as in an exported model); X, offset and mask are graph inputs.
     """
@@ -403,7 +404,6 @@ def _layer_model(shape: LayerShape, arrays: dict, kind: str) -> bytes:
 
     attrs = {"dilations": [1, 1], "group": 1, "kernel_shape": [shape.kernel] * 2, "pads": [shape.pad] * 4,
              "strides": [shape.stride] * 2}
-    float_ = onnx.TensorProto.FLOAT
     initializers = [numpy_helper.from_array(arrays["W"], "W"), numpy_helper.from_array(arrays["B"], "B")]
     opsets = [helper.make_opsetid("", schema.STANDARD_OPSET)]
     if kind == "dense":
@@ -413,48 +413,38 @@ def _layer_model(shape: LayerShape, arrays: dict, kind: str) -> bytes:
         node = helper.make_node(schema.STANDARD_OP_TYPE, ["X", "W", "offset", "B", "mask"], ["Y"], name="native",
                                 offset_group=1, **attrs)
         names = ["X", "offset", "mask"]
-    elif kind == "custom":
-        node = helper.make_node(schema.CUSTOM_OP_TYPE, ["X", "W", "offset", "B", "mask"], ["Y"], name="custom",
-                                domain=schema.CUSTOM_DOMAIN, offset_group=1, **attrs, **schema.PLUGIN_ATTRIBUTES)
+    elif kind in ("custom", "int8"):
+        op_type, extra = schema.CUSTOM_OP_TYPE, schema.PLUGIN_ATTRIBUTES
+        if kind == "int8":
+            op_type = schema.INT8_OP_TYPE
+            extra = {"x_scale": float(int8_scales["x_scale"]), "w_scale": [float(v) for v in int8_scales["w_scale"]]}
+        node = helper.make_node(op_type, ["X", "W", "offset", "B", "mask"], ["Y"], name=kind,
+                                domain=schema.CUSTOM_DOMAIN, offset_group=1, **attrs, **extra)
         names = ["X", "offset", "mask"]
         opsets.append(helper.make_opsetid(schema.CUSTOM_DOMAIN, schema.CUSTOM_OP_VERSION))
     else:
         raise ValueError(f"unknown layer model kind {kind!r}")
-    inputs = [helper.make_tensor_value_info(name, float_, list(arrays[name].shape)) for name in names]
-    output = helper.make_tensor_value_info("Y", float_, None)
+    inputs = [helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(arrays[name].dtype),
+                                            list(arrays[name].shape)) for name in names]
+    output = helper.make_tensor_value_info("Y", onnx.TensorProto.FLOAT, None)
     graph = helper.make_graph([node], f"bench_{kind}", inputs, [output], initializer=initializers)
     return helper.make_model(graph, opset_imports=opsets, ir_version=10).SerializeToString()
 
 
 def _int8_layer_model(shape: LayerShape, arrays: dict) -> tuple[bytes, dict]:
-    """One-node ONNX with a DcnDeformConvInt8 node for the layer's float tensors, and its feeds:
-    X quantized with x_scale = max|X| / 127, W per channel (int8 initializer)."""
+    """One-node DcnDeformConvInt8 model for the layer's float tensors, and its feeds: X quantized
+    with x_scale = max|X| / 127, W per output channel (int8 initializer)."""
     import numpy as np
-    import onnx
     import torch
-    from onnx import helper, numpy_helper
 
-    from . import schema
     from .int8 import quantize_symmetric, quantize_weight_per_channel
 
     x = torch.from_numpy(arrays["X"])
     x_scale = float(np.float32(max(float(x.abs().max()), 1e-6) / 127.0))
-    xq = quantize_symmetric(x, x_scale).numpy()
     wq, w_scale = quantize_weight_per_channel(torch.from_numpy(arrays["W"]))
-    node = helper.make_node(
-        schema.INT8_OP_TYPE, ["X", "W", "offset", "B", "mask"], ["Y"], name="custom_int8", domain=schema.CUSTOM_DOMAIN,
-        dilations=[1, 1], group=1, kernel_shape=[shape.kernel] * 2, pads=[shape.pad] * 4, strides=[shape.stride] * 2,
-        offset_group=1, x_scale=x_scale, w_scale=[float(v) for v in w_scale])
-    float_ = onnx.TensorProto.FLOAT
-    inputs = [helper.make_tensor_value_info("X", onnx.TensorProto.INT8, list(xq.shape)),
-              helper.make_tensor_value_info("offset", float_, list(arrays["offset"].shape)),
-              helper.make_tensor_value_info("mask", float_, list(arrays["mask"].shape))]
-    initializers = [numpy_helper.from_array(wq.numpy(), "W"), numpy_helper.from_array(arrays["B"], "B")]
-    graph = helper.make_graph([node], "bench_custom_int8", inputs, [helper.make_tensor_value_info("Y", float_, None)],
-                              initializer=initializers)
-    model = helper.make_model(graph, ir_version=10, opset_imports=[
-        helper.make_opsetid("", schema.STANDARD_OPSET), helper.make_opsetid(schema.CUSTOM_DOMAIN, schema.CUSTOM_OP_VERSION)])
-    return model.SerializeToString(), {"X": xq, "offset": arrays["offset"], "mask": arrays["mask"]}
+    quantized = dict(arrays, X=quantize_symmetric(x, x_scale).numpy(), W=wq.numpy())
+    model = _layer_model(shape, quantized, "int8", {"x_scale": x_scale, "w_scale": w_scale})
+    return model, {name: quantized[name] for name in ("X", "offset", "mask")}
 
 
 def _session_options(threads: int):

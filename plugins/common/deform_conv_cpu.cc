@@ -182,14 +182,6 @@ int64_t DeformConvCpu::workspace_floats() const {
 }
 
 void DeformConvCpu::set_workspace(float* workspace) {
-  if (workspace == nullptr && finite_pending_) {
-    // No copy will check X: check it now.
-    finite_pending_ = false;
-    if (!cpu::all_finite(tensors_.input, input_floats())) {
-      pair_corners_ = false;
-      channels_last_possible_ = false;
-    }
-  }
   channels_last_ = workspace_floats() > 0 ? workspace : nullptr;
   packed_workspace_ = channels_last_ && !packed_weights_
                           ? workspace + input_floats()

@@ -67,9 +67,9 @@ struct DeformConvCpuOptions {
   // Whether X is known to be free of Inf/NaN. kUnknown: the constructor scans
   // X. kCheckWhilePreparing: where the channels-last path applies, the
   // prepare items check X while they copy it (one pass over X instead of two,
-  // and in parallel); the caller then must set a workspace, run every prepare
-  // item and call finish_prepare() before any work item (set_workspace(nullptr)
-  // scans X at once instead). Elsewhere it is kUnknown.
+  // and in parallel); the caller then must run every prepare item and call
+  // finish_prepare() before any work item (without a workspace, finish_prepare()
+  // scans X itself). Elsewhere it is kUnknown.
   enum class Finite { kUnknown, kYes, kNo, kCheckWhilePreparing };
   Finite input_finite = Finite::kUnknown;
 };
