@@ -538,12 +538,12 @@ def serve(
     except (FileNotFoundError, ValueError, TensorRTError) as error:
         _fail(str(error))
     name = model_name or model.stem
-    stacking = "stacks requests" if runtime.batchable and max_batch_size > 1 else "runs requests one by one"
 
-    def ready(url: str) -> None:
-        console.print(f"serving '{name}' ({runtime.backend}) at {url}/v2/models/{name} ({stacking}: max batch "
-                      f"{max_batch_size}, max delay {max_delay_ms} ms, {workers} workers); Ctrl+C stops",
-                      highlight=False, soft_wrap=True)
+    def ready(url: str, batcher) -> None:
+        # one line: whoever waits for the URL reads the batching plan with it
+        console.print(f"serving '{name}' ({runtime.backend}) at {url}/v2/models/{name} (max batch "
+                      f"{max_batch_size}, max delay {max_delay_ms} ms, {workers} workers; batching: "
+                      f"{batcher.describe()}); Ctrl+C stops", highlight=False, soft_wrap=True)
 
     try:
         serve_model(runtime, name, host=host, port=port, max_batch_size=max_batch_size, max_delay_ms=max_delay_ms,

@@ -22,7 +22,7 @@ import os
 import threading
 from abc import ABC, abstractmethod
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -81,11 +81,13 @@ def _shape_text(shape: Sequence[int]) -> str:
 
 @dataclass(frozen=True)
 class TensorSpec:
-    """A model input or output: ``shape`` holds -1 for every dynamic axis (as KServe v2 and Triton write it)."""
+    """A model input or output: ``shape`` holds -1 for every dynamic axis (as KServe v2 and Triton write it);
+    ``axis_names`` the graph's symbol of each axis where it has one (ONNX ``dim_param``), else empty."""
 
     name: str
     datatype: str
     shape: tuple[int, ...]
+    axis_names: tuple[str | None, ...] = field(default=(), compare=False)
 
     @property
     def dtype(self) -> np.dtype | None:
@@ -126,7 +128,8 @@ class Runtime(ABC):
 
     @property
     def batchable(self) -> bool:
-        """Whether every input and output has a dynamic axis 0, so requests can be stacked along it."""
+        """Whether every input and output has a dynamic axis 0: needed to stack requests, not enough
+        (:mod:`dcn_deploy.batch_axis` decides whether axis 0 is the batch)."""
         return (bool(self.inputs) and all(s.batch_dynamic for s in self.inputs + self.outputs)
                 and (self.max_batch is None or self.max_batch > 1))
 
@@ -219,8 +222,10 @@ class Runtime(ABC):
 
 
 def _ort_spec(node_arg) -> TensorSpec:
-    shape = tuple(d if isinstance(d, int) and d >= 0 else -1 for d in (node_arg.shape or ()))
-    return TensorSpec(node_arg.name, _ORT_TYPES.get(node_arg.type, node_arg.type), shape)
+    dims = node_arg.shape or ()
+    shape = tuple(d if isinstance(d, int) and d >= 0 else -1 for d in dims)
+    names = tuple(d if isinstance(d, str) and d else None for d in dims)
+    return TensorSpec(node_arg.name, _ORT_TYPES.get(node_arg.type, node_arg.type), shape, names)
 
 
 class OnnxRuntimeBackend(Runtime):

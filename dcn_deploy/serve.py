@@ -20,10 +20,12 @@ with a ``Content-Encoding`` of gzip or deflate is decompressed first. Every erro
 name, datatype or shape; 404: no such model or version) and 500 for a failure of the model run; the
 server keeps serving.
 
-Dynamic batching (:class:`DynamicBatcher`): when every input and output of the model has a dynamic
-axis 0, concurrent requests whose other axes and datatypes agree are stacked along axis 0 into one
-run of at most ``max_batch_size`` rows, waiting at most ``max_delay_ms`` for more after the first, and
-the outputs are split back by rows; otherwise requests run one each, up to ``workers`` at once.
+Dynamic batching (:class:`DynamicBatcher`): when axis 0 of every output is the batch axis (proven by
+the graph's shapes, or by a probe on the first request where the graph cannot tell:
+:mod:`dcn_deploy.batch_axis`), concurrent requests whose other axes and datatypes agree are stacked
+along axis 0 into one run of at most ``max_batch_size`` rows, waiting at most ``max_delay_ms`` for more
+after the first, and the outputs are split back by rows; otherwise requests run one each, up to
+``workers`` at once.
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ import asyncio
 import contextlib
 import gzip
 import json
+import logging
 import socket
 import threading
 import time
@@ -42,11 +45,13 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .batch_axis import ALONE, PROBE, STACK, BatchAxis, batch_axis_from_graph, probe_batch_axis
 from .runtime import InputError, Runtime, TensorSpec, numpy_dtype
 
 __all__ = ["BadRequest", "DynamicBatcher", "ServerHandle", "build_app", "parse_infer_request", "serve",
            "start_server", "SERVER_NAME", "MODEL_VERSION"]
 
+LOG = logging.getLogger("dcn_deploy.serve")
 SERVER_NAME = "dcn-deploy"
 MODEL_VERSION = "1"
 HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -77,11 +82,13 @@ class _Pending:
 class DynamicBatcher:
     """Runs requests on ``runtime`` from an asyncio server, stacking concurrent ones along axis 0.
 
-    ``await batcher.infer(arrays, output_names)`` returns that request's outputs, bitwise what
-    ``runtime.run`` returns for it alone when the model treats rows independently (checked: a
-    stacked output whose axis 0 is not the sum of the rows makes the batcher run the requests one by
-    one). ``workers`` threads run batches; while they are busy, new requests queue and make up the
-    next batches. Counters: ``runs``, ``requests``, ``batched_requests`` (requests that shared a run).
+    ``await batcher.infer(arrays, output_names)`` returns that request's outputs, what ``runtime.run``
+    returns for it alone. Requests are stacked only while ``batch_axis`` says ``stack``: from the graph,
+    or, when it says ``probe``, after the first request small enough to probe with (run alone as
+    usual, then checked by :func:`~dcn_deploy.batch_axis.probe_batch_axis`); until then, and for good
+    when the probe fails, requests run alone. ``workers`` threads run batches; while they are busy,
+    new requests queue and make up the next batches. Counters: ``runs``, ``requests``,
+    ``batched_requests`` (requests that shared a run), ``probe_runs``.
     """
 
     def __init__(self, runtime: Runtime, max_batch_size: int = 8, max_delay_ms: float = 1.0, workers: int = 2):
@@ -94,11 +101,14 @@ class DynamicBatcher:
         self.runtime = runtime
         limit = runtime.max_batch if runtime.max_batch is not None else max_batch_size
         self.max_batch_size = min(max_batch_size, limit)
-        self.stacking = runtime.batchable and self.max_batch_size > 1
+        self.batch_axis: BatchAxis = batch_axis_from_graph(runtime.inputs, runtime.outputs, runtime.max_batch)
+        if self.max_batch_size <= 1 and self.batch_axis.verdict != ALONE:
+            self.batch_axis = BatchAxis(ALONE, f"max batch size {self.max_batch_size}")
         self.max_delay = max_delay_ms / 1000.0
         self.workers = workers
         self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dcn-deploy-run")
-        self.runs = self.requests = self.batched_requests = 0
+        self.runs = self.requests = self.batched_requests = self.probe_runs = 0
+        self._probing = False
         self._queue: asyncio.Queue | None = None
         self._held: deque[_Pending] = deque()  # taken from the queue but not fitting the batch it met
         self._tasks: list[asyncio.Task] = []
@@ -106,7 +116,7 @@ class DynamicBatcher:
     def start(self) -> None:
         """Start the batching tasks on the running event loop."""
         self._queue = asyncio.Queue()
-        if self.stacking:
+        if self.batch_axis.verdict in (STACK, PROBE):
             self._tasks = [asyncio.get_running_loop().create_task(self._batch_loop()) for _ in range(self.workers)]
 
     async def stop(self) -> None:
@@ -116,6 +126,12 @@ class DynamicBatcher:
         self._tasks = []
         self.executor.shutdown(wait=True)
 
+    def describe(self) -> str:
+        """How requests are run, in words (the reason included)."""
+        how = {STACK: "stacks requests", PROBE: "stacks requests once a probe on the first request confirms the "
+               "batch axis", ALONE: "runs requests one by one"}[self.batch_axis.verdict]
+        return f"{how}: {self.batch_axis.reason}"
+
     def _stack_key(self, arrays: dict[str, np.ndarray]) -> tuple:
         return tuple((name, array.dtype.str, array.shape[1:]) for name, array in arrays.items())
 
@@ -124,12 +140,37 @@ class DynamicBatcher:
         self.requests += 1
         loop = asyncio.get_running_loop()
         rows = next(iter(arrays.values())).shape[0] if arrays else 0
-        if not self.stacking or rows >= self.max_batch_size or rows == 0:
+        if self.batch_axis.verdict == PROBE and not self._probing and 0 < 2 * rows <= self.max_batch_size:
+            return await self._answer_and_probe(arrays, output_names)
+        if not self.batch_axis.stack or rows >= self.max_batch_size or rows == 0:
             self.runs += 1
             return await loop.run_in_executor(self.executor, self.runtime.run_checked, arrays, output_names)
         future = loop.create_future()
         await self._queue.put(_Pending(arrays, rows, self._stack_key(arrays), future, output_names))
         return await future
+
+    async def _answer_and_probe(self, arrays: dict[str, np.ndarray], output_names: list[str]
+                                ) -> dict[str, np.ndarray]:
+        """Run this request alone (its answer), then probe the batch axis with its inputs; one probe at a
+        time, the other requests meanwhile run alone."""
+        loop = asyncio.get_running_loop()
+        self._probing = True
+        try:
+            names = list(dict.fromkeys([*output_names, *self.batch_axis.unproven]))
+            self.runs += 1
+            alone = await loop.run_in_executor(self.executor, self.runtime.run_checked, arrays, names)
+            try:
+                verdict = await loop.run_in_executor(self.executor, probe_batch_axis, self.runtime.run_checked,
+                                                     arrays, self.batch_axis.unproven, alone)
+            except Exception as error:  # noqa: BLE001 - the model failed on the varied input: do not stack
+                verdict = BatchAxis(ALONE, f"the batch-axis probe failed ({type(error).__name__}: {error})")
+            self.probe_runs += 2
+            self.batch_axis = verdict
+            # a refusal is worth the operator's attention: the server runs slower than configured
+            (LOG.info if verdict.stack else LOG.warning)("batching: %s", self.describe())
+            return {name: alone[name] for name in output_names}
+        finally:
+            self._probing = False
 
     async def _next(self) -> _Pending:
         if self._held:
@@ -558,13 +599,16 @@ def _uvicorn_server(runtime: Runtime, model_name: str, max_batch_size: int, max_
 
 
 def serve(runtime: Runtime, model_name: str, host: str = "127.0.0.1", port: int = 8000, max_batch_size: int = 8,
-          max_delay_ms: float = 1.0, workers: int = 2, on_ready: Callable[[str], None] | None = None,
+          max_delay_ms: float = 1.0, workers: int = 2, on_ready: Callable[[str, DynamicBatcher], None] | None = None,
           log_level: str = "warning") -> None:
-    """Serve ``runtime`` until interrupted (SIGINT/SIGTERM); ``on_ready(url)`` once it accepts connections."""
+    """Serve ``runtime`` until interrupted (SIGINT/SIGTERM); ``on_ready(url, batcher)`` once it accepts
+    connections."""
     sock = _listening_socket(host, port)
     url = _url(host, sock.getsockname()[1])
-    server, _ = _uvicorn_server(runtime, model_name, max_batch_size, max_delay_ms, workers,
-                                (lambda: on_ready(url)) if on_ready else None, log_level)
+    holder: list[DynamicBatcher] = []
+    server, batcher = _uvicorn_server(runtime, model_name, max_batch_size, max_delay_ms, workers,
+                                      (lambda: on_ready(url, holder[0])) if on_ready else None, log_level)
+    holder.append(batcher)
     try:
         server.run(sockets=[sock])
     finally:

@@ -19,12 +19,14 @@ fields, so this module itself needs no Triton package.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+from .batch_axis import ALONE, PROBE, BatchAxis, batch_axis_from_graph, probe_batch_axis, random_inputs
 from .runtime import TensorSpec, backend_for, datatype_of
 
 __all__ = ["TritonRepoError", "TritonRepository", "model_config_text", "onnx_io", "write_triton_repo"]
@@ -51,7 +53,8 @@ def onnx_io(model) -> tuple[list[TensorSpec], list[TensorSpec]]:
         else:
             datatype = datatype_of(helper.tensor_dtype_to_np_dtype(tensor.elem_type))
         dims = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in tensor.shape.dim)
-        return TensorSpec(value.name, datatype, dims)
+        names = tuple(d.dim_param or None for d in tensor.shape.dim)
+        return TensorSpec(value.name, datatype, dims, names)
 
     inputs = [spec(v) for v in proto.graph.input if v.name not in initializers]
     return inputs, [spec(v) for v in proto.graph.output]
@@ -139,13 +142,19 @@ def _engine_io(engine: Path, onnx_model: Path | None) -> tuple[list[TensorSpec],
         ) from None
 
 
-def _batch_limit(inputs, outputs, info: dict | None, requested: int) -> tuple[int, list[str]]:
-    """Triton's max_batch_size: 0 unless every input and output has a dynamic axis 0; capped by the
-    engine's optimization profile when the build record has one."""
+def _batch_limit(inputs, outputs, info: dict | None, requested: int, onnx_model: Path | None = None
+                 ) -> tuple[int, list[str]]:
+    """Triton's max_batch_size: 0 unless axis 0 of every output is the batch axis (the rule of
+    :mod:`dcn_deploy.batch_axis`: the graph's shapes, else a probe of ``onnx_model`` at the input shape
+    its export recorded); capped by the engine's optimization profile when the build record has one."""
     notes = []
-    if requested <= 0 or not inputs or not all(s.batch_dynamic for s in list(inputs) + list(outputs)):
-        if requested > 0:
-            notes.append("axis 0 is not dynamic in every input and output: max_batch_size 0 (no dynamic batching)")
+    if requested <= 0:
+        return 0, notes
+    axis = batch_axis_from_graph(inputs, outputs)
+    if axis.verdict == PROBE:
+        axis = _probe_onnx(onnx_model, inputs, axis)
+    if not axis.stack:
+        notes.append(f"max_batch_size 0 (no dynamic batching): {axis.reason}")
         return 0, notes
     for profile in (info or {}).get("profiles", []):
         low, high = profile["min"][0], profile["max"][0]
@@ -157,6 +166,24 @@ def _batch_limit(inputs, outputs, info: dict | None, requested: int) -> tuple[in
             notes.append(f"max_batch_size {high}: the engine's profile for '{profile['name']}' ends there")
             requested = high
     return requested, notes
+
+
+def _probe_onnx(onnx_model: Path | None, inputs, axis: BatchAxis) -> BatchAxis:
+    """:func:`probe_batch_axis` on random inputs of the shape ``dcn-deploy export`` recorded (batch 1)."""
+    import onnx
+
+    from .export import get_metadata
+    from .runtime import load_runtime
+
+    if onnx_model is None or not Path(onnx_model).is_file():
+        return BatchAxis(ALONE, f"{axis.reason}, and no ONNX is at hand to probe it with")
+    recorded = get_metadata(onnx.load(str(onnx_model), load_external_data=False)).get("input_shapes")
+    if not recorded:
+        return BatchAxis(ALONE, f"{axis.reason}, and the ONNX records no input shape to probe it with")
+    shapes = {spec.name: [1, *shape[1:]] for spec, shape in zip(inputs, json.loads(recorded))}
+    with load_runtime(onnx_model, "onnxruntime") as runtime:
+        verdict = probe_batch_axis(runtime.run_checked, random_inputs(inputs, shapes), axis.unproven)
+    return verdict if verdict.stack else BatchAxis(ALONE, f"{axis.reason}; {verdict.reason}")
 
 
 def write_triton_repo(model: str | os.PathLike, repo: str | os.PathLike, model_name: str | None = None,
@@ -199,19 +226,20 @@ def write_triton_repo(model: str | os.PathLike, repo: str | os.PathLike, model_n
     notes: list[str] = []
     if backend == "onnxruntime":
         inputs, outputs = onnx_io(model)
-        info, source = None, model.name
+        info, source, probe_model = None, model.name, model
         needs_library = uses_custom_op(model)
         library_name = "libdcn_deploy_ort.so"
         find_library = ort_custom_op_library
     else:
         inputs, outputs, info, source = _engine_io(model, Path(onnx_model) if onnx_model else None)
+        probe_model = Path(onnx_model) if onnx_model else (Path(info["onnx"]) if info and info.get("onnx") else None)
         needs_library = True
         library_name = "libdcn_deploy_trt.so"
         find_library = trt_plugin_library
     unsupported = [s.name for s in inputs + outputs if s.datatype in ("BYTES", "BF16")]
     if unsupported:
         raise TritonRepoError(f"tensors {unsupported} have types this project's models do not use (strings/bfloat16)")
-    batch, batch_notes = _batch_limit(inputs, outputs, info, max_batch_size)
+    batch, batch_notes = _batch_limit(inputs, outputs, info, max_batch_size, probe_model)
     notes += batch_notes
 
     library_path = None

@@ -23,6 +23,28 @@ def export_demo(path: Path, dynamic: bool = True) -> Path:
     return path
 
 
+def export_rows_model(path: Path) -> Path:
+    """An NMS-style model: a DCN feature, its per-image mean ``scores`` (N, 4) and ``rows``, the
+    ``torch.nonzero`` indices of its large values (num_selected, 4): axis 0 dynamic but not the batch."""
+    import torch
+
+    import dcn_deploy
+
+    class RowsModel(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.dcn = dcn_deploy.DeformConv2d(3, 4, 3, padding=1)
+            torch.nn.init.normal_(self.dcn.conv_offset.weight, std=0.1)
+
+        def forward(self, x):
+            y = self.dcn(x)
+            return y.mean(dim=(2, 3)), torch.nonzero(y > 0.5)
+
+    torch.manual_seed(0)
+    dcn_deploy.export_onnx(RowsModel().eval(), (torch.randn(2, 3, 8, 8),), path, output_names=["scores", "rows"])
+    return path
+
+
 def demo_inputs(count: int, seed: int = 0, shape=INPUT_SHAPE) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
     return [rng.standard_normal(shape, dtype=np.float32) for _ in range(count)]
