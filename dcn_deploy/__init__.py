@@ -1,7 +1,17 @@
 """dcn-deploy: convert, export, run and validate DCNv2 (modulated deformable convolution) models.
 
-The public names below are imported on first use, so ``import dcn_deploy.ops`` (the
-reference op) or ``dcn_deploy.cuda_kernels`` needs only torch, not onnx or onnxscript.
+The public names below are imported on first use, so ``import dcn_deploy.op`` (the
+reference op) or ``dcn_deploy.backends.cuda_kernels`` needs only torch, not onnx or onnxscript.
+
+Sub-packages, one concern each (imports run downwards only)::
+
+    op/        the operator: public deform_conv2d, its one validation, reference, torch custom op, INT8, layer
+    onnx/      ONNX graph work: schema, export, FP16 pass, rewrite, INT8 quantize, metadata, recipes, parity
+    convert/   third-party DCN layers and checkpoints to the canonical layer
+    backends/  runtimes: the interface, ONNX Runtime, the CUDA kernels (ctypes), TensorRT (build, engine, run)
+    bench/     dcn-deploy bench: timing, CPU/GPU/end-to-end rows, report
+    serving/   dcn-deploy serve: protocol, batching rule and batcher, server, Triton repository, load test
+    cli.py     the command line (argument parsing only)
 """
 from __future__ import annotations
 
@@ -13,13 +23,14 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "ConversionReport": "convert", "UnsupportedLayerError": "convert", "convert_model": "convert",
     "convert_state_dict": "convert",
-    "export_onnx": "export", "get_metadata": "export",
-    "DeformConv2d": "layer",
-    "deform_conv2d": "ops",
-    "ort_custom_op_library": "ort", "ort_session": "ort",
-    "rewrite_onnx": "rewrite",
-    "CUSTOM_DOMAIN": "schema", "CUSTOM_OP_TYPE": "schema", "CUSTOM_OP_VERSION": "schema",
-    "PLUGIN_NAMESPACE": "schema", "PLUGIN_VERSION": "schema", "STANDARD_OPSET": "schema",
+    "export_onnx": "onnx.export", "get_metadata": "onnx.model_info",
+    "DeformConv2d": "op.layer",
+    "deform_conv2d": "op.functional",
+    "ort_custom_op_library": "backends.onnxruntime", "ort_session": "backends.onnxruntime",
+    "load_runtime": "backends.load",
+    "rewrite_onnx": "onnx.rewrite",
+    "CUSTOM_DOMAIN": "onnx.schema", "CUSTOM_OP_TYPE": "onnx.schema", "CUSTOM_OP_VERSION": "onnx.schema",
+    "PLUGIN_NAMESPACE": "onnx.schema", "PLUGIN_VERSION": "onnx.schema", "STANDARD_OPSET": "onnx.schema",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -10,6 +10,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+# Each command imports what it runs, inside the command: onnx and onnxruntime are optional on a GPU-only
+# machine (bench --device cuda runs without them; tests/test_bench.py checks), and --help stays fast.
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Export, run and validate DCNv2 models.")
 # Redirected output (logs, CI) has no terminal width: rich would cut wide tables at 80 columns.
 console = Console() if sys.stdout.isatty() or os.environ.get("COLUMNS") else Console(width=160)
@@ -33,7 +35,7 @@ def _fail(message: str) -> None:
 @app.command()
 def recipes() -> None:
     """List the model recipes in export/."""
-    from .recipes import available_recipes
+    from dcn_deploy.onnx.recipes import available_recipes
 
     table = Table("recipe", "description")
     for name, description in available_recipes().items():
@@ -55,8 +57,8 @@ def export(
                                        help="fp16 only: float32 graph inputs and outputs, cast inside"),
 ) -> None:
     """Export a recipe to ONNX, one DeformConv node per DCN layer."""
-    from .export import PRECISIONS
-    from .recipes import export_recipe
+    from dcn_deploy.onnx.model_info import PRECISIONS
+    from dcn_deploy.onnx.recipes import export_recipe
 
     if precision not in PRECISIONS:
         _fail(f"--precision must be one of {list(PRECISIONS)}, got '{precision}'")
@@ -70,8 +72,9 @@ def export(
         )
     except (FileNotFoundError, ValueError, AttributeError) as error:
         _fail(str(error))
-    from .export import get_metadata
     import json
+
+    from dcn_deploy.onnx.model_info import get_metadata
 
     meta = get_metadata(proto)
     nodes = json.loads(meta["dcn_nodes"])
@@ -90,7 +93,7 @@ def rewrite(
     to: str = typer.Option("custom", help="custom | standard"),
 ) -> None:
     """Rewrite every DeformConv node to the custom node or to standard DeformConv."""
-    from .rewrite import rewrite_onnx
+    from dcn_deploy.onnx.rewrite import rewrite_onnx
 
     try:
         _, count = rewrite_onnx(model, to=to, output=output)
@@ -115,7 +118,12 @@ def quantize(
     import onnx
     from rich.progress import Progress
 
-    from .quantize import CalibrationError, load_calibration_folder, quantize_onnx, synthetic_calibration
+    from dcn_deploy.onnx.quantize import (
+        CalibrationError,
+        load_calibration_folder,
+        quantize_onnx,
+        synthetic_calibration,
+    )
 
     if (calib is None) == (synthetic is None):
         _fail("give exactly one of --calib FOLDER and --synthetic N")
@@ -160,9 +168,9 @@ def validate(
     import onnx
     from rich.progress import Progress
 
-    from .recipes import reference_for
-    from .tensorrt_engine import TensorRTError
-    from .validate import validate_onnx
+    from dcn_deploy.backends.tensorrt.common import TensorRTError
+    from dcn_deploy.onnx.recipes import reference_for
+    from dcn_deploy.parity.validate import validate_onnx
 
     if not model.is_file():
         _fail(f"no ONNX file at {model}")
@@ -174,7 +182,7 @@ def validate(
         if trt_engine is not None:
             backend = _tensorrt_backend(trt_engine, proto)
         else:
-            from .export import get_metadata
+            from dcn_deploy.onnx.model_info import get_metadata
 
             # The precision `export` recorded picks the tolerance.
             backend = {"precision": get_metadata(proto).get("precision", "fp32")}
@@ -228,14 +236,14 @@ def convert(
     floor_band: bool = typer.Option(False, help="4uiiurz1 only: a version before 2019-01-05"),
 ) -> None:
     """Remap a raw checkpoint's DCN weights to the canonical layer's names."""
-    from .checkpoints import load_weights, save_weights
-    from .convert import convert_state_dict
+    from dcn_deploy.convert import convert_state_dict
+    from dcn_deploy.convert.checkpoints import load_weights, save_weights
 
     try:
         state = convert_state_dict(load_weights(checkpoint), source, strip_prefix,
                                    {"padding": padding, "floor_band": floor_band})
         if recipe:
-            from .recipes import load_recipe
+            from dcn_deploy.onnx.recipes import load_recipe
 
             model = load_recipe(recipe).build(seed=0, random_offsets=False)
             expected = set(model.state_dict())
@@ -253,7 +261,9 @@ def convert(
 
 def _tensorrt_backend(engine: Path, proto) -> dict:
     """validate_onnx's backend arguments for a TensorRT engine built from ``proto``."""
-    from .tensorrt_engine import TensorRTRunner, engine_precision, onnx_inputs
+    from dcn_deploy.backends.tensorrt.engine import engine_precision
+    from dcn_deploy.backends.tensorrt.runtime import TensorRTRunner
+    from dcn_deploy.onnx.model_info import onnx_inputs
 
     runner = TensorRTRunner(engine, input_names=[i.name for i in onnx_inputs(proto)],
                             output_names=[o.name for o in proto.graph.output], console=console)
@@ -280,7 +290,9 @@ def build(
     verbose: bool = typer.Option(False, "--verbose", help="print TensorRT's info messages"),
 ) -> None:
     """Build a TensorRT engine from an exported ONNX, with this project's plugin."""
-    from .tensorrt_engine import PRECISIONS, TensorRTError, build_engine
+    from dcn_deploy.backends.tensorrt.build import build_engine
+    from dcn_deploy.backends.tensorrt.common import TensorRTError
+    from dcn_deploy.onnx.model_info import PRECISIONS
 
     if not model.is_file():
         _fail(f"no ONNX file at {model}")
@@ -346,7 +358,11 @@ def bench(
         return
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from .bench import DEFAULT_BATCHES, DEFAULT_SHAPES, BenchConfig, BenchError, command_line, run_benchmark
+    from dcn_deploy.bench.config import DEFAULT_BATCHES, BenchConfig, command_line
+    from dcn_deploy.bench.errors import BenchError
+    from dcn_deploy.bench.layers import DEFAULT_SHAPES
+    from dcn_deploy.bench.report import print_tables
+    from dcn_deploy.bench.run import run_benchmark
 
     try:
         config = BenchConfig(
@@ -367,14 +383,14 @@ def bench(
         _fail(str(error))
     except typer.BadParameter as error:
         _fail(str(error))
-    _print_bench(result)
+    print_tables(result, console)
     if json_path:
-        from .bench import write_json
+        from dcn_deploy.bench.report import write_json
 
         write_json(result, json_path)
         console.print(f"wrote {json_path}")
     if plot_path:
-        from .bench import write_plot
+        from dcn_deploy.bench.report import write_plot
 
         write_plot(result, plot_path)
         console.print(f"wrote {plot_path}")
@@ -386,8 +402,15 @@ def _bench_serve(url: str, model: Optional[str], input_shape: Optional[str], con
     from rich import box
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from .bench import command_line, write_json
-    from .serve_bench import DEFAULT_CONCURRENCY, ServeBenchConfig, ServeBenchError, parse_dims, run_serve_benchmark
+    from dcn_deploy.bench.config import command_line
+    from dcn_deploy.bench.report import write_json
+    from dcn_deploy.serving.load_test import (
+        DEFAULT_CONCURRENCY,
+        ServeBenchConfig,
+        ServeBenchError,
+        parse_dims,
+        run_serve_benchmark,
+    )
 
     try:
         config = ServeBenchConfig(url, model, parse_dims(input_shape) if input_shape else None,
@@ -426,87 +449,9 @@ def _bench_serve(url: str, model: Optional[str], input_shape: Optional[str], con
 
 
 def _bench_shape(text: str):
-    from .bench import parse_shape_spec
+    from dcn_deploy.bench.layers import parse_shape_spec
 
     return parse_shape_spec(text)
-
-
-def _print_bench(result: dict) -> None:
-    """The rich tables of a bench result: medians in ms, ratios of medians."""
-    from rich import box
-
-    machine, settings = result["machine"], result["settings"]
-
-    def ms(row: dict, name: str) -> str:
-        timing = row["implementations"].get(name)
-        return "-" if timing is None else f"{timing['median_ms']:.3f}"
-
-    def ratio(row: dict, key: str) -> str:
-        value = row["ratios"].get(key)
-        return "-" if value is None else f"{value:.2f}"
-
-    int8 = settings.get("int8", False)
-    if result["cpu_layers"]:
-        title = (f"CPU layer, median ms of {settings['repeat_cpu']} ({machine['cpu_model']}, "
-                 f"{settings['threads']} threads)")
-        table = Table(title=title, box=box.SIMPLE_HEAD)
-        for column in ("shape", "N", "custom", "native", "dense", "torch\nref", *(("int8",) if int8 else ()),
-                       "custom\n/native", "custom\n/dense", "custom\n/ref", *(("int8\n/custom",) if int8 else ())):
-            table.add_column(column, justify="left" if column == "shape" else "right", no_wrap=column == "shape",
-                             min_width=7 if "/" in column else None)
-        times = ("custom", "native", "dense", "reference", *(("custom_int8",) if int8 else ()))
-        ratios = ("custom/native", "custom/dense", "custom/reference", *(("custom_int8/custom",) if int8 else ()))
-        for row in result["cpu_layers"]:
-            table.add_row(row["shape"], str(row["batch"]), *(ms(row, n) for n in times),
-                          *(ratio(row, k) for k in ratios))
-        console.print(table)
-    if result["end_to_end"]:
-        table = Table(title=f"end to end, median ms of {settings['repeat_cpu']} ({settings['threads']} threads)",
-                      box=box.SIMPLE_HEAD)
-        for column in ("recipe", "input", "DCN\nnodes", "custom", "native", "torch\nmodel", *(("int8",) if int8 else ()),
-                       "custom\n/native", "custom\n/torch", *(("int8\n/custom",) if int8 else ())):
-            table.add_column(column, justify="left" if column in ("recipe", "input") else "right",
-                             no_wrap=column in ("recipe", "input"))
-        for row in result["end_to_end"]:
-            table.add_row(row["recipe"], "x".join(map(str, row["input_shape"])), str(row["dcn_nodes"]),
-                          *(ms(row, n) for n in ("custom", "native", "reference", *(("custom_int8",) if int8 else ()))),
-                          *(ratio(row, k) for k in ("custom/native", "custom/reference",
-                                                     *(("custom_int8/custom",) if int8 else ()))))
-        console.print(table)
-    if result["gpu_layers"]:
-        rows = result["gpu_layers"]
-        short = {"ours_fp16": "fp16", "ours_fp16_simt": "fp16\nsimt", "ours_fp16_tensor_core": "fp16\nTC",
-                 "ours_fp16_tensor_core_nhwc": "fp16\nTC NHWC",
-                 "ours_fp32": "fp32", "torchvision_fp16": "tv\nfp16", "cudnn_fp16": "cuDNN\nfp16"}
-        names = [n for n in short if any(n in row["implementations"] for row in rows)]
-        table = Table(title=f"GPU layer, median ms of {settings['repeat_gpu']} ({machine.get('gpu')})",
-                      caption="fp16/fp32: ours (deform_conv2d_cuda), TC: tensor cores; tv: torchvision; "
-                      "cuDNN: dense conv, channels_last", box=box.SIMPLE_HEAD)
-        for column in ("shape", "N", *(short[n] for n in names)):
-            table.add_column(column, justify="left" if column == "shape" else "right", no_wrap=column == "shape")
-        for row in rows:
-            table.add_row(row["shape"], str(row["batch"]), *(ms(row, n) for n in names))
-        console.print(table)
-        ratio_columns = {"ours_fp16/cudnn_fp16": "fp16\n/cuDNN", "ours_fp16_tensor_core/cudnn_fp16": "fp16 TC\n/cuDNN",
-                         "ours_fp16_tensor_core_nhwc/cudnn_fp16": "TC NHWC\n/cuDNN",
-                         "ours_fp32/cudnn_fp16": "fp32\n/cuDNN", "torchvision_fp16/ours_fp16": "tv\n/fp16"}
-        keys = [k for k in ratio_columns if any(k in row["ratios"] for row in rows)]
-        table = Table(title="GPU layer: ratios of medians, workspace", caption="every ratio is in the JSON",
-                      box=box.SIMPLE_HEAD)
-        for column in ("shape", "N", *(ratio_columns[k] for k in keys), "workspace\nours fp16",
-                       "im2col fp16\nper image"):
-            table.add_column(column, justify="left" if column == "shape" else "right", no_wrap=column == "shape")
-        for row in rows:
-            space = row["workspace"]
-            table.add_row(row["shape"], str(row["batch"]), *(ratio(row, k) for k in keys),
-                          _bytes(space["ours_bytes"]["fp16"]), _bytes(space["im2col_bytes_per_image"]["fp16"]))
-        console.print(table)
-        notes = {f"{row['shape']} b{row['batch']} {name}": note for row in rows
-                 for name, note in row.get("not_timed", {}).items()}
-        for where, note in notes.items():
-            console.print(f"[yellow]not timed[/yellow] {where}: {note}")
-    for part, reason in result["skipped"].items():
-        console.print(f"{part}: skipped ({reason})")
 
 
 @app.command()
@@ -526,9 +471,10 @@ def serve(
     log_level: str = typer.Option("warning", "--log-level", help="uvicorn's log level"),
 ) -> None:
     """Serve a model over HTTP with the KServe v2 / Open Inference Protocol (Triton's HTTP API)."""
-    from .runtime import backend_for, load_runtime
-    from .serve import serve as serve_model
-    from .tensorrt_engine import TensorRTError
+    from dcn_deploy.backends.load import load_runtime
+    from dcn_deploy.backends.runtime import backend_for
+    from dcn_deploy.backends.tensorrt.common import TensorRTError
+    from dcn_deploy.serving.server import serve as serve_model
 
     try:
         kind = backend_for(model, backend)
@@ -571,7 +517,7 @@ def triton_repo(
     force: bool = typer.Option(False, "--force", help="replace an existing model directory"),
 ) -> None:
     """Write a Triton Inference Server model repository (config.pbtxt, model, library, README)."""
-    from .triton_repo import TritonRepoError, write_triton_repo
+    from dcn_deploy.serving.triton_repo import TritonRepoError, write_triton_repo
 
     try:
         repo = write_triton_repo(model, output, model_name=model_name, onnx_model=onnx, max_batch_size=max_batch_size,
@@ -585,14 +531,6 @@ def triton_repo(
     console.print(f"wrote {repo.root / repo.model_name}: config.pbtxt, {repo.model_file.relative_to(repo.root)}"
                   f"{library_text} (max_batch_size {repo.max_batch_size}); how to start tritonserver: {repo.readme}",
                   highlight=False, soft_wrap=True)
-
-
-def _bytes(count: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if count < 1024 or unit == "GiB":
-            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
-        count /= 1024
-    return str(count)
 
 
 def main() -> None:

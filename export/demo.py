@@ -30,7 +30,7 @@ class DemoDCN(nn.Module):
 
 
 def build(seed: int = 0, random_offsets: bool = True) -> nn.Module:
-    from dcn_deploy.recipes import randomize_for_parity
+    from dcn_deploy.onnx.recipes import randomize_for_parity
 
     torch.manual_seed(seed)
     model = DemoDCN()

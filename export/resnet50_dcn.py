@@ -77,7 +77,7 @@ class ResNetDCN(nn.Module):
 def build(seed: int = 0, random_offsets: bool = True) -> nn.Module:
     """The backbone with seeded weights; ``random_offsets`` gives the offset convs non-zero
     weights (offsets of about a pixel, masks away from 0.5) as a trained model has."""
-    from dcn_deploy.recipes import randomize_for_parity
+    from dcn_deploy.onnx.recipes import randomize_for_parity
 
     torch.manual_seed(seed)
     model = ResNetDCN()

@@ -3,7 +3,7 @@
 #   1. builds the CUDA kernels for this GPU (CMake; ONNX Runtime headers not needed)
 #   2. runs the C++ unit tests of the shared core (ctest)
 #   3. runs tests/test_cuda_kernels.py and tests/test_cuda_int8.py on the GPU (INT8: bitwise
-#      against dcn_deploy.int8.deform_conv2d_int8, both algorithms); FP32 and FP16 parity against the float64
+#      against dcn_deploy.op.int8.deform_conv2d_int8, both algorithms); FP32 and FP16 parity against the float64
 #      reference on every configuration, large coordinates (200x272, offsets up to +-8 px),
 #      GPU vs the CPU emulation of the same kernel, bad input
 #   4. compute-sanitizer memcheck and racecheck on small cases, if compute-sanitizer is installed
@@ -75,7 +75,7 @@ small_case='
 import sys; sys.path[:0] = ["tests"]
 import torch
 from cases import CASES
-from dcn_deploy.cuda_kernels import deform_conv2d_cuda
+from dcn_deploy.backends.cuda_kernels import deform_conv2d_cuda
 for case in (CASES[0], CASES[-1], CASES[-3]):
     for dtype in (torch.float32, torch.float16):
         t = {k: (torch.from_numpy(v).to("cuda", dtype) if v is not None else None) for k, v in case.make().items()}

@@ -3,7 +3,7 @@
 
 For every configuration: FP32 max |err| / max |ref| and FP16 relative L2 against the
 float64 PyTorch reference (on the same inputs), the INT8 kernel's elements that differ
-from dcn_deploy.int8.deform_conv2d_int8 (bitwise; both algorithms, float32 Y and int8 Yq:
+from dcn_deploy.op.int8.deform_conv2d_int8 (bitwise; both algorithms, float32 Y and int8 Yq:
 must be 0), and on a GPU the median kernel time in FP16 next to torchvision's
 deform_conv2d (when importable) and cuDNN's dense conv of the same shape, and the INT8
 time with its ratio to the FP16 tensor-core time (target <= 0.7). Exits 1 when a
@@ -27,10 +27,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from cases import CASES, Case  # noqa: E402
-from dcn_deploy.bench import int8_layer_tensors, time_gpu_layer  # noqa: E402
-from dcn_deploy.int8 import deform_conv2d_int8  # noqa: E402
-from dcn_deploy.cuda_kernels import deform_conv2d_cuda  # noqa: E402
-from dcn_deploy.ops import deform_conv2d  # noqa: E402
+
+from dcn_deploy.backends.cuda_kernels import deform_conv2d_cuda
+from dcn_deploy.bench.gpu import time_gpu_layer
+from dcn_deploy.bench.layers import int8_layer_tensors
+from dcn_deploy.op.functional import deform_conv2d
+from dcn_deploy.op.int8 import deform_conv2d_int8
 
 FP32_MAX_REL = 1e-5
 FP16_REL_L2 = 1e-3

@@ -5,7 +5,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from dcn_deploy import schema
+from dcn_deploy.onnx import schema
 
 INPUT_NAMES = ("X", "W", "offset", "B", "mask")
 
@@ -43,7 +43,7 @@ def run_model(model: onnx.ModelProto, arrays: dict, custom_op: bool) -> np.ndarr
     import onnxruntime as ort
 
     if custom_op:
-        from dcn_deploy.ort import ort_session
+        from dcn_deploy.backends.onnxruntime import ort_session
 
         session = ort_session(model.SerializeToString())
     else:

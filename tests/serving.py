@@ -17,7 +17,7 @@ INPUT_SHAPE = (1, 3, 32, 40)  # small: the demo model runs in well under a milli
 
 
 def export_demo(path: Path, dynamic: bool = True) -> Path:
-    from dcn_deploy.recipes import export_recipe
+    from dcn_deploy.onnx.recipes import export_recipe
 
     export_recipe("demo", path, dynamic=dynamic, input_shape=None if dynamic else INPUT_SHAPE)
     return path

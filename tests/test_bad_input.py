@@ -5,11 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
-from dcn_deploy import deform_conv2d
-
 from cases import Case
 from graphs import run_model, single_node_model
+
+from dcn_deploy import deform_conv2d
 
 pytestmark = pytest.mark.custom_op
 

@@ -1,4 +1,4 @@
-"""Requests are stacked only when axis 0 of every output is the batch (dcn_deploy.batch_axis).
+"""Requests are stacked only when axis 0 of every output is the batch (dcn_deploy.serving.batch_axis).
 
 The defect this guards against: a model whose output has a dynamic axis 0 that is not the batch
 (NMS-style ``(num_selected, k)``, ``torch.nonzero`` rows) was stacked and its outputs cut by request
@@ -13,13 +13,20 @@ import numpy as np
 import pytest
 import tritonclient.http as httpclient
 from google.protobuf import text_format
+from serving import ServeProcess, export_rows_model, run_threads
 from tritonclient.grpc import model_config_pb2
 
-from dcn_deploy.batch_axis import ALONE, PROBE, STACK, batch_axis_from_graph, probe_batch_axis
-from dcn_deploy.runtime import Runtime, TensorSpec, load_runtime
-from dcn_deploy.serve import DynamicBatcher
-from dcn_deploy.triton_repo import write_triton_repo
-from serving import ServeProcess, export_rows_model, run_threads
+from dcn_deploy.backends.load import load_runtime
+from dcn_deploy.backends.runtime import Runtime, TensorSpec
+from dcn_deploy.serving.batch_axis import (
+    ALONE,
+    PROBE,
+    STACK,
+    batch_axis_from_graph,
+    probe_batch_axis,
+)
+from dcn_deploy.serving.batcher import DynamicBatcher
+from dcn_deploy.serving.triton_repo import write_triton_repo
 
 ROWS_SHAPE = (1, 3, 8, 8)
 
@@ -138,7 +145,7 @@ def test_nms_style_model_at_concurrency_16_gets_no_wrong_answer(rows_onnx):
     assert errors == [] and answered[0] == 400 and wrong == [], (len(wrong), errors[:3])
     output = "".join(served.output)
     assert "once a probe on the first request confirms the batch axis" in output  # at start-up
-    assert "batching: runs requests one by one: output 'rows' has" in output      # after the probe
+    assert "batching: runs requests one by one: output 'rows'" in output      # after the probe
 
 
 def parse_config(path):

@@ -16,7 +16,17 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from dcn_deploy import bench
+from dcn_deploy.bench.config import (
+    DEFAULT_BATCHES,
+    FORMAT,
+    BenchConfig,
+    BenchError,
+    command_line,
+)
+from dcn_deploy.bench.cpu import time_cpu_implementations
+from dcn_deploy.bench.layers import DEFAULT_SHAPES, parse_shape_spec
+from dcn_deploy.bench.run import run_benchmark
+from dcn_deploy.bench.timing import time_interleaved
 from dcn_deploy.cli import app
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,7 +35,7 @@ CPU_IMPLEMENTATIONS = {"custom", "native", "dense", "reference"}
 runner = CliRunner()
 
 try:
-    from dcn_deploy.cuda_kernels import cuda_kernel_library
+    from dcn_deploy.backends.cuda_kernels import cuda_kernel_library
 
     cuda_kernel_library()
     HAVE_GPU_PART = torch.cuda.is_available()
@@ -37,11 +47,11 @@ def invoke(*args, env: dict | None = None):
     return runner.invoke(app, [str(a) for a in args], env={"COLUMNS": "160", **(env or {})})
 
 
-def tiny(**overrides) -> bench.BenchConfig:
-    settings = dict(shapes=[bench.parse_shape_spec("4x8x8")], batches=[1], warmup=1, repeat=2, threads=1,
+def tiny(**overrides) -> BenchConfig:
+    settings = dict(shapes=[parse_shape_spec("4x8x8")], batches=[1], warmup=1, repeat=2, threads=1,
                     device="cpu")
     settings.update(overrides)
-    return bench.BenchConfig(**settings)
+    return BenchConfig(**settings)
 
 
 def check_timing(timing: dict, repeat: int) -> None:
@@ -67,34 +77,34 @@ def check_ratios(row: dict) -> None:
     ("64:128x56x56", (64, 128, 56, 56)), (" 8x9x7 ", (8, 8, 9, 7)),
 ])
 def test_shape_specs(text, expected):
-    shape = bench.parse_shape_spec(text)
+    shape = parse_shape_spec(text)
     assert (shape.in_channels, shape.out_channels, shape.height, shape.width) == expected
     assert (shape.kernel, shape.pad, shape.stride) == (3, 1, 1)
-    assert bench.parse_shape_spec(shape.spec) == shape
+    assert parse_shape_spec(shape.spec) == shape
 
 
 @pytest.mark.parametrize("text", ["4x8", "1x4x8x8", "ax8x8", "4x8x", "0x8x8", "4x0x8", "-4x8x8", "4*8*8", ""])
 def test_bad_shape_specs_name_the_spec(text):
-    with pytest.raises(bench.BenchError, match=re.escape(f"bad shape spec '{text}'")):
-        bench.parse_shape_spec(text)
+    with pytest.raises(BenchError, match=re.escape(f"bad shape spec '{text}'")):
+        parse_shape_spec(text)
 
 
 def test_default_shapes_are_those_of_issue_7():
-    assert [s.spec for s in bench.DEFAULT_SHAPES] == ["64x64x64", "256x50x68", "512x25x34", "128x100x136"]
-    assert tuple(bench.DEFAULT_BATCHES) == (1, 8)
+    assert [s.spec for s in DEFAULT_SHAPES] == ["64x64x64", "256x50x68", "512x25x34", "128x100x136"]
+    assert tuple(DEFAULT_BATCHES) == (1, 8)
 
 
 def test_command_line():
     argv = ["/repo/dcn_deploy/cli.py", "bench", "--shape", "64x64x64", "--json", "out dir/b.json"]
-    assert bench.command_line(argv) == "python -m dcn_deploy.cli bench --shape 64x64x64 --json 'out dir/b.json'"
-    assert bench.command_line(["/usr/bin/dcn-deploy", "bench"]) == "dcn-deploy bench"
+    assert command_line(argv) == "python -m dcn_deploy.cli bench --shape 64x64x64 --json 'out dir/b.json'"
+    assert command_line(["/usr/bin/dcn-deploy", "bench"]) == "dcn-deploy bench"
 
 
 def test_interleaved_timing_counts_and_order():
     calls = []
     steps = []
     functions = {name: (lambda name=name: calls.append(name)) for name in "abc"}
-    timings = bench.time_interleaved(functions, warmup=2, repeat=3, step=lambda: steps.append(1))
+    timings = time_interleaved(functions, warmup=2, repeat=3, step=lambda: steps.append(1))
     assert set(timings) == {"a", "b", "c"} and all(len(t.times_ms) == 3 for t in timings.values())
     assert len(steps) == 5
     assert calls[6:] == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]  # rotated each round
@@ -108,7 +118,7 @@ def test_reference_is_timed_apart_from_the_sessions():
     """torch's OpenMP threads spin after a call: the reference must not run between sessions."""
     calls = []
     functions = {name: (lambda name=name: calls.append(name)) for name in ("custom", "native", "dense", "reference")}
-    timings = bench.time_cpu_implementations(functions, bench.BenchConfig(repeat=3, warmup=1), step=None)
+    timings = time_cpu_implementations(functions, BenchConfig(repeat=3, warmup=1), step=None)
     assert set(timings) == set(functions) and all(len(t.times_ms) == 3 for t in timings.values())
     first_reference = calls.index("reference")
     assert len(calls) == 4 * (1 + 3) and set(calls[first_reference:]) == {"reference"}
@@ -117,10 +127,10 @@ def test_reference_is_timed_apart_from_the_sessions():
 
 @pytest.mark.custom_op
 def test_library_cpu_layers_structure_and_values():
-    config = tiny(shapes=[bench.parse_shape_spec("4x8x8"), bench.parse_shape_spec("4:6x5x7")], batches=[1, 2])
+    config = tiny(shapes=[parse_shape_spec("4x8x8"), parse_shape_spec("4:6x5x7")], batches=[1, 2])
     seen = []
-    result = bench.run_benchmark(config, progress=lambda text, done, total: seen.append((text, done, total)))
-    assert result["format"] == bench.FORMAT
+    result = run_benchmark(config, progress=lambda text, done, total: seen.append((text, done, total)))
+    assert result["format"] == FORMAT
     rows = result["cpu_layers"]
     assert len(rows) == 2 * 2  # shapes x batches
     assert [(r["shape"], r["batch"]) for r in rows] == [("4x8x8", 1), ("4x8x8", 2), ("4:6x5x7", 1), ("4:6x5x7", 2)]
@@ -189,7 +199,7 @@ def test_cli_recipe_end_to_end(tmp_path):
 
 @pytest.mark.custom_op
 def test_no_reference_leaves_the_reference_out():
-    result = bench.run_benchmark(tiny(reference=False, repeat=1, warmup=0))
+    result = run_benchmark(tiny(reference=False, repeat=1, warmup=0))
     (row,) = result["cpu_layers"]
     assert set(row["implementations"]) == {"custom", "native", "dense"}
     assert set(row["ratios"]) == {"custom/native", "custom/dense"}

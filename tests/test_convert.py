@@ -7,13 +7,23 @@ import copy
 import numpy as np
 import pytest
 import torch
+from sources import (
+    charlesshang,
+    chengdazhi,
+    chunhuanlin,
+    dcnv3,
+    detectron2,
+    keras_deform,
+    mmcv,
+    mmdet_v1,
+    mxnet,
+    paddle,
+    uiiurz1,
+)
 from torch import nn
 
 from dcn_deploy import DeformConv2d, UnsupportedLayerError, convert_model, export_onnx
-from dcn_deploy.ort import ort_session
-
-from sources import (chengdazhi, charlesshang, chunhuanlin, detectron2, dcnv3, keras_deform, mmcv, mmdet_v1, mxnet,
-                     paddle, uiiurz1)
+from dcn_deploy.backends.onnxruntime import ort_session
 
 
 class ExternalOffsets(nn.Module):

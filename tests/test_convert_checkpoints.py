@@ -6,17 +6,16 @@ import json
 import numpy as np
 import pytest
 import torch
+from sources import charlesshang, mxnet, paddle, uiiurz1
+from test_convert import randomize
 from torch import nn
 from typer.testing import CliRunner
 
 from dcn_deploy import DeformConv2d, convert_state_dict
-from dcn_deploy.checkpoints import load_weights
 from dcn_deploy.cli import app
 from dcn_deploy.convert import read_mxnet_params
-from dcn_deploy.recipes import load_recipe
-
-from sources import charlesshang, mxnet, paddle, uiiurz1
-from test_convert import randomize
+from dcn_deploy.convert.checkpoints import load_weights
+from dcn_deploy.onnx.recipes import load_recipe
 
 C, M = 4, 6
 

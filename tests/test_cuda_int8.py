@@ -1,6 +1,6 @@
 """The INT8 CUDA kernel (plugins/common/cuda/deform_conv_int8.cuh) against the exact reference.
 
-The definition (dcn_deploy/int8.py) fixes every float operation and the integer sums are exact,
+The definition (dcn_deploy/op/int8.py) fixes every float operation and the integer sums are exact,
 so the kernel must give the reference's bits: ``torch.equal``, not a tolerance. Both algorithms
 (integer tensor cores and dp4a) run in the CPU emulation here (the kernel's own block phases,
 thread by thread); the "cuda" rows run only where torch sees a GPU.
@@ -11,12 +11,12 @@ from dataclasses import dataclass
 
 import pytest
 import torch
-
-from dcn_deploy.int8 import MAX_PRODUCTS_PER_OUTPUT, deform_conv2d_int8
-from dcn_deploy.ops import DeformConvGeometry, _sample_columns
-
 from cases import Case
 from test_cuda_kernels import DEVICES, cuda_kernels, pytestmark  # noqa: F401  (the library's skip marker)
+
+from dcn_deploy.op.geometry import DeformConvGeometry
+from dcn_deploy.op.int8 import MAX_PRODUCTS_PER_OUTPUT, deform_conv2d_int8
+from dcn_deploy.op.reference import sample_columns
 
 ALGORITHMS = ["tensor_core", "simt"]
 
@@ -114,7 +114,7 @@ def test_int8_cases_cover_ties_and_saturation():
     t = case.tensors()
     geo = DeformConvGeometry.check(t["input"].float(), t["offset"], t["weight"].float(), None, None,
                                    case.stride, case.pads, case.dilation, case.group, case.offset_group)
-    samples = _sample_columns(t["input"].float(), t["offset"], None, geo)
+    samples = sample_columns(t["input"].float(), t["offset"], None, geo)
     halves = (samples - samples.floor()) == 0.5
     assert int(halves.sum()) > 50
     # Half to even differs from half away from zero on these samples.

@@ -13,11 +13,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from cases import CASES, Case
-from dcn_deploy.ops import deform_conv2d
 
-cuda_kernels = pytest.importorskip("dcn_deploy.cuda_kernels")
+from dcn_deploy.op.functional import deform_conv2d
+
+cuda_kernels = pytest.importorskip("dcn_deploy.backends.cuda_kernels")
 
 FP32_MAX_REL = 1e-5
 FP16_REL_L2 = 1e-3

@@ -9,9 +9,16 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from dcn_deploy import CUSTOM_DOMAIN, CUSTOM_OP_TYPE, DeformConv2d, export_onnx, get_metadata, schema
-from dcn_deploy.ort import ort_session
-from dcn_deploy.recipes import load_recipe
+from dcn_deploy import (
+    CUSTOM_DOMAIN,
+    CUSTOM_OP_TYPE,
+    DeformConv2d,
+    export_onnx,
+    get_metadata,
+)
+from dcn_deploy.backends.onnxruntime import ort_session
+from dcn_deploy.onnx import schema
+from dcn_deploy.onnx.recipes import load_recipe
 
 pytestmark = pytest.mark.custom_op
 

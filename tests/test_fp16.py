@@ -3,7 +3,7 @@
 TensorRT 11 builds every network strongly typed, so an FP16 engine needs a float16 ONNX
 (``dcn-deploy export --precision fp16``); CI checks that graph without a GPU in ONNX Runtime
 with the custom op. The op computes in float32 and rounds its output once (to nearest even);
-the exporter keeps the offset/mask path float32 (``dcn_deploy.export.convert_to_fp16``).
+the exporter keeps the offset/mask path float32 (``dcn_deploy.onnx.fp16.convert_to_fp16``).
 
 ONNX Runtime's CPU provider has no float16 kernel for Conv, Relu, Sigmoid, Add, MaxPool,
 BatchNormalization or DeformConv: it casts such nodes to float32 and back, merges those casts, and
@@ -25,21 +25,25 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from cases import CASES, Case
+from graphs import feeds, single_node_model
 from onnx import TensorProto, helper, numpy_helper
-from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidGraph, RuntimeException
+from onnxruntime.capi.onnxruntime_pybind11_state import (
+    Fail,
+    InvalidGraph,
+    RuntimeException,
+)
 from typer.testing import CliRunner
 
 from dcn_deploy import CUSTOM_OP_TYPE, DeformConv2d, get_metadata
+from dcn_deploy.backends.onnxruntime import ort_session
 from dcn_deploy.cli import app
-from dcn_deploy.export import convert_to_fp16, export_onnx
-from dcn_deploy.ops import deform_conv2d
-from dcn_deploy.ort import ort_session
-from dcn_deploy.recipes import export_recipe, load_recipe, randomize_for_parity
-from dcn_deploy.tolerances import FP16_NODE, tolerance_for
-from dcn_deploy.validate import compare_arrays, validate_onnx
-
-from cases import CASES, Case
-from graphs import feeds, single_node_model
+from dcn_deploy.onnx.export import export_onnx
+from dcn_deploy.onnx.fp16 import convert_to_fp16
+from dcn_deploy.onnx.recipes import export_recipe, load_recipe, randomize_for_parity
+from dcn_deploy.op.functional import deform_conv2d
+from dcn_deploy.op.tolerances import FP16_NODE, tolerance_for
+from dcn_deploy.parity.validate import compare_arrays, validate_onnx
 
 pytestmark = pytest.mark.custom_op
 
@@ -327,7 +331,7 @@ def check_fp16_graph(proto: onnx.ModelProto, keep_io_types: bool) -> None:
             assert all(types.get(o, TensorProto.FLOAT16) != TensorProto.FLOAT for o in node.output), node.name
         if node.op_type == "Cast" and node.input[0] in producer:
             assert producer[node.input[0]].op_type != "Cast", f"{node.name}: a cast of a cast"
-    # Type inference against the custom node's ONNX schema (dcn_deploy/schema.py) needs offset and
+    # Type inference against the custom node's ONNX schema (dcn_deploy/onnx/schema.py) needs offset and
     # mask to have their own type variable there; until they do, the plain checker runs.
     dcn_schema = onnx.defs.get_schema(CUSTOM_OP_TYPE, 1, "dcn_deploy")
     sampling_typed_apart = dcn_schema.inputs[2].type_str != dcn_schema.inputs[0].type_str
@@ -373,7 +377,7 @@ def test_fp16_offsets_option_converts_the_offset_path_too(demo_fp32) -> None:
 
 
 def test_boundary_emulation_stays_float32(tmp_path) -> None:
-    """A converted layer's boundary-rule emulation (dcn_deploy/boundary.py) works on absolute
+    """A converted layer's boundary-rule emulation (dcn_deploy/op/boundary.py) works on absolute
     sampling positions: in float16 (0.03 px coarse at x = 56) it failed the tolerance with errors
     of 1e-2 to 2e-1 (measured 2026-11-22); in the float32 offset path it passes."""
     torch.manual_seed(0)
@@ -406,7 +410,7 @@ def test_export_records_precision(tmp_path) -> None:
 TINY_RECIPE = '''
 import torch
 from dcn_deploy import DeformConv2d
-from dcn_deploy.recipes import randomize_for_parity
+from dcn_deploy.onnx.recipes import randomize_for_parity
 DESCRIPTION = "one DCNv2 layer"
 INPUT_SHAPE = (1, 4, 12, 10)
 OUTPUT_NAMES = ("y",)

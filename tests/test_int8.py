@@ -7,15 +7,21 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from cases import CASES, Case
 from onnx import helper, numpy_helper
 from typer.testing import CliRunner
 
-from dcn_deploy import int8, schema
+from dcn_deploy.backends.onnxruntime import ort_session
 from dcn_deploy.cli import app
-from dcn_deploy.ort import ort_session
-from dcn_deploy.quantize import CalibrationError, load_calibration_folder, quantize_onnx, synthetic_calibration
-
-from cases import CASES, Case
+from dcn_deploy.onnx import schema
+from dcn_deploy.onnx.quantize import (
+    CalibrationError,
+    load_calibration_folder,
+    quantize_onnx,
+    synthetic_calibration,
+)
+from dcn_deploy.op import int8
+from dcn_deploy.op.reference import sample_columns
 
 runner = CliRunner()
 INT8_CASES = [c for c in CASES if c.h * c.w > 1] + [c for c in CASES if c.h * c.w == 1][:1]
@@ -107,7 +113,7 @@ def test_reference_matches_the_issue_formulation_in_float64():
     geo = int8.DeformConvGeometry.check(q["X"], q["offset"], q["W"], q["B"], q["mask"], case.stride, case.pads,
                                         case.dilation, case.group, case.offset_group)
     ours = int8.requantized_samples(q["X"], q["offset"], q["mask"], geo).to(torch.float64)
-    issue = torch.round(int8._sample_columns(q["X"].double() * q["x_scale"], q["offset"].double(),
+    issue = torch.round(sample_columns(q["X"].double() * q["x_scale"], q["offset"].double(),
                                              q["mask"].double(), geo) / q["x_scale"]).clamp(-128, 127)
     differing = (ours != issue).sum().item()
     assert (ours - issue).abs().max() <= 1
@@ -349,8 +355,8 @@ def test_quantize_demo_end_to_end_with_both_parity_checks(demo_onnx, tmp_path):
 
 def test_resnet_dcn_int8_passes_both_parity_checks(tmp_path):
     """The issue's acceptance: the ResNet-DCN recipe calibrated on its own synthetic set."""
-    from dcn_deploy.recipes import export_recipe, reference_for
-    from dcn_deploy.validate import validate_onnx
+    from dcn_deploy.onnx.recipes import export_recipe, reference_for
+    from dcn_deploy.parity.validate import validate_onnx
 
     float_path = tmp_path / "resnet50_dcn.onnx"
     export_recipe("resnet50_dcn", float_path)

@@ -4,7 +4,7 @@ Each case builds two single-node graphs (tests/graphs.py): the standard
 DeformConv-19 node (ONNX Runtime's native kernel is the independent oracle)
 and the custom node, runs both on the same seeded inputs (tests/cases.py) and compares.
 
-The library is found by dcn_deploy.ort.ort_custom_op_library(): $DCN_DEPLOY_ORT_LIB or
+The library is found by dcn_deploy.ort_custom_op_library(): $DCN_DEPLOY_ORT_LIB or
 build/lib/libdcn_deploy_ort.so; build it with scripts/build_plugins.sh. A missing library
 is a failure, not a skip.
 """
@@ -17,12 +17,15 @@ import threading
 import numpy as np
 import onnx
 import pytest
-from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument, InvalidGraph, RuntimeException
-
-from dcn_deploy.ort import ort_session
-
 from cases import CASES, Case
 from graphs import feeds, run_model, single_node_model
+from onnxruntime.capi.onnxruntime_pybind11_state import (
+    InvalidArgument,
+    InvalidGraph,
+    RuntimeException,
+)
+
+from dcn_deploy.backends.onnxruntime import ort_session
 
 NODE_NAME = "layer3/dcn"
 

@@ -6,11 +6,10 @@ import math
 import numpy as np
 import pytest
 import torch
-
-from dcn_deploy import deform_conv2d
-
 from cases import CASES, Case
 from graphs import run_model, single_node_model
+
+from dcn_deploy import deform_conv2d
 
 
 def loop_deform_conv(case: Case, a: dict) -> np.ndarray:

@@ -7,15 +7,14 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from cases import Case
+from graphs import run_model, single_node_model
 from onnx import helper
 
 from dcn_deploy import CUSTOM_DOMAIN, CUSTOM_OP_TYPE
-from dcn_deploy.recipes import export_recipe
-from dcn_deploy.rewrite import RewriteError, rewrite_onnx
-from dcn_deploy.ort import ort_session
-
-from cases import Case
-from graphs import run_model, single_node_model
+from dcn_deploy.backends.onnxruntime import ort_session
+from dcn_deploy.onnx.recipes import export_recipe
+from dcn_deploy.onnx.rewrite import RewriteError, rewrite_onnx
 
 pytestmark = pytest.mark.custom_op
 

@@ -1,4 +1,4 @@
-"""dcn_deploy.runtime: the ONNX Runtime backend for real, the TensorRT backend's Python logic with fakes.
+"""dcn_deploy.backends.runtime: the ONNX Runtime backend for real, the TensorRT backend's Python logic with fakes.
 
 TensorRT and CUDA are not on the test machines: the fakes below stand for the TensorRT engine and
 execution contexts and for the CUDA memory API, and compute y = 2x + 1 through the device
@@ -15,9 +15,11 @@ import time
 import numpy as np
 import pytest
 import torch
-
-from dcn_deploy.runtime import ContextPool, InputError, TensorRTBackend, TensorSpec, load_runtime
 from serving import INPUT_SHAPE, demo_inputs, export_demo, run_threads
+
+from dcn_deploy.backends.load import load_runtime
+from dcn_deploy.backends.runtime import InputError, TensorSpec
+from dcn_deploy.backends.tensorrt.runtime import ContextPool, TensorRTBackend
 
 try:
     import tensorrt  # noqa: F401
@@ -123,7 +125,7 @@ def test_load_runtime_errors(tmp_path, serving_onnx):
 
 @pytest.mark.skipif(HAVE_TENSORRT, reason="TensorRT is installed here")
 def test_tensorrt_backend_without_tensorrt_says_what_is_missing(tmp_path):
-    from dcn_deploy.tensorrt_engine import TensorRTUnavailable
+    from dcn_deploy.backends.tensorrt.common import TensorRTUnavailable
 
     engine = tmp_path / "model.engine"
     engine.write_bytes(b"not a plan")
@@ -285,7 +287,7 @@ class FakeEngine:
 
 
 def fake_backend(cuda=None, **options):
-    from dcn_deploy.tensorrt_engine import LoadedEngine
+    from dcn_deploy.backends.tensorrt.engine import LoadedEngine
 
     cuda = cuda or FakeCuda()
     engine = FakeEngine(cuda, **{k: options.pop(k) for k in ("static", "profiles", "delay") if k in options})

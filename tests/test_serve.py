@@ -2,7 +2,7 @@
 
 The server runs as ``python -m dcn_deploy.cli serve demo.onnx --port 0`` on 127.0.0.1 (the CLI end
 to end), on the demo model at 1x3x32x40. Every answer is compared bitwise with the direct
-:func:`dcn_deploy.runtime.load_runtime` result for the same input. Bad requests are sent raw
+:func:`dcn_deploy.load_runtime` result for the same input. Bad requests are sent raw
 (urllib3), since a well-behaved client cannot send most of them. The dynamic batcher is also tested
 in-process with a recording runtime, where the batches it forms are deterministic.
 """
@@ -16,11 +16,13 @@ import numpy as np
 import pytest
 import tritonclient.http as httpclient
 import urllib3
+from serving import INPUT_SHAPE, ServeProcess, demo_inputs, export_demo, run_threads
 from tritonclient.utils import InferenceServerException
 
-from dcn_deploy.runtime import InputError, Runtime, TensorSpec, load_runtime
-from dcn_deploy.serve import DynamicBatcher, start_server
-from serving import INPUT_SHAPE, ServeProcess, demo_inputs, export_demo, run_threads
+from dcn_deploy.backends.load import load_runtime
+from dcn_deploy.backends.runtime import InputError, Runtime, TensorSpec
+from dcn_deploy.serving.batcher import DynamicBatcher
+from dcn_deploy.serving.server import start_server
 
 INPUTS = demo_inputs(8, seed=11)
 

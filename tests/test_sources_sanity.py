@@ -18,8 +18,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from sources import (
     _sampling,
     charlesshang,
@@ -34,6 +32,7 @@ from sources import (
     paddle,
     uiiurz1,
 )
+from torch import nn
 
 DT = torch.float64
 TOL = 1e-10
@@ -308,7 +307,7 @@ CANONICAL_CONFIGS = [
 
 @pytest.mark.parametrize("config", CANONICAL_CONFIGS, ids=lambda c: f"k{c[5]}s{c[6]}p{c[7]}d{c[8]}g{c[9]}dg{c[10]}")
 def test_canonical_sampler_matches_dcn_deploy(config):
-    from dcn_deploy import deform_conv2d  # the project's reference; allowed in this test only
+    from dcn_deploy import deform_conv2d
 
     n, c, h, w, m, k, s, p, d, g, dg, with_mask, with_bias, scale, integer = config
     ho = _sampling.conv_out_size(h, k[0], s[0], p[0], d[0])

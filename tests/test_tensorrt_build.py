@@ -12,24 +12,36 @@ import pytest
 from onnx import TensorProto, helper
 from typer.testing import CliRunner
 
-from dcn_deploy import tensorrt_engine as te
-from dcn_deploy.cli import app
-from dcn_deploy.export import set_metadata
-from dcn_deploy.recipes import export_recipe
-from dcn_deploy.tensorrt_engine import (
-    PrecisionError,
+from dcn_deploy.backends.tensorrt.build import (
+    BuildResult,
     PrecisionPlan,
     ShapeRange,
-    ShapeSpecError,
-    engine_precision,
-    graph_precision,
-    onnx_precision,
+    build_engine,
     parse_shape_specs,
     plan_precision,
     resolve_profiles,
+)
+from dcn_deploy.backends.tensorrt.common import (
+    LIBRARY_ENV,
+    PrecisionError,
+    ShapeSpecError,
+    TensorRTError,
+    TensorRTUnavailable,
+    import_tensorrt,
+    tensorrt_major,
     trt_plugin_library,
+)
+from dcn_deploy.backends.tensorrt.engine import engine_info, engine_precision
+from dcn_deploy.backends.tensorrt.memory import device_buffers
+from dcn_deploy.backends.tensorrt.runtime import TensorRTRunner
+from dcn_deploy.cli import app
+from dcn_deploy.onnx.model_info import (
+    graph_precision,
+    onnx_precision,
+    set_metadata,
     uses_custom_op,
 )
+from dcn_deploy.onnx.recipes import export_recipe
 
 runner = CliRunner()
 HAVE_TENSORRT = importlib.util.find_spec("tensorrt") is not None
@@ -238,11 +250,11 @@ def test_precision_decision_table(major, requested, graph, tf32, expected):
 # --------------------------------------------------------------------------------------
 
 def test_plugin_library_resolution(tmp_path, monkeypatch):
-    from dcn_deploy import native
+    from dcn_deploy.backends import native
 
     monkeypatch.setattr(native, "_REPO_ROOT", tmp_path)
-    monkeypatch.setattr(native, "__file__", str(tmp_path / "dcn_deploy" / "native.py"))
-    monkeypatch.delenv(te.LIBRARY_ENV, raising=False)
+    monkeypatch.setattr(native, "_PACKAGE_DIR", tmp_path / "dcn_deploy")
+    monkeypatch.delenv(LIBRARY_ENV, raising=False)
     with pytest.raises(FileNotFoundError) as error:
         trt_plugin_library()
     assert "libdcn_deploy_trt.so is not built" in str(error.value)
@@ -253,7 +265,7 @@ def test_plugin_library_resolution(tmp_path, monkeypatch):
     built.write_bytes(b"")
     assert trt_plugin_library() == str(built)
 
-    monkeypatch.setenv(te.LIBRARY_ENV, str(tmp_path / "elsewhere.so"))
+    monkeypatch.setenv(LIBRARY_ENV, str(tmp_path / "elsewhere.so"))
     with pytest.raises(FileNotFoundError, match="DCN_DEPLOY_TRT_LIB=.*elsewhere.so does not name a file"):
         trt_plugin_library()
     (tmp_path / "elsewhere.so").write_bytes(b"")
@@ -261,7 +273,7 @@ def test_plugin_library_resolution(tmp_path, monkeypatch):
 
 
 def test_custom_nodes_need_the_plugin_standard_ones_do_not(demo_onnx, tmp_path):
-    from dcn_deploy.rewrite import rewrite_onnx
+    from dcn_deploy.onnx.rewrite import rewrite_onnx
 
     assert uses_custom_op(demo_onnx)
     standard, count = rewrite_onnx(demo_onnx, to="standard", output=tmp_path / "std.onnx")
@@ -270,32 +282,32 @@ def test_custom_nodes_need_the_plugin_standard_ones_do_not(demo_onnx, tmp_path):
 
 @pytest.mark.skipif(HAVE_TENSORRT, reason="TensorRT is installed here")
 def test_import_tensorrt_says_what_is_missing():
-    with pytest.raises(te.TensorRTUnavailable) as error:
-        te.import_tensorrt()
+    with pytest.raises(TensorRTUnavailable) as error:
+        import_tensorrt()
     text = str(error.value)
     assert "import tensorrt" in text and "tensorrt-cu12" in text and "tensorrt-cu13" in text
 
 
 def test_tensorrt_version_parsing():
-    assert te.tensorrt_major("10.16.0.72") == 10 and te.tensorrt_major("11.1.0") == 11
-    with pytest.raises(te.TensorRTUnavailable):
-        te.tensorrt_major("unknown")
+    assert tensorrt_major("10.16.0.72") == 10 and tensorrt_major("11.1.0") == 11
+    with pytest.raises(TensorRTUnavailable):
+        tensorrt_major("unknown")
 
 
 def test_engine_precision_prefers_the_build_record(demo_onnx, tmp_path):
     engine = tmp_path / "demo.engine"
     assert engine_precision(engine, demo_onnx) == "fp32"  # no record (e.g. trtexec): the ONNX's
-    te.BuildResult(engine=str(engine), onnx=str(demo_onnx), precision="fp16", strongly_typed=False,
+    BuildResult(engine=str(engine), onnx=str(demo_onnx), precision="fp16", strongly_typed=False,
                    tensorrt_version="10.16.0").write_sidecar()
     assert engine_precision(engine, demo_onnx) == "fp16"  # TensorRT 10 BuilderFlag.FP16 from a float32 ONNX
-    assert te.engine_info(engine)["tensorrt_version"] == "10.16.0"
+    assert engine_info(engine)["tensorrt_version"] == "10.16.0"
 
 
 def test_build_checks_shapes_before_needing_tensorrt(demo_onnx, tmp_path):
     with pytest.raises(ShapeSpecError, match="input 'x' axis 1 is fixed at 3"):
-        te.build_engine(demo_onnx, tmp_path / "x.engine", shapes=["x:1x1x64x64"])
+        build_engine(demo_onnx, tmp_path / "x.engine", shapes=["x:1x1x64x64"])
     with pytest.raises(FileNotFoundError, match="no plugin library at"):
-        te.build_engine(demo_onnx, tmp_path / "x.engine", plugin_lib=tmp_path / "missing.so")
+        build_engine(demo_onnx, tmp_path / "x.engine", plugin_lib=tmp_path / "missing.so")
     assert not (tmp_path / "x.engine").exists()
 
 
@@ -357,15 +369,15 @@ def _gpu_reason() -> str | None:
     if not HAVE_TENSORRT:
         return "TensorRT (the tensorrt Python package) is not installed"
     try:
-        te.import_tensorrt()
-    except te.TensorRTUnavailable as error:
+        import_tensorrt()
+    except TensorRTUnavailable as error:
         return str(error)
     import torch
 
     if not torch.cuda.is_available():
         try:
-            te.device_buffers()
-        except te.TensorRTError as error:
+            device_buffers()
+        except TensorRTError as error:
             return f"no CUDA GPU usable from Python: {error}"
     try:
         trt_plugin_library()
@@ -384,11 +396,11 @@ def gpu_ready():
 def test_real_build_and_parity(gpu_ready, demo_onnx, tmp_path):
     import onnx as onnx_module
 
-    from dcn_deploy.recipes import reference_for
-    from dcn_deploy.validate import validate_onnx
+    from dcn_deploy.onnx.recipes import reference_for
+    from dcn_deploy.parity.validate import validate_onnx
 
     engine, cache = tmp_path / "demo.engine", tmp_path / "timing.cache"
-    result = te.build_engine(demo_onnx, engine, precision="fp32", timing_cache=cache, workspace=1024,
+    result = build_engine(demo_onnx, engine, precision="fp32", timing_cache=cache, workspace=1024,
                              shapes=["x:1x3x32x32/2x3x64x80/4x3x96x128"])
     assert engine.stat().st_size > 0 and cache.stat().st_size > 0
     assert result.precision == "fp32" and result.strongly_typed
@@ -396,7 +408,7 @@ def test_real_build_and_parity(gpu_ready, demo_onnx, tmp_path):
 
     proto = onnx_module.load(str(demo_onnx))
     reference, _ = reference_for(proto)
-    trt_runner = te.TensorRTRunner(engine, input_names=["x"], output_names=["logits"])
+    trt_runner = TensorRTRunner(engine, input_names=["x"], output_names=["logits"])
     for shape in ([2, 3, 64, 80], [3, 3, 96, 128]):
         report = validate_onnx(demo_onnx, reference, [shape], num_inputs=2, run_backend=trt_runner,
                                output_names=trt_runner.output_names, backend=trt_runner.backend_name)
@@ -406,7 +418,7 @@ def test_real_build_and_parity(gpu_ready, demo_onnx, tmp_path):
         trt_runner([np.zeros((8, 3, 64, 64), "float32")])
 
     # the second build reads the cache (set_timing_cache(..., ignore_mismatch=False) accepted it)
-    te.build_engine(demo_onnx, tmp_path / "again.engine", timing_cache=cache,
+    build_engine(demo_onnx, tmp_path / "again.engine", timing_cache=cache,
                     shapes=["x:1x3x32x32/2x3x64x80/4x3x96x128"])
     assert (tmp_path / "again.engine").stat().st_size > 0
 

@@ -7,12 +7,12 @@ import json
 import pytest
 import tritonclient.grpc.model_config_pb2 as model_config
 from google.protobuf import text_format
+from serving import INPUT_SHAPE, export_demo
 from typer.testing import CliRunner
 
+from dcn_deploy.backends.onnxruntime import ort_custom_op_library
 from dcn_deploy.cli import app
-from dcn_deploy.ort import ort_custom_op_library
-from dcn_deploy.triton_repo import TritonRepoError, write_triton_repo
-from serving import INPUT_SHAPE, export_demo
+from dcn_deploy.serving.triton_repo import TritonRepoError, write_triton_repo
 
 runner = CliRunner()
 

@@ -7,7 +7,8 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from ..layer import DeformConv2d
+from dcn_deploy.op.geometry import normalize_pads
+from dcn_deploy.op.layer import DeformConv2d
 
 __all__ = ["UnsupportedLayerError", "LayerConversion", "ConversionReport", "SourceConverter", "Converted"]
 
@@ -175,7 +176,6 @@ def build_canonical(
     bias may be replaced by transformed ``offset_weight``/``offset_bias``. Without it the layer
     takes its offsets as inputs.
     """
-    from ..ops import normalize_pads
 
     out_channels, per_group, kh, kw = weight.shape
     pads = normalize_pads(padding)

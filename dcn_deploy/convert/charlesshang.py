@@ -20,7 +20,13 @@ from typing import Any, Mapping
 
 from torch import nn
 
-from .base import Converted, SourceConverter, build_canonical, class_name, rename_segment
+from dcn_deploy.convert.base import (
+    Converted,
+    SourceConverter,
+    build_canonical,
+    class_name,
+    rename_segment,
+)
 
 
 def convert_offset_mask_layer(module: nn.Module, path: str, groups: int) -> Converted:

@@ -19,8 +19,11 @@ from typing import Any, Mapping
 
 from torch import nn
 
-from .base import Converted, SourceConverter, class_name
-from .charlesshang import convert_offset_mask_layer, rename_offset_mask
+from dcn_deploy.convert.base import Converted, SourceConverter, class_name
+from dcn_deploy.convert.charlesshang import (
+    convert_offset_mask_layer,
+    rename_offset_mask,
+)
 
 
 class ChengdazhiConverter(SourceConverter):

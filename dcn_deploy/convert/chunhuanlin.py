@@ -19,8 +19,13 @@ from typing import Any, Mapping
 
 from torch import nn
 
-from .base import Converted, SourceConverter, build_canonical, class_name
-from .uiiurz1 import boundary_rule, coordinate_shift
+from dcn_deploy.convert.base import (
+    Converted,
+    SourceConverter,
+    build_canonical,
+    class_name,
+)
+from dcn_deploy.convert.uiiurz1 import boundary_rule, coordinate_shift
 
 
 class ChunhuanLinConverter(SourceConverter):

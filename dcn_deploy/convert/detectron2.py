@@ -20,7 +20,12 @@ from typing import Any, Mapping
 
 from torch import Tensor, nn
 
-from .base import Converted, SourceConverter, build_canonical, class_name
+from dcn_deploy.convert.base import (
+    Converted,
+    SourceConverter,
+    build_canonical,
+    class_name,
+)
 
 
 class DeformConvNormAct(nn.Module):

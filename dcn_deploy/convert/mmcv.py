@@ -21,7 +21,13 @@ from typing import Any, Mapping
 
 from torch import nn
 
-from .base import Converted, SourceConverter, build_canonical, class_name, first_attr
+from dcn_deploy.convert.base import (
+    Converted,
+    SourceConverter,
+    build_canonical,
+    class_name,
+    first_attr,
+)
 
 PACKS = {"ModulatedDeformConv2dPack", "DeformConv2dPack", "ModulatedDeformConvPack", "DeformConvPack"}
 PLAIN = {"ModulatedDeformConv2d", "DeformConv2d", "ModulatedDeformConv", "DeformConv"}

@@ -4,21 +4,29 @@ from __future__ import annotations
 import re
 from typing import Any, Mapping, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
-from ..layer import DeformConv2d
-from .base import ConversionReport, LayerConversion, SourceConverter, UnsupportedLayerError, class_name, like
-from .charlesshang import CharlesShangConverter
-from .chengdazhi import ChengdazhiConverter
-from .chunhuanlin import ChunhuanLinConverter
-from .detectron2 import Detectron2Converter
-from .mmcv import MMCVConverter
-from .mxnet import MXNetConverter
-from .paddle import PaddleConverter
-from .rejected import RejectedConverter
-from .torchvision import TorchvisionConverter
-from .uiiurz1 import Uiiurz1Converter
+from dcn_deploy.convert.base import (
+    ConversionReport,
+    LayerConversion,
+    SourceConverter,
+    UnsupportedLayerError,
+    class_name,
+    like,
+)
+from dcn_deploy.convert.charlesshang import CharlesShangConverter
+from dcn_deploy.convert.chengdazhi import ChengdazhiConverter
+from dcn_deploy.convert.chunhuanlin import ChunhuanLinConverter
+from dcn_deploy.convert.detectron2 import Detectron2Converter
+from dcn_deploy.convert.mmcv import MMCVConverter
+from dcn_deploy.convert.mxnet import MXNetConverter
+from dcn_deploy.convert.paddle import PaddleConverter
+from dcn_deploy.convert.rejected import RejectedConverter
+from dcn_deploy.convert.torchvision import TorchvisionConverter
+from dcn_deploy.convert.uiiurz1 import Uiiurz1Converter
+from dcn_deploy.op.layer import DeformConv2d
 
 # Order matters where class names collide: the more specific test first.
 CONVERTERS: tuple[SourceConverter, ...] = (
@@ -158,7 +166,6 @@ def convert_state_dict(
     """Remap a raw checkpoint's keys and values to the canonical layer's names, for loading
     into a canonical model (for example an ``export/`` recipe). Numpy arrays (Paddle, MXNet)
     become tensors. ``strip_prefix`` removes a leading prefix such as ``backbone.``."""
-    import numpy as np
 
     name = SOURCE_ALIASES.get(source.lower(), source.lower())
     if name not in SOURCES:

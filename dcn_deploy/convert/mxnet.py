@@ -16,16 +16,21 @@ files           ``.params`` read without mxnet (NDArray list format, see read_pa
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
-
 import struct
 from pathlib import Path
+from typing import Any, Mapping
 
 import numpy as np
 import torch
 from torch import nn
 
-from .base import Converted, SourceConverter, build_canonical, class_name, first_attr
+from dcn_deploy.convert.base import (
+    Converted,
+    SourceConverter,
+    build_canonical,
+    class_name,
+    first_attr,
+)
 
 LIST_MAGIC = 0x112
 NDARRAY_V1, NDARRAY_V2, NDARRAY_V3 = 0xF993FAC8, 0xF993FAC9, 0xF993FACA

@@ -19,7 +19,12 @@ from typing import Any, Mapping
 
 from torch import nn
 
-from .base import Converted, SourceConverter, UnsupportedLayerError, class_name
+from dcn_deploy.convert.base import (
+    Converted,
+    SourceConverter,
+    UnsupportedLayerError,
+    class_name,
+)
 
 REASONS = {
     "ConvOffset2D": "the Keras-style per-pixel deformable layer (one offset per input channel and pixel, "

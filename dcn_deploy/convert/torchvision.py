@@ -14,8 +14,13 @@ from typing import Any, Mapping
 
 from torch import nn
 
-from ..layer import DeformConv2d as CanonicalDeformConv2d
-from .base import Converted, SourceConverter, build_canonical, class_name
+from dcn_deploy.convert.base import (
+    Converted,
+    SourceConverter,
+    build_canonical,
+    class_name,
+)
+from dcn_deploy.op.layer import DeformConv2d as CanonicalDeformConv2d
 
 
 class TorchvisionConverter(SourceConverter):

@@ -24,15 +24,20 @@ rejected        nothing; the boundary rules above convert exactly
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
-
 import inspect
 import re
+from typing import Any, Mapping
 
 import torch
 from torch import nn
 
-from .base import Converted, SourceConverter, UnsupportedLayerError, build_canonical, class_name
+from dcn_deploy.convert.base import (
+    Converted,
+    SourceConverter,
+    UnsupportedLayerError,
+    build_canonical,
+    class_name,
+)
 
 
 def planar_to_interleaved(taps: int) -> list[int]:

@@ -25,7 +25,7 @@ import math
 
 import torch
 from torch import Tensor, nn
-from torch.nn.modules.utils import _pair, _single
+from torch.nn.modules.utils import _single, _pair
 
 from ._sampling import deform_conv
 

@@ -1,0 +1,61 @@
+"""Loading and saving weight files without executing code from them."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from dcn_deploy.convert.mxnet import read_params
+
+_WRAPPERS = ("state_dict", "model", "module", "params")
+
+
+def load_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Name -> tensor from ``.safetensors``, ``.pt``/``.pth``/``.ckpt`` (``weights_only=True``:
+    no pickle code runs), MXNet ``.params`` or numpy ``.npz`` (Paddle weights, no pickle).
+    A checkpoint that wraps its weights in ``state_dict``/``model`` is unwrapped."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no weight file at {path}")
+    suffix = path.suffix.lower()
+    if suffix == ".safetensors":
+
+        return load_file(str(path))
+    if suffix == ".params":
+
+        return {k: torch.from_numpy(v) for k, v in read_params(path).items()}
+    if suffix == ".npz":
+        with np.load(path, allow_pickle=False) as arrays:
+            return {k: torch.from_numpy(arrays[k]) for k in arrays.files}
+    if suffix in (".pt", ".pth", ".ckpt", ".bin"):
+        try:
+            data = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:  # the unpickler refuses anything but tensors and containers
+            raise ValueError(f"{path}: not loadable as plain weights (weights_only=True): {error}") from None
+        for wrapper in _WRAPPERS:
+            if isinstance(data, dict) and isinstance(data.get(wrapper), dict):
+                data = data[wrapper]
+                break
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a dict of tensors, got {type(data).__name__}")
+        tensors = {k: v for k, v in data.items() if isinstance(v, torch.Tensor)}
+        if not tensors:
+            raise ValueError(f"{path}: holds no tensors")
+        return tensors
+    raise ValueError(f"{path}: unknown weight file type '{suffix}' (use .safetensors, .pt/.pth, .params or .npz)")
+
+
+def save_weights(state: dict[str, torch.Tensor], path: str | os.PathLike) -> None:
+    """Save to ``.safetensors`` or ``.pt`` by the file's suffix."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() == ".safetensors":
+
+        save_file({k: v.detach().contiguous() for k, v in state.items()}, str(path))
+    elif path.suffix.lower() in (".pt", ".pth"):
+        torch.save({k: v.detach() for k, v in state.items()}, path)
+    else:
+        raise ValueError(f"{path}: write .safetensors or .pt")

@@ -1,0 +1,177 @@
+"""Export to ONNX with every DCN layer as one DeformConv node.
+
+While ``torch.onnx.export`` traces a model, :func:`dcn_deploy.deform_conv2d` records one
+``dcn_deploy::deform_conv2d`` torch custom op per call (see ``ops.py``); the translation
+table below turns each into one ONNX node, custom or standard (``schema.py``).
+"""
+from __future__ import annotations
+
+import ast
+import contextlib
+import io
+import json
+import logging
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+import onnx
+import onnxscript
+import torch
+from onnxscript import opset19
+from torch import Tensor
+
+from dcn_deploy.onnx import schema
+from dcn_deploy.onnx.fp16 import convert_to_fp16
+from dcn_deploy.onnx.model_info import PRECISIONS, set_metadata
+from dcn_deploy.onnx.rewrite import fill_empty_bias
+
+
+def _translation_table(standard_op: bool) -> dict:
+    schema.register_onnx_schema()
+    custom_op = onnxscript.values.Opset(schema.CUSTOM_DOMAIN, schema.CUSTOM_OP_VERSION)[schema.CUSTOM_OP_TYPE]
+
+    def attributes(strides, pads, dilations, kernel_shape, group, offset_group) -> dict:
+        return dict(dilations=list(dilations), group=group, kernel_shape=list(kernel_shape),
+                    offset_group=offset_group, pads=list(pads), strides=list(strides))
+
+    def custom_node(input, offset, weight, bias, mask, *attrs):
+        inputs = [input, weight, offset, bias, mask]
+        while inputs[-1] is None:  # trailing optional inputs are left out; inner ones stay empty
+            inputs.pop()
+        return custom_op(*inputs, **attributes(*attrs), **schema.PLUGIN_ATTRIBUTES)
+
+    def standard_node(input, offset, weight, bias, mask, *attrs):
+        return opset19.DeformConv(input, weight, offset, bias, mask, **attributes(*attrs))
+
+    return {torch.ops.dcn_deploy.deform_conv2d.default: standard_node if standard_op else custom_node}
+
+
+def _dynamic_shapes(example_inputs: tuple[Tensor, ...]) -> tuple[dict[int, Any], ...]:
+    """Batch, height and width dynamic for every 4-D input; other inputs static."""
+    dims = []
+    for tensor in example_inputs:
+        if isinstance(tensor, Tensor) and tensor.dim() == 4:
+            dims.append({0: torch.export.Dim.DYNAMIC, 2: torch.export.Dim.DYNAMIC, 3: torch.export.Dim.DYNAMIC})
+        elif isinstance(tensor, Tensor) and tensor.dim() >= 1:
+            dims.append({0: torch.export.Dim.DYNAMIC})
+        else:
+            dims.append(None)
+    return tuple(dims)
+
+
+def _name_dcn_nodes(model: onnx.ModelProto) -> list[str]:
+    """Give each DeformConv node its module path as name, so errors name the layer."""
+    names = []
+    used = {node.name for node in model.graph.node}
+    for node in model.graph.node:
+        if node.op_type not in (schema.CUSTOM_OP_TYPE, schema.STANDARD_OP_TYPE):
+            continue
+        scope = {p.key: p.value for p in node.metadata_props}.get("pkg.torch.onnx.name_scopes", "")
+        try:
+            parts = [str(p) for p in ast.literal_eval(scope) if p] if scope else []
+        except (ValueError, SyntaxError):
+            parts = []
+        path = ".".join(parts[:-1])  # the module path, as in named_modules(); the last scope is the op
+        if path:
+            candidate, k = path, 1
+            while candidate in used and candidate != node.name:
+                k += 1
+                candidate = f"{path}_{k}"
+            used.discard(node.name)
+            node.name = candidate
+            used.add(candidate)
+        names.append(node.name)
+    return names
+
+
+def export_onnx(
+    model: torch.nn.Module,
+    example_inputs: Tensor | tuple[Tensor, ...],
+    path: str | os.PathLike,
+    dynamic: bool = True,
+    standard_op: bool = False,
+    input_names: Sequence[str] | None = None,
+    output_names: Sequence[str] | None = None,
+    metadata: dict[str, str] | None = None,
+    precision: str = "fp32",
+    keep_io_types: bool = False,
+) -> onnx.ModelProto:
+    """Export ``model`` to ``path``; each DCN layer becomes one DeformConv node.
+
+    Args:
+        dynamic: batch, height and width of every 4-D input are dynamic.
+        standard_op: emit standard ``DeformConv`` (opset 19) instead of the custom node.
+        metadata: extra ``metadata_props`` (keys get the ``dcn_deploy.`` prefix).
+        precision: ``"fp32"``, or ``"fp16"`` for a float16 graph (:func:`convert_to_fp16`):
+            TensorRT 11 builds every network strongly typed, so the precision lives in the ONNX.
+        keep_io_types: with ``"fp16"``, keep float32 graph inputs and outputs (casts inside).
+
+    Returns the written ``onnx.ModelProto`` (checked with ``onnx.checker``).
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got '{precision}'")
+    if keep_io_types and precision != "fp16":
+        raise ValueError("keep_io_types applies to precision='fp16' only")
+    if isinstance(example_inputs, Tensor):
+        example_inputs = (example_inputs,)
+    example_inputs = tuple(example_inputs)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), _quiet_exporter():
+            program = torch.onnx.export(
+                model,
+                example_inputs,
+                dynamo=True,
+                opset_version=schema.STANDARD_OPSET,
+                dynamic_shapes=_dynamic_shapes(example_inputs) if dynamic else None,
+                custom_translation_table=_translation_table(standard_op),
+                input_names=list(input_names) if input_names else None,
+                output_names=list(output_names) if output_names else None,
+                external_data=False,
+                verbose=False,
+            )
+    finally:
+        model.train(was_training)
+    proto = program.model_proto
+    nodes = _name_dcn_nodes(proto)
+    if not standard_op:
+        _ensure_opset_import(proto, schema.CUSTOM_DOMAIN, schema.CUSTOM_OP_VERSION)
+        fill_empty_bias(proto)  # named after the node, so after _name_dcn_nodes
+    info = {"node_kind": "standard" if standard_op else "custom", "dcn_nodes": json.dumps(nodes)}
+    if precision == "fp16":
+        proto = convert_to_fp16(proto, keep_io_types=keep_io_types)
+    else:
+        info["precision"] = "fp32"
+    info.update(metadata or {})
+    set_metadata(proto, info)
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(path))
+    return proto
+
+
+@contextlib.contextmanager
+def _quiet_exporter():
+    """The exporter logs warnings about optional packages (torchvision) and its own deprecations."""
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def _ensure_opset_import(model: onnx.ModelProto, domain: str, version: int) -> None:
+    for entry in model.opset_import:
+        if entry.domain == domain:
+            entry.version = max(entry.version, version)
+            return
+    model.opset_import.append(onnx.helper.make_opsetid(domain, version))

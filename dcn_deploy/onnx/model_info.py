@@ -1,0 +1,139 @@
+"""What an ONNX model says of itself: the ``dcn_deploy.*`` metadata, its graph inputs, whether it uses the
+custom op, and its precision (``PRECISIONS``: the one list, from ``dcn-deploy export`` to the TensorRT build)."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import onnx
+
+from dcn_deploy.onnx.schema import CUSTOM_OP_TYPE
+
+METADATA_PREFIX = "dcn_deploy."
+PRECISIONS = ("fp32", "fp16")
+
+
+def set_metadata(model: onnx.ModelProto, values: dict[str, str]) -> None:
+    """Write ``dcn_deploy.*`` metadata_props, replacing older values of the same keys."""
+    keys = {METADATA_PREFIX + k: str(v) for k, v in values.items()}
+    kept = [p for p in model.metadata_props if p.key not in keys]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    for key, value in keys.items():
+        model.metadata_props.add(key=key, value=value)
+
+
+def get_metadata(model: onnx.ModelProto) -> dict[str, str]:
+    """The ``dcn_deploy.*`` metadata_props, prefix removed."""
+    n = len(METADATA_PREFIX)
+    return {p.key[n:]: p.value for p in model.metadata_props if p.key.startswith(METADATA_PREFIX)}
+
+
+def load_model(model):
+    if isinstance(model, onnx.ModelProto):
+        return model
+    path = Path(model)
+    if not path.is_file():
+        raise FileNotFoundError(f"no ONNX file at {path}")
+    return onnx.load(str(path), load_external_data=False)
+
+
+@dataclass(frozen=True)
+class InputInfo:
+    """A graph input: ``dims`` holds an int per static axis, the symbol (str) or None per dynamic
+    axis; ``dims`` is None when the ONNX records no shape at all."""
+
+    name: str
+    dims: tuple[int | str | None, ...] | None
+    elem_type: int
+
+    @property
+    def dynamic(self) -> bool:
+        return self.dims is None or any(not isinstance(d, int) for d in self.dims)
+
+    def describe(self) -> str:
+        if self.dims is None:
+            return "unknown shape"
+        return "x".join(str(d) if d is not None else "?" for d in self.dims)
+
+
+def onnx_inputs(model) -> list[InputInfo]:
+    """The graph's real inputs (initializers listed as inputs by old exporters left out)."""
+    proto = load_model(model)
+    initializers = {init.name for init in proto.graph.initializer}
+    inputs = []
+    for value in proto.graph.input:
+        if value.name in initializers:
+            continue
+        tensor = value.type.tensor_type
+        dims = None
+        if tensor.HasField("shape"):
+            dims = tuple(
+                d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tensor.shape.dim
+            )
+        inputs.append(InputInfo(value.name, dims, tensor.elem_type))
+    return inputs
+
+
+def uses_custom_op(model) -> bool:
+    """Whether the graph has this project's custom node (and so needs the plugin)."""
+
+    proto = load_model(model)
+    graphs = [proto.graph] + [f for f in proto.functions]
+    return any(node.op_type == CUSTOM_OP_TYPE for g in graphs for node in g.node)
+
+
+def graph_precision(model) -> str:
+    """``"fp16"`` when the graph holds any float16 tensor (input, output, initializer, value info,
+    Cast/constant to float16), ``"fp32"`` when it holds float32 ones only, else ``"unknown"``."""
+
+    proto = load_model(model)
+    types = set()
+    graph = proto.graph
+    for value in list(graph.input) + list(graph.output) + list(graph.value_info):
+        types.add(value.type.tensor_type.elem_type)
+    for init in graph.initializer:
+        types.add(init.data_type)
+    for node in graph.node:
+        for attr in node.attribute:
+            if node.op_type == "Cast" and attr.name == "to":
+                types.add(attr.i)
+            elif attr.type == onnx.AttributeProto.TENSOR:
+                types.add(attr.t.data_type)
+    if onnx.TensorProto.FLOAT16 in types:
+        return "fp16"
+    if onnx.TensorProto.FLOAT in types:
+        return "fp32"
+    return "unknown"
+
+
+def onnx_precision(model) -> str:
+    """The ONNX's precision: its ``dcn_deploy.precision`` metadata (``dcn-deploy export
+    --precision``) when that says fp32/fp16, else what :func:`graph_precision` finds."""
+
+    proto = load_model(model)
+    recorded = get_metadata(proto).get("precision")
+    if recorded in PRECISIONS:
+        return recorded
+    return graph_precision(proto)
+
+
+def recorded_input_shapes(model) -> list[tuple[int, ...]] | None:
+    """The example input shapes ``dcn-deploy export`` recorded (metadata ``dcn_deploy.input_shapes``)."""
+
+    recorded = get_metadata(load_model(model)).get("input_shapes")
+    if not recorded:
+        return None
+    try:
+        return [tuple(int(d) for d in shape) for shape in json.loads(recorded)]
+    except (ValueError, TypeError):
+        return None
+
+
+def random_inputs(shapes: Sequence[Sequence[int]], seed: int) -> list[np.ndarray]:
+    """Seeded standard-normal float32 inputs."""
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal(tuple(shape)).astype(np.float32) for shape in shapes]

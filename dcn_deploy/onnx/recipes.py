@@ -1,0 +1,157 @@
+"""Model recipes: Python files (the repository's ``export/`` folder, or any path) that
+build a model for export, tests and benchmarks.
+
+A recipe file defines ``build(seed=0, random_offsets=True) -> nn.Module``,
+``example_inputs(batch, height, width, seed) -> tuple[Tensor, ...]``, ``INPUT_SHAPE``,
+``DESCRIPTION`` and optionally ``OUTPUT_NAMES``.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+from types import ModuleType
+
+import torch
+from torch import nn
+
+from dcn_deploy.convert.checkpoints import load_weights
+from dcn_deploy.onnx.export import export_onnx
+from dcn_deploy.onnx.model_info import get_metadata
+from dcn_deploy.op.layer import DeformConv2d
+
+RECIPE_DIR = Path(__file__).resolve().parents[2] / "export"
+_REQUIRED = ("build", "example_inputs", "INPUT_SHAPE", "DESCRIPTION")
+
+
+def available_recipes() -> dict[str, str]:
+    """Recipe name -> description, for the files in ``export/``."""
+    found = {}
+    for path in sorted(RECIPE_DIR.glob("*.py")):
+        if not path.name.startswith("_"):
+            found[path.stem] = load_recipe(path.stem).DESCRIPTION
+    return found
+
+
+def load_recipe(name_or_path: str) -> ModuleType:
+    """Load a recipe by name (a file in ``export/``) or by path to a ``.py`` file."""
+    path = Path(name_or_path)
+    if path.suffix != ".py":
+        path = RECIPE_DIR / f"{name_or_path}.py"
+    if not path.is_file():
+        names = sorted(p.stem for p in RECIPE_DIR.glob("*.py") if not p.name.startswith("_"))
+        raise FileNotFoundError(f"no recipe '{name_or_path}': expected one of {names} or a path to a .py file")
+    spec = importlib.util.spec_from_file_location(f"dcn_deploy_recipe_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    missing = [name for name in _REQUIRED if not hasattr(module, name)]
+    if missing:
+        raise AttributeError(f"recipe {path} does not define {missing}")
+    return module
+
+
+@torch.no_grad()
+def randomize_for_parity(model: nn.Module, seed: int, random_offsets: bool = True) -> None:
+    """Make an untrained model exercise every path of the op, as a trained one does.
+
+    BatchNorm gets random statistics and affine parameters (the last BN of a residual
+    branch stays small so activations do not grow with depth), and every DCN offset conv
+    gets weights that give offsets of about a pixel and masks spread over (0, 1); a
+    zero-initialised offset conv would make every DCN a plain convolution.
+    """
+    generator = torch.Generator().manual_seed(seed + 1)
+
+    def uniform(shape, low, high):
+        return torch.rand(shape, generator=generator) * (high - low) + low
+
+    for name, module in model.named_modules():
+        if isinstance(module, nn.BatchNorm2d):
+            channels = module.num_features
+            module.running_mean.copy_(uniform(channels, -0.1, 0.1))
+            module.running_var.copy_(uniform(channels, 0.5, 1.5))
+            small = name.endswith("bn3") or name.endswith("downsample.1")
+            module.weight.copy_(uniform(channels, 0.1, 0.3) if small else uniform(channels, 0.8, 1.2))
+            module.bias.copy_(uniform(channels, -0.1, 0.1))
+        elif isinstance(module, DeformConv2d) and random_offsets:
+            conv = module.conv_offset
+            fan_in = conv.weight[0].numel()
+            conv.weight.copy_(torch.randn(conv.weight.shape, generator=generator) * (1.5 / math.sqrt(fan_in)))
+            conv.bias.copy_(torch.randn(conv.bias.shape, generator=generator) * 0.5)
+
+
+def export_recipe(
+    recipe: str,
+    path,
+    seed: int = 0,
+    standard_op: bool = False,
+    dynamic: bool = True,
+    input_shape: tuple[int, ...] | None = None,
+    random_offsets: bool = True,
+    weights: str | None = None,
+    precision: str = "fp32",
+    keep_io_types: bool = False,
+):
+    """Build a recipe's model (with ``weights`` from a file, e.g. converted by
+    ``dcn-deploy convert``) and export it; the ONNX records how to rebuild the reference
+    (recipe, seed, weights, input shape) and its precision in its ``dcn_deploy.*`` metadata.
+    ``precision="fp16"`` writes a float16 graph (``keep_io_types``: float32 inputs and outputs),
+    see :func:`dcn_deploy.onnx.fp16.convert_to_fp16`."""
+
+    module = load_recipe(recipe)
+    model = _build(module, seed, random_offsets, weights)
+    shape = tuple(input_shape or module.INPUT_SHAPE)
+    inputs = module.example_inputs(shape[0], shape[2], shape[3], seed=seed)
+    metadata = {
+        "recipe": recipe,
+        "seed": str(seed),
+        "random_offsets": str(bool(random_offsets)).lower(),
+        "input_shapes": json.dumps([list(t.shape) for t in inputs]),
+    }
+    if weights:
+        metadata["weights"] = str(Path(weights).resolve())
+    return export_onnx(
+        model,
+        inputs,
+        path,
+        dynamic=dynamic,
+        standard_op=standard_op,
+        output_names=getattr(module, "OUTPUT_NAMES", None),
+        metadata=metadata,
+        precision=precision,
+        keep_io_types=keep_io_types,
+    )
+
+
+def _build(module: ModuleType, seed: int, random_offsets: bool, weights: str | None) -> nn.Module:
+    model = module.build(seed=seed, random_offsets=random_offsets)
+    if weights:
+
+        state = load_weights(weights)
+        result = model.load_state_dict(state, strict=False)
+        if result.missing_keys or result.unexpected_keys:
+            raise ValueError(
+                f"{weights} does not fit recipe {module.__name__}: missing {result.missing_keys[:8]}, "
+                f"unexpected {result.unexpected_keys[:8]}"
+            )
+    return model.eval()
+
+
+def reference_for(onnx_model, recipe: str | None = None, seed: int | None = None):
+    """``(reference model, input shapes)`` for an ONNX exported by :func:`export_recipe`;
+    ``recipe`` and ``seed`` override what the file records."""
+
+    meta = get_metadata(onnx_model)
+    recipe = recipe or meta.get("recipe")
+    if not recipe:
+        raise ValueError(
+            "the ONNX file records no recipe (it was not exported by dcn-deploy export); name one with --recipe"
+        )
+    seed = int(meta.get("seed", 0)) if seed is None else seed
+    module = load_recipe(recipe)
+    model = _build(module, seed, meta.get("random_offsets", "true") == "true", meta.get("weights"))
+    if "input_shapes" in meta:
+        shapes = [tuple(s) for s in json.loads(meta["input_shapes"])]
+    else:
+        shapes = [tuple(module.INPUT_SHAPE)]
+    return model, shapes

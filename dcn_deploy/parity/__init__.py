@@ -1,0 +1,1 @@
+"""Parity: every exported model checked against the float64 PyTorch reference (``dcn-deploy validate``)."""
