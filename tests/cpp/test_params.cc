@@ -286,8 +286,10 @@ TEST(shape_from_sizes_matches_infer_shape) {
   CHECK_EQ(from_sizes.has_mask, true);
   CHECK_EQ(from_sizes.has_bias, false);
   // The same checks and messages as infer_shape.
+  attributes.group = 2;
   sizes.in_channels = 5;
-  CHECK_CONTAINS(infer_shape_from_sizes(kNode, attributes, sizes, &from_sizes), "not divisible by group");
+  CHECK_CONTAINS(infer_shape_from_sizes(kNode, attributes, sizes, &from_sizes), "not divisible by group=2");
+  attributes.group = 1;
   sizes.in_channels = -1;
   CHECK_CONTAINS(infer_shape_from_sizes(kNode, attributes, sizes, &from_sizes), "negative dimension");
   sizes.in_channels = 4;
