@@ -3,8 +3,8 @@
 // RegisterCustomOpsLibrary in C/C++). The only exported symbol.
 #include <string>
 
-#include "deform_conv_int8_ort_op.h"
-#include "deform_conv_ort_op.h"
+#include "onnxruntime/int8_op.h"
+#include "onnxruntime/float_op.h"
 
 namespace {
 

@@ -4,8 +4,8 @@
 
 #include <cstdint>
 
-#include "dcn_deform_conv_plugin.h"
-#include "plugin_logging.h"
+#include "tensorrt/plugin.h"
+#include "tensorrt/logging.h"
 
 // TENSORRTAPI only exports when TENSORRT_BUILD_LIB is defined (TensorRT's own
 // build); our exports are explicit. exports.map keeps everything else local.

@@ -21,8 +21,9 @@
 #include <string>
 #include <vector>
 
-#include "deform_conv_cpu.h"
-#include "deform_conv_params.h"
+#include "cpu/float_driver.h"
+#include "core/int8_scales.h"
+#include "core/params.h"
 #include "test_harness.h"
 
 using nvinfer1::DataType;

@@ -1,0 +1,105 @@
+// Attributes, shapes and their validation for the DcnDeformConv operator.
+//
+// Validation is written once here and used by every backend. It reports
+// problems as strings instead of exceptions because TensorRT plugin code
+// works with error codes. Every message has the form
+//   DcnDeformConv node '<node>': <what mismatches>
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace dcn_deploy {
+
+constexpr const char* kOpType = "DcnDeformConv";
+constexpr const char* kOpDomain = "dcn_deploy";
+
+// Largest accepted kernel size, stride, dilation, pad and input height/width.
+// Keeps every sampling coordinate exact in float and every index in int32.
+constexpr int64_t kMaxSpatialExtent = int64_t{1} << 24;
+
+// Operator attributes in ONNX DeformConv terms.
+struct DeformConvAttributes {
+  int64_t kernel[2] = {1, 1};        // kernel_shape: kh, kw
+  int64_t stride[2] = {1, 1};        // strides: h, w
+  int64_t pads[4] = {0, 0, 0, 0};    // top, left, bottom, right (x1_begin, x2_begin, x1_end, x2_end)
+  int64_t dilation[2] = {1, 1};      // dilations: h, w
+  int64_t group = 1;                 // weight groups
+  int64_t offset_group = 1;          // offset (and mask) groups
+};
+
+// Concrete problem size after validation.
+struct DeformConvShape {
+  int64_t batch = 0;         // N
+  int64_t in_channels = 0;   // C
+  int64_t in_height = 0;     // H
+  int64_t in_width = 0;      // W
+  int64_t out_channels = 0;  // M
+  int64_t kernel_h = 0;      // kh
+  int64_t kernel_w = 0;      // kw
+  int64_t out_height = 0;    // Ho
+  int64_t out_width = 0;     // Wo
+  bool has_bias = false;
+  bool has_mask = false;
+};
+
+// Dimensions of the operator inputs; bias and mask may be absent.
+struct DeformConvInputDims {
+  std::vector<int64_t> input;   // X [N, C, H, W]
+  std::vector<int64_t> weight;  // W [M, C/group, kh, kw]
+  std::vector<int64_t> offset;  // [N, 2*offset_group*kh*kw, Ho, Wo]
+  std::optional<std::vector<int64_t>> bias;  // [M]
+  std::optional<std::vector<int64_t>> mask;  // [N, offset_group*kh*kw, Ho, Wo]
+};
+
+// "DcnDeformConv node '<node_name>': <detail>".
+std::string node_error(const std::string& node_name, const std::string& detail);
+
+// Fills `attributes` from ONNX attribute values, checking list lengths and
+// value ranges. Returns an error message, or "" on success.
+std::string make_attributes(const std::string& node_name, const std::vector<int64_t>& kernel_shape,
+                            const std::vector<int64_t>& strides, const std::vector<int64_t>& pads,
+                            const std::vector<int64_t>& dilations, int64_t group, int64_t offset_group,
+                            DeformConvAttributes* attributes);
+
+// Checks attribute value ranges. Returns an error message, or "" when valid.
+std::string check_attributes(const std::string& node_name, const DeformConvAttributes& attributes);
+
+// The output-size formula, the one copy in C++. Along one axis:
+//   out = floor((in + shift) / stride) + 1,  shift = pad_begin + pad_end - (dilation*(kernel-1)+1).
+// output_extent_shift is exposed on its own for the TensorRT plugin, which
+// builds the same formula as a dimension expression of a symbolic `in`.
+int64_t output_extent_shift(int64_t pad_begin, int64_t pad_end, int64_t kernel, int64_t dilation);
+
+// Output size along one axis; 0 for inputs too small for the kernel.
+// Expects validated attributes.
+int64_t output_extent(int64_t in_extent, int64_t pad_begin, int64_t pad_end, int64_t kernel, int64_t stride,
+                      int64_t dilation);
+
+// Validates the attributes together with the input dimensions and fills
+// `shape`. Returns an error message naming the node and the mismatch, or ""
+// on success (`shape` is only written on success).
+std::string infer_shape(const std::string& node_name, const DeformConvAttributes& attributes,
+                        const DeformConvInputDims& dims, DeformConvShape* shape);
+
+// The sizes of a problem given as numbers rather than tensors (the CUDA C
+// API): offset and mask have the dims the output size implies, so only X, W
+// and the attributes are checked, with the same checks and messages as
+// infer_shape, and the attributes validated once.
+struct DeformConvSizes {
+  int64_t batch = 0, in_channels = 0, in_height = 0, in_width = 0;  // X [N, C, H, W]
+  int64_t out_channels = 0;                                         // M
+  bool has_bias = false, has_mask = false;
+};
+std::string infer_shape_from_sizes(const std::string& node_name, const DeformConvAttributes& attributes,
+                                   const DeformConvSizes& sizes, DeformConvShape* shape);
+
+// Output dimensions [N, M, Ho, Wo] of a validated shape.
+std::vector<int64_t> output_dims(const DeformConvShape& shape);
+
+// "[1, 2, 3]".
+std::string format_dims(const std::vector<int64_t>& dims);
+
+}  // namespace dcn_deploy
