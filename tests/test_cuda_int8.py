@@ -1,4 +1,4 @@
-"""The INT8 CUDA kernel (plugins/common/cuda/deform_conv_int8.cuh) against the exact reference.
+"""The INT8 CUDA kernel (plugins/cuda/kernels/int8.cuh) against the exact reference.
 
 The definition (dcn_deploy/op/int8.py) fixes every float operation and the integer sums are exact,
 so the kernel must give the reference's bits: ``torch.equal``, not a tolerance. Both algorithms

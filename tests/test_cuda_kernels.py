@@ -1,7 +1,7 @@
-"""The CUDA kernels (plugins/common/cuda) against the float64 PyTorch reference.
+"""The CUDA kernels (plugins/cuda) against the float64 PyTorch reference.
 
 Every test runs the kernel's own code twice where it can: emulated on the CPU (always;
-the block phases run thread by thread, see deform_conv_tile.cuh) and on a CUDA device
+the block phases run thread by thread, see plugins/cuda/kernels/tile.cuh) and on a CUDA device
 (only where torch sees one, as on the machine scripts/gpu_check.sh runs on).
 
 Tolerances (issue 5): FP32 max |error| / max |reference| <= 1e-5; FP16 relative L2

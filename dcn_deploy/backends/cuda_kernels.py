@@ -1,4 +1,4 @@
-"""The CUDA kernels of ``plugins/common/cuda`` called directly from Python (ctypes).
+"""The CUDA kernels of ``plugins/cuda`` called directly from Python (ctypes).
 
 This is the test harness of the kernels the TensorRT plugin runs: no TensorRT, no
 torch extension build. ``deform_conv2d_cuda`` takes the arguments of
