@@ -1,5 +1,5 @@
 // The INT8 forms of DcnDeformConv (DcnDeformConvInt8 / DcnDeformConvInt8Requantized;
-// definition in dcn_deploy/int8.py): X and W int8 with zero point 0, offset,
+// definition in dcn_deploy/op/int8.py): X and W int8 with zero point 0, offset,
 // mask and bias float, the scales as node attributes.
 //
 // Backend-independent on purpose: the CPU op, the TensorRT plugin and the

@@ -146,7 +146,7 @@ DCN_HOST_DEVICE inline float bilinear_sample(const T* plane, int32_t height, int
 }
 
 // ---------------------------------------------------------------------------
-// INT8 DeformConv (definition: dcn_deploy/int8.py). Every step is float32 with
+// INT8 DeformConv (definition: dcn_deploy/op/int8.py). Every step is float32 with
 // one rounding per operation in a fixed order: no FMA contraction (the
 // __f*_rn intrinsics are never fused by nvcc; host code is compiled without
 // -mfma), so every backend computes the reference's bits.

@@ -1,4 +1,4 @@
-// INT8 CPU forward pass of deformable convolution (definition: dcn_deploy/int8.py).
+// INT8 CPU forward pass of deformable convolution (definition: dcn_deploy/op/int8.py).
 //
 // X and W are int8 (symmetric, zero point 0); offset, mask and bias float32.
 // Per work item (image, weight group, tile of output pixels): the bilinear

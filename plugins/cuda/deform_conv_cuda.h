@@ -28,7 +28,7 @@
  * device and the problem allow it (its corner table must fit in shared
  * memory), else the SIMT kernel.
  *
- * INT8 (data_type DCN_INT8; definition: dcn_deploy/int8.py, the math in
+ * INT8 (data_type DCN_INT8; definition: dcn_deploy/op/int8.py, the math in
  * core/math.h): X and W int8 (zero point 0), offset, mask and B
  * float32 (offset_type DCN_FLOAT32), and in the buffers `output_scale`, M
  * float32 values output_scale[o] = float32(double(x_scale) * double(w_scale[o]))

@@ -4,7 +4,7 @@
 // Inputs: X int8, W int8, offset float32, B float32 (optional), mask float32
 // (optional). Attributes: the six DeformConv attributes, x_scale (float),
 // w_scale (floats, M or 1 values) and, for the Requantized form, y_scale
-// (float). Zero points are 0. The definition is dcn_deploy/int8.py; the
+// (float). Zero points are 0. The definition is dcn_deploy/op/int8.py; the
 // kernel (plugins/cpu/int8_driver.h) computes its exact bits.
 //
 // Two op types, not one with an attribute choosing the output type: ONNX

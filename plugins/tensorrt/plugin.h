@@ -1,7 +1,7 @@
 // TensorRT IPluginV3 plugin for the dcn_deploy::DcnDeformConv ONNX node
 // (modulated deformable convolution, ONNX DeformConv semantics with
 // asymmetric pads) and its INT8 forms DcnDeformConvInt8 (float32 Y) and
-// DcnDeformConvInt8Requantized (int8 Yq), definition in dcn_deploy/int8.py;
+// DcnDeformConvInt8Requantized (int8 Yq), definition in dcn_deploy/op/int8.py;
 // one plugin class and one IPluginCreatorV3One class, each with a mode.
 //
 // Compiled against TensorRT's public headers only (10.x and 11.x); it calls

@@ -1,4 +1,4 @@
-// The INT8 deformable-convolution kernel (definition: dcn_deploy/int8.py):
+// The INT8 deformable-convolution kernel (definition: dcn_deploy/op/int8.py):
 // int8 X and W, float32 offset/mask/bias, exact int32 accumulation, float32 Y
 // or requantized int8 Yq. It is the tensor-core kernel of kernels/mma.cuh
 // with other slice contents: the same block tiles (128x128, 256x64, 512x32),
