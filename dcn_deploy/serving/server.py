@@ -59,7 +59,7 @@ from dcn_deploy.backends.runtime import InputError, Runtime
 from dcn_deploy.serving.batcher import DynamicBatcher
 from dcn_deploy.serving.body import decode_body, read_body
 from dcn_deploy.serving.limits import DEFAULT_LIMITS, ServeLimits
-from dcn_deploy.serving.memory import LARGE_REQUEST_BYTES, release_memory
+from dcn_deploy.serving.memory import LARGE_REQUEST_BYTES, configure_allocator, release_memory
 from dcn_deploy.serving.protocol import (
     EXTENSIONS,
     HEADER_LENGTH,
@@ -267,6 +267,7 @@ class ServerHandle:
 def _uvicorn_server(runtime: Runtime, model_name: str, max_batch_size: int, max_delay_ms: float, workers: int,
                     limits: ServeLimits, on_ready: Callable[[], None] | None, log_level: str):
     limits = limits.check()
+    configure_allocator()  # process-wide: memory goes back after large requests (serving/memory.py)
     batcher = DynamicBatcher(runtime, max_batch_size, max_delay_ms, workers, max_elements=limits.max_input_elements,
                              run_timeout_s=limits.request_timeout_s)
     app = build_app(runtime, model_name, batcher, limits=limits)
