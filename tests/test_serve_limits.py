@@ -133,6 +133,15 @@ def test_a_chunked_body_is_cut_at_the_limit():
         assert handle.stats.too_large == 1
 
 
+def test_a_body_that_does_not_arrive_gets_408():
+    with fault_server(FaultRuntime(), request_timeout_s=0.5) as handle:
+        head = (b"POST /v2/models/fault/infer HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 100\r\n\r\n")
+        status, reply = raw_exchange(handle.url, head, [b'{"inputs": '])  # 11 of the 100 bytes, then silence
+        assert status == 408 and reply["error"] == "the request body did not arrive within the request timeout of 0.5 s"
+        assert handle.stats.in_flight == 0 and post(handle.url, body([[5.0, 6.0]])).status == 200
+
+
 def test_compressed_bodies_are_bounded_once_inflated():
     """A zip bomb (64 MiB of zeros in 64 KiB of gzip) gets 413 after at most the limit is inflated."""
     limit = 1 << 20
@@ -166,7 +175,7 @@ def test_inputs_past_the_element_limit_are_refused_from_their_declared_shape():
         assert response.status == 413
         assert error_of(response) == ("input 'x': shape [3, 16000000] has 48000000 elements, more than this "
                                       "server's limit of 1000 per input (--max-input-elements)")
-        response = post(handle.url, body(np.ones((10, 100))))  # exactly the limit
+        response = post(handle.url, body(np.full((10, 100), 5.0)))  # exactly the limit
         assert response.status == 200
 
 

@@ -3,12 +3,14 @@ flags, :func:`~dcn_deploy.serving.server.serve` and :func:`~dcn_deploy.serving.s
 read them from here). Standard library only, so that the CLI can show the defaults without loading
 the server.
 
-| limit                | default        | beyond it                                                        |
-|----------------------|----------------|------------------------------------------------------------------|
-| ``max_request_bytes``| 64 MiB         | 413, from ``Content-Length`` before reading; while reading a body without one; on the decompressed size of a gzip/deflate body |
-| ``max_input_elements``| 16 Mi (2**24) | 413 naming the input, its shape and the limit, from the declared shape before any allocation; stacked runs stay within it too |
-| ``max_queue``        | 64             | 503 with ``Retry-After: 1`` at once: inference requests in the server (reading, queued or running) |
-| ``request_timeout_s``| 60 s           | 408 for a body that has not arrived, 504 for an answer that has not; a model run that long is abandoned (its thread replaced) |
+* ``max_request_bytes`` (64 MiB): 413 from ``Content-Length`` before the body is read; while
+  reading a body without one (chunked); on the decompressed size of a gzip/deflate body.
+* ``max_input_elements`` (16 Mi, 2**24): 413 naming the input, its shape and the limit, from the
+  declared shape before anything is allocated; stacked runs stay within it too.
+* ``max_queue`` (64): inference requests in the server at once (reading, queued or running); the
+  next gets 503 with ``Retry-After: 1`` at once.
+* ``request_timeout_s`` (60 s): 408 for a body that has not arrived, 504 for an answer that has
+  not; a model run that long is abandoned (its thread replaced, :mod:`dcn_deploy.serving.runner`).
 
 Worst-case memory of request bodies: about ``max_queue * max_request_bytes`` (4 GiB at the defaults;
 JSON bodies take several times their size once parsed, binary ones about their size).

@@ -115,8 +115,9 @@ def parse_infer_request(body: bytes, header_length: str | None, runtime: Runtime
                         max_elements: int | None = None) -> InferRequest:
     """An inference request body (and its ``Inference-Header-Content-Length``) as checked arrays.
 
-    ``max_elements``: the most elements an input may have (413 beyond; None: no limit). Raises :class:`BadRequest` naming what is wrong; the arrays have passed
-    :meth:`Runtime.check_inputs` (names, datatypes, ranks, fixed sizes)."""
+    ``max_elements``: the most elements an input may have (413 beyond; None: no limit). Raises
+    :class:`BadRequest` naming what is wrong; the arrays have passed :meth:`Runtime.check_inputs`
+    (names, datatypes, ranks, fixed sizes)."""
     if header_length is not None:
         try:
             length = int(header_length)

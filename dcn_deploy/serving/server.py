@@ -50,7 +50,7 @@ from typing import Callable
 import uvicorn
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -170,6 +170,8 @@ def build_app(runtime: Runtime, model_name: str, batcher: DynamicBatcher, platfo
                                                        limits.max_request_bytes), timeout)
             except asyncio.TimeoutError:
                 return error(f"the request body did not arrive within the request timeout of {timeout:g} s", 408)
+            except ClientDisconnect:  # nobody reads this answer; it only keeps the log free of tracebacks
+                return error("the client closed the connection before sending the whole body")
             body = decode_body(raw, request.headers.get("content-encoding"), limits.max_request_bytes)
             del raw
             parsed = parse_infer_request(body, request.headers.get(HEADER_LENGTH.lower()), runtime,
