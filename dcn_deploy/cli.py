@@ -10,6 +10,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from dcn_deploy.serving.limits import DEFAULT_LIMITS, ServeLimits  # standard library only: the flags' defaults
+
 # Each command imports what it runs, inside the command: onnx and onnxruntime are optional on a GPU-only
 # machine (bench --device cuda runs without them; tests/test_bench.py checks), and --help stays fast.
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Export, run and validate DCNv2 models.")
@@ -469,16 +471,31 @@ def serve(
     plugin_lib: Optional[Path] = typer.Option(None, "--plugin-lib", help="TensorRT plugin library"),
     cuda_graphs: bool = typer.Option(True, "--cuda-graphs/--no-cuda-graphs", help="TensorRT: replay CUDA graphs"),
     log_level: str = typer.Option("warning", "--log-level", help="uvicorn's log level"),
+    max_request_bytes: int = typer.Option(DEFAULT_LIMITS.max_request_bytes, "--max-request-bytes",
+                                          help="largest request body, also once decompressed (beyond: 413)"),
+    max_input_elements: int = typer.Option(DEFAULT_LIMITS.max_input_elements, "--max-input-elements",
+                                           help="most elements of one input, from its declared shape (beyond: 413)"),
+    max_queue: int = typer.Option(DEFAULT_LIMITS.max_queue, "--max-queue",
+                                  help="inference requests in the server at once (beyond: 503 + Retry-After)"),
+    request_timeout_s: float = typer.Option(DEFAULT_LIMITS.request_timeout_s, "--request-timeout-s",
+                                            help="longest a request may take (beyond: 504; 408 for its body)"),
 ) -> None:
-    """Serve a model over HTTP with the KServe v2 / Open Inference Protocol (Triton's HTTP API)."""
+    """Serve a model over HTTP with the KServe v2 / Open Inference Protocol (Triton's HTTP API).
+
+    SIGTERM or Ctrl+C: stop accepting, answer the requests in progress, exit."""
     from dcn_deploy.backends.load import load_runtime
     from dcn_deploy.backends.runtime import backend_for
     from dcn_deploy.backends.tensorrt.common import TensorRTError
     from dcn_deploy.serving.server import serve as serve_model
 
     try:
+        limits = ServeLimits(max_request_bytes, max_input_elements, max_queue, request_timeout_s).check()
+    except ValueError as error:
+        _fail(str(error))
+    try:
         kind = backend_for(model, backend)
-        options = ({"device": device, "threads": threads} if kind == "onnxruntime" else
+        # memory_arena off: memory goes back to the system after a large request (serving/memory.py)
+        options = ({"device": device, "threads": threads, "memory_arena": False} if kind == "onnxruntime" else
                    {"plugin_lib": plugin_lib, "contexts": workers, "cuda_graphs": cuda_graphs, "console": console})
         runtime = load_runtime(model, kind, **options)
     except (FileNotFoundError, ValueError, TensorRTError) as error:
@@ -489,11 +506,13 @@ def serve(
         # one line: whoever waits for the URL reads the batching plan with it
         console.print(f"serving '{name}' ({runtime.backend}) at {url}/v2/models/{name} (max batch "
                       f"{max_batch_size}, max delay {max_delay_ms} ms, {workers} workers; batching: "
-                      f"{batcher.describe()}); Ctrl+C stops", highlight=False, soft_wrap=True)
+                      f"{batcher.describe()}; limits: {max_request_bytes} request bytes, {max_input_elements} "
+                      f"elements per input, {max_queue} requests at once, {request_timeout_s:g} s per request); "
+                      f"Ctrl+C stops", highlight=False, soft_wrap=True)
 
     try:
         serve_model(runtime, name, host=host, port=port, max_batch_size=max_batch_size, max_delay_ms=max_delay_ms,
-                    workers=workers, on_ready=ready, log_level=log_level)
+                    workers=workers, on_ready=ready, log_level=log_level, limits=limits)
     except (OSError, ValueError) as error:
         _fail(str(error))
     finally:

@@ -104,3 +104,14 @@ def run_threads(target, count: int) -> None:
         thread.start()
     for thread in threads:
         thread.join()
+
+
+def memory_mib(pid: int) -> dict[str, float]:
+    """``VmRSS`` (resident now) and ``VmHWM`` (its peak) of a process, in MiB (Linux)."""
+    values = {}
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            key, _, rest = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                values[key] = int(rest.split()[0]) / 1024
+    return values

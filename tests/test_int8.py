@@ -425,3 +425,19 @@ def test_quantize_refuses_an_already_quantized_model(demo_onnx):
     quantized = quantize_onnx(model, synthetic_calibration(model, 2)).model
     with pytest.raises(ValueError, match="already quantized"):
         quantize_onnx(quantized, synthetic_calibration(model, 2))
+
+
+@pytest.mark.parametrize("y_scale", [None, 0.05])
+def test_int8_batch_of_zero_gives_an_empty_output(y_scale):
+    """N=0 through the exact INT8 reference, the fake-quant reference and the ONNX Runtime INT8 ops."""
+    case = Case("empty batch", n=1, seed=23)
+    q = quantized_case(case)  # scales from one image, then the batch cut to none
+    q.update({name: q[name][:0] for name in ("X", "offset", "mask")})
+    want = (0, case.m, *case.out_hw)
+    exact = reference(case, q, y_scale=y_scale)
+    assert tuple(exact.shape) == want and exact.dtype == (torch.int8 if y_scale else torch.float32)
+    fake = int8.deform_conv2d_fake_quant(q["X"], q["offset"], q["W"], q["x_scale"], q["w_scale"], q["B"],
+                                         padding=case.pads, mask=q["mask"])
+    assert tuple(fake.shape) == want
+    got = run_int8_model(int8_model(case, q, y_scale=y_scale), q)
+    assert got.shape == want and got.dtype == (np.int8 if y_scale else np.float32)

@@ -116,3 +116,22 @@ def test_non_finite_offsets_give_zero_samples():
     got = reference(case, poisoned)
     assert torch.isfinite(got).all()
     np.testing.assert_allclose(got.numpy(), reference(case, cleaned).numpy(), rtol=0, atol=1e-12)
+
+
+EMPTY_BATCH = [Case("empty batch", n=0, seed=21),
+               Case("empty batch, groups", n=0, c=4, m=6, group=2, offset_group=2, stride=(2, 1), seed=22)]
+
+
+@pytest.mark.custom_op
+@pytest.mark.parametrize("case", EMPTY_BATCH, ids=lambda c: c.name)
+def test_a_batch_of_zero_gives_an_empty_output(case):
+    """N=0: once a RuntimeError (a reshape with -1 over 0 elements); ONNX Runtime's native op, our
+    custom op and torchvision all answer an empty (0, M, Ho, Wo)."""
+    arrays = case.make()
+    want = (0, case.m, *case.out_hw)
+    out = reference(case, arrays, dtype=torch.float32)
+    assert tuple(out.shape) == want and out.dtype == torch.float32
+    for custom_op in (True, False):
+        got = run_model(single_node_model(case, "custom" if custom_op else "standard", arrays=arrays), arrays,
+                        custom_op=custom_op)
+        assert got.shape == want

@@ -118,3 +118,27 @@ def test_standard_rewrite_of_a_float16_graph_casts_float32_offsets():
     assert [n.op_type for n in standard.graph.node] == ["Cast", "Cast", "DeformConv"]
     assert [n.input[0] for n in standard.graph.node[:2]] == ["offset", "mask"]
     onnx.checker.check_model(standard, full_check=True)
+
+
+def test_a_model_onnx_runtime_runs_is_accepted_though_the_checker_refuses_it():
+    """A graph output without a type: the ONNX checker refuses it, ONNX Runtime runs it, and so must
+    rewrite_onnx (it used to run the checker alone). A model neither accepts is still refused."""
+    case = Case("untyped output", seed=6)
+    arrays = case.make()
+    model = single_node_model(case, "standard", arrays=arrays)
+    model.graph.output[0].ClearField("type")
+    with pytest.raises(onnx.checker.ValidationError, match="'type'"):
+        onnx.checker.check_model(model)
+    expected = run_model(model, arrays, custom_op=False)
+
+    custom, count = rewrite_onnx(copy.deepcopy(model), to="custom")
+    assert count == 1 and custom.graph.node[0].domain == CUSTOM_DOMAIN
+    np.testing.assert_allclose(run_model(custom, arrays, custom_op=True), expected, rtol=0, atol=1e-5)
+    standard, count = rewrite_onnx(custom, to="standard")
+    assert count == 1 and not any(e.domain == CUSTOM_DOMAIN for e in standard.opset_import)
+    np.testing.assert_allclose(run_model(standard, arrays, custom_op=False), expected, rtol=0, atol=1e-5)
+
+    broken = copy.deepcopy(model)
+    broken.graph.output[0].name = "nowhere"  # no node makes it: ONNX Runtime refuses it too
+    with pytest.raises(RewriteError, match="fails the ONNX checker.*ONNX Runtime refuses it"):
+        rewrite_onnx(broken, to="custom")

@@ -64,13 +64,19 @@ class OnnxRuntimeBackend(Runtime):
     onnxruntime has none) or ``"auto"`` (CUDA when available). The custom op itself has a CPU kernel
     only, so under CUDA ONNX Runtime runs its nodes on the CPU and the rest on the GPU.
     ``InferenceSession.run`` is thread-safe, so concurrent callers share one session.
+    ``memory_arena=False`` turns ONNX Runtime's CPU memory arena off: each run's buffers are freed
+    when it ends instead of being kept for the next runs, so that a server's memory can go back to
+    the system after a large request (``dcn-deploy serve`` does; no slower on this project's models).
     """
 
     backend = "onnxruntime"
 
     def __init__(self, model: str | os.PathLike | bytes, device: str = "cpu", threads: int | None = None,
-                 sess_options=None):
+                 sess_options=None, memory_arena: bool = True):
         super().__init__()
+        if not memory_arena:
+            sess_options = sess_options or ort.SessionOptions()
+            sess_options.enable_cpu_mem_arena = False
 
         available = ort.get_available_providers()
         if device not in ("cpu", "cuda", "auto"):

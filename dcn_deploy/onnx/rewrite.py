@@ -180,6 +180,41 @@ def _set_opset(model: onnx.ModelProto, domain: str, version: int) -> None:
     model.opset_import.append(helper.make_opsetid(domain, version))
 
 
+def check_runnable(model: onnx.ModelProto) -> None:
+    """Refuse a model only when neither the ONNX checker nor ONNX Runtime accepts it.
+
+    The checker (non-strict) is the quick test; it also refuses models that ONNX Runtime runs, such
+    as graph outputs without a type (written by some exporters and by hand). Those are accepted when
+    ONNX Runtime creates a session (the custom-op library registered where the model uses it).
+    Raises :class:`RewriteError` with both reasons."""
+    schema.register_onnx_schema()
+    try:
+        onnx.checker.check_model(model)
+        return
+    except onnx.checker.ValidationError as error:
+        refused = str(error).strip()
+    try:
+        # function-local: onnxruntime (and the custom-op library) are optional for rewriting
+        import onnxruntime as ort
+
+        from dcn_deploy.backends.onnxruntime import ort_session
+    except ImportError:
+        raise RewriteError(f"the rewritten model fails the ONNX checker: {refused} (onnxruntime is not "
+                           f"installed to try it instead)") from None
+    uses_custom = any(n.domain == schema.CUSTOM_DOMAIN for _, nodes in _node_lists(model) for n in nodes)
+    try:
+        if uses_custom:
+            ort_session(model.SerializeToString())
+        else:
+            ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    except FileNotFoundError as error:  # the custom-op library is not built
+        raise RewriteError(f"the rewritten model fails the ONNX checker: {refused}; ONNX Runtime could not "
+                           f"try it instead: {error}") from None
+    except Exception as error:  # noqa: BLE001 - onnxruntime raises its own exception types
+        raise RewriteError(f"the rewritten model fails the ONNX checker ({refused}) and ONNX Runtime refuses it "
+                           f"({str(error).strip()})") from None
+
+
 def rewrite_onnx(
     model: onnx.ModelProto | str | os.PathLike,
     to: Literal["custom", "standard"] = "custom",
@@ -229,8 +264,7 @@ def rewrite_onnx(
         kept = [e for e in model.opset_import if e.domain != schema.CUSTOM_DOMAIN]
         del model.opset_import[:]
         model.opset_import.extend(kept)
-    schema.register_onnx_schema()
-    onnx.checker.check_model(model)
+    check_runnable(model)
     if output is not None:
         onnx.save(model, str(output))
     return model, count

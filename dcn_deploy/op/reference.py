@@ -61,10 +61,12 @@ def sample_columns(input: Tensor, offset: Tensor, mask: Tensor | None, geo: Defo
 def grouped_convolution(weight: Tensor, columns: Tensor, geo: DeformConvGeometry) -> Tensor:
     """``(N, M, Ho, Wo)``: the weight ``(M, C/groups, kh, kw)`` applied, group by group, to sampled
     columns ``(N, C, kh*kw, Ho*Wo)``, in the columns' dtype (the multiply of every reference form)."""
-    n, m = columns.shape[0], weight.shape[0]
+    n, c, taps = columns.shape[:3]
+    m = weight.shape[0]
     ho, wo = geo.out_hw
-    columns = columns.reshape(n, geo.groups, -1, ho * wo)
-    weight_groups = weight.reshape(geo.groups, m // geo.groups, -1)
+    # explicit sizes, no -1: a batch of 0 has 0 elements, from which reshape cannot infer an axis
+    columns = columns.reshape(n, geo.groups, (c // geo.groups) * taps, ho * wo)
+    weight_groups = weight.reshape(geo.groups, m // geo.groups, (c // geo.groups) * taps)
     return torch.einsum("gmk,ngkl->ngml", weight_groups, columns).reshape(n, m, ho, wo)
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,6 +18,7 @@ from dcn_deploy.serving.batch_axis import (
     batch_axis_from_graph,
     probe_batch_axis,
 )
+from dcn_deploy.serving.runner import RunPool, RunTimeout
 
 LOG = logging.getLogger("dcn_deploy.serving.server")
 
@@ -27,6 +27,7 @@ LOG = logging.getLogger("dcn_deploy.serving.server")
 class _Pending:
     arrays: dict[str, np.ndarray]
     rows: int
+    elements: int  # of its largest input: stacked runs keep each input within max_elements
     key: tuple
     future: asyncio.Future
     outputs: list[str] = field(default_factory=list)
@@ -40,11 +41,15 @@ class DynamicBatcher:
     or, when it says ``probe``, after the first request small enough to probe with (run alone as
     usual, then checked by :func:`~dcn_deploy.serving.batch_axis.probe_batch_axis`); until then, and for good
     when the probe fails, requests run alone. ``workers`` threads run batches; while they are busy,
-    new requests queue and make up the next batches. Counters: ``runs``, ``requests``,
-    ``batched_requests`` (requests that shared a run), ``probe_runs``.
+    new requests queue and make up the next batches. ``max_elements``: no stacked run gets an input of
+    more elements (None: no limit). ``run_timeout_s``: a run still going that long fails with
+    :class:`~dcn_deploy.serving.runner.RunTimeout` and its thread is replaced (None: runs are never
+    abandoned; :mod:`dcn_deploy.serving.runner`). Counters: ``runs``, ``requests``,
+    ``batched_requests`` (requests that shared a run), ``probe_runs``; ``pool.stuck``.
     """
 
-    def __init__(self, runtime: Runtime, max_batch_size: int = 8, max_delay_ms: float = 1.0, workers: int = 2):
+    def __init__(self, runtime: Runtime, max_batch_size: int = 8, max_delay_ms: float = 1.0, workers: int = 2,
+                 max_elements: int | None = None, run_timeout_s: float | None = None):
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be at least 1, got {max_batch_size}")
         if max_delay_ms < 0:
@@ -59,7 +64,8 @@ class DynamicBatcher:
             self.batch_axis = BatchAxis(ALONE, f"max batch size {self.max_batch_size}")
         self.max_delay = max_delay_ms / 1000.0
         self.workers = workers
-        self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dcn-deploy-run")
+        self.max_elements = max_elements
+        self.pool = RunPool(workers, run_timeout_s)
         self.runs = self.requests = self.batched_requests = self.probe_runs = 0
         self._probing = False
         self._queue: asyncio.Queue | None = None
@@ -77,7 +83,7 @@ class DynamicBatcher:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
-        self.executor.shutdown(wait=True)
+        await self.pool.stop()
 
     def describe(self) -> str:
         """How requests are run, in words (the reason included)."""
@@ -88,33 +94,38 @@ class DynamicBatcher:
     def _stack_key(self, arrays: dict[str, np.ndarray]) -> tuple:
         return tuple((name, array.dtype.str, array.shape[1:]) for name, array in arrays.items())
 
+    def _within(self, elements: int) -> bool:
+        return self.max_elements is None or elements <= self.max_elements
+
     async def infer(self, arrays: dict[str, np.ndarray], output_names: list[str]) -> dict[str, np.ndarray]:
         """The outputs of one request whose inputs :meth:`Runtime.check_inputs` has accepted."""
         self.requests += 1
         loop = asyncio.get_running_loop()
         rows = next(iter(arrays.values())).shape[0] if arrays else 0
-        if self.batch_axis.verdict == PROBE and not self._probing and 0 < 2 * rows <= self.max_batch_size:
+        elements = max((array.size for array in arrays.values()), default=0)
+        if (self.batch_axis.verdict == PROBE and not self._probing and 0 < 2 * rows <= self.max_batch_size
+                and self._within(2 * elements)):
             return await self._answer_and_probe(arrays, output_names)
-        if not self.batch_axis.stack or rows >= self.max_batch_size or rows == 0:
+        if (not self.batch_axis.stack or rows >= self.max_batch_size or rows == 0
+                or not self._within(2 * elements)):  # nothing else would fit beside it
             self.runs += 1
-            return await loop.run_in_executor(self.executor, self.runtime.run_checked, arrays, output_names)
+            return await self.pool.run(self.runtime.run_checked, arrays, output_names)
         future = loop.create_future()
-        await self._queue.put(_Pending(arrays, rows, self._stack_key(arrays), future, output_names))
+        await self._queue.put(_Pending(arrays, rows, elements, self._stack_key(arrays), future, output_names))
         return await future
 
     async def _answer_and_probe(self, arrays: dict[str, np.ndarray], output_names: list[str]
                                 ) -> dict[str, np.ndarray]:
         """Run this request alone (its answer), then probe the batch axis with its inputs; one probe at a
         time, the other requests meanwhile run alone."""
-        loop = asyncio.get_running_loop()
         self._probing = True
         try:
             names = list(dict.fromkeys([*output_names, *self.batch_axis.unproven]))
             self.runs += 1
-            alone = await loop.run_in_executor(self.executor, self.runtime.run_checked, arrays, names)
+            alone = await self.pool.run(self.runtime.run_checked, arrays, names)
             try:
-                verdict = await loop.run_in_executor(self.executor, probe_batch_axis, self.runtime.run_checked,
-                                                     arrays, self.batch_axis.unproven, alone)
+                verdict = await self.pool.run(probe_batch_axis, self.runtime.run_checked, arrays,
+                                              self.batch_axis.unproven, alone)
             except Exception as error:  # noqa: BLE001 - the model failed on the varied input: do not stack
                 verdict = BatchAxis(ALONE, f"the batch-axis probe failed ({type(error).__name__}: {error})")
             self.probe_runs += 2
@@ -134,7 +145,7 @@ class DynamicBatcher:
         loop = asyncio.get_running_loop()
         while True:
             first = await self._next()
-            batch, rows = [first], first.rows
+            batch, rows, elements = [first], first.rows, first.elements
             deadline = loop.time() + self.max_delay
             while rows < self.max_batch_size:
                 if self._held:
@@ -148,11 +159,13 @@ class DynamicBatcher:
                             candidate = self._queue.get_nowait()
                     except (asyncio.TimeoutError, asyncio.QueueEmpty):
                         break
-                if candidate.key != first.key or rows + candidate.rows > self.max_batch_size:
+                if (candidate.key != first.key or rows + candidate.rows > self.max_batch_size
+                        or not self._within(elements + candidate.elements)):
                     self._held.appendleft(candidate)  # first in line for the next batch
                     break
                 batch.append(candidate)
                 rows += candidate.rows
+                elements += candidate.elements
             try:
                 await self._run_batch(batch)
             except Exception as error:  # noqa: BLE001 - answer the batch's callers, keep batching
@@ -161,7 +174,6 @@ class DynamicBatcher:
                         pending.future.set_exception(error)
 
     async def _run_batch(self, batch: list[_Pending]) -> None:
-        loop = asyncio.get_running_loop()
         batch = [p for p in batch if not p.future.done()]  # a client that went away was cancelled
         if not batch:
             return
@@ -172,13 +184,15 @@ class DynamicBatcher:
         else:
             try:
                 stacked = {name: np.concatenate([p.arrays[name] for p in batch]) for name in batch[0].arrays}
-                outputs = await loop.run_in_executor(self.executor, self.runtime.run_checked, stacked, names)
+                outputs = await self.pool.run(self.runtime.run_checked, stacked, names)
                 results = self._split(batch, outputs)
+            except RunTimeout as timeout:  # run alone, each would take as long; the requests' time is up
+                results = [timeout] * len(batch)
             except Exception:  # noqa: BLE001 - one request's failure must not fail the others: run each alone
                 results = None
             if results is None:
                 results = [await self._run_one(p) for p in batch]
-            else:
+            elif not isinstance(results[0], RunTimeout):
                 self.batched_requests += len(batch)
         for pending, result in zip(batch, results):
             if pending.future.done():
@@ -190,8 +204,7 @@ class DynamicBatcher:
 
     async def _run_one(self, pending: _Pending):
         try:
-            return await asyncio.get_running_loop().run_in_executor(
-                self.executor, self.runtime.run_checked, pending.arrays, pending.outputs)
+            return await self.pool.run(self.runtime.run_checked, pending.arrays, pending.outputs)
         except Exception as error:  # noqa: BLE001 - handed to that request's caller
             return error
 

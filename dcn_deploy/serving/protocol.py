@@ -1,10 +1,16 @@
 """The KServe v2 (Open Inference Protocol) request and response bodies: JSON and binary tensor data,
-checked against the model, with :class:`BadRequest` naming what is wrong."""
+checked against the model, with :class:`BadRequest` naming what is wrong.
+
+Non-finite floats in a JSON reply: JSON has no NaN or Infinity, and a bare ``NaN`` (what Python's
+``json`` and Triton write) is refused by strict parsers (JavaScript's ``JSON.parse``, Go, serde). So
+they are written as the strings ``"NaN"``, ``"Infinity"`` and ``"-Infinity"``: the reply is valid
+JSON, and ``numpy.asarray(data, dtype)`` (what tritonclient's ``as_numpy`` does) reads them back as
+the floats. Binary outputs carry them as they are. Requests may send them either way.
+"""
 from __future__ import annotations
 
-import gzip
 import json
-import zlib
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,10 +59,10 @@ def _parameters(entry: dict, where: str) -> dict:
     return parameters
 
 
-def _input_array(entry: Any, index: int, binary: memoryview, offset: int, runtime: Runtime
-                 ) -> tuple[str, np.ndarray, int]:
-    """One request input as an array (its datatype and shape checked against the model), and the
-    offset after its binary data."""
+def _input_array(entry: Any, index: int, binary: memoryview, offset: int, runtime: Runtime,
+                 max_elements: int | None) -> tuple[str, np.ndarray, int]:
+    """One request input as an array (its datatype and shape checked against the model, its size
+    against ``max_elements`` before anything is allocated), and the offset after its binary data."""
     if not isinstance(entry, dict):
         raise BadRequest(f"inputs[{index}] must be a JSON object with name, shape, datatype and data")
     name = entry.get("name")
@@ -75,7 +81,10 @@ def _input_array(entry: Any, index: int, binary: memoryview, offset: int, runtim
     dtype = numpy_dtype(datatype)
     if datatype != spec.datatype:
         raise BadRequest(f"{where} must be {spec.datatype}, got {datatype}")
-    count = int(np.prod(shape, dtype=np.int64))
+    count = math.prod(shape)  # Python integers: no overflow on absurd shapes
+    if max_elements is not None and count > max_elements:
+        raise BadRequest(f"{where}: shape {shape} has {count} elements, more than this server's limit of "
+                         f"{max_elements} per input (--max-input-elements)", status=413)
     parameters = _parameters(entry, where)
     size = parameters.get("binary_data_size")
     if size is not None:
@@ -102,11 +111,13 @@ def _input_array(entry: Any, index: int, binary: memoryview, offset: int, runtim
     return name, array.reshape(shape), offset
 
 
-def parse_infer_request(body: bytes, header_length: str | None, runtime: Runtime) -> InferRequest:
+def parse_infer_request(body: bytes, header_length: str | None, runtime: Runtime,
+                        max_elements: int | None = None) -> InferRequest:
     """An inference request body (and its ``Inference-Header-Content-Length``) as checked arrays.
 
-    Raises :class:`BadRequest` naming what is wrong; the arrays have passed
-    :meth:`Runtime.check_inputs` (names, datatypes, ranks, fixed sizes)."""
+    ``max_elements``: the most elements an input may have (413 beyond; None: no limit). Raises
+    :class:`BadRequest` naming what is wrong; the arrays have passed :meth:`Runtime.check_inputs`
+    (names, datatypes, ranks, fixed sizes)."""
     if header_length is not None:
         try:
             length = int(header_length)
@@ -124,7 +135,7 @@ def parse_infer_request(body: bytes, header_length: str | None, runtime: Runtime
     request_parameters = _parameters(request, "the request")
     arrays, offset = {}, 0
     for index, entry in enumerate(inputs):
-        name, array, offset = _input_array(entry, index, binary, offset, runtime)
+        name, array, offset = _input_array(entry, index, binary, offset, runtime, max_elements)
         if name in arrays:
             raise BadRequest(f"input '{name}' is given twice")
         arrays[name] = array
@@ -170,12 +181,13 @@ def infer_response(model_name: str, request: InferRequest, results: dict[str, np
             entry["parameters"] = {"binary_data_size": len(data)}
             chunks.append(data)
         else:
-            entry["data"] = array.ravel().tolist()
+            entry["data"] = _json_data(array)
         outputs.append(entry)
     response = {"model_name": model_name, "model_version": MODEL_VERSION, "outputs": outputs}
     if request.id is not None:
         response["id"] = request.id
-    header = json.dumps(response, separators=(",", ":")).encode()
+    # allow_nan=False: _json_data has spelled out every non-finite float; a bare NaN must never get out
+    header = json.dumps(response, separators=(",", ":"), allow_nan=False).encode()
     if not chunks:
         return header, None
     return b"".join([header, *chunks]), len(header)
@@ -185,14 +197,14 @@ def _datatype(array: np.ndarray) -> str:
     return datatype_of(array.dtype)
 
 
-def _decoded_body(body: bytes, encoding: str | None) -> bytes:
-    if not encoding or encoding == "identity":
-        return body
-    try:
-        if encoding == "gzip":
-            return gzip.decompress(body)
-        if encoding == "deflate":
-            return zlib.decompress(body)
-    except (OSError, zlib.error, EOFError) as error:
-        raise BadRequest(f"the body is not valid {encoding} data: {error}") from None
-    raise BadRequest(f"Content-Encoding '{encoding}' is not supported (gzip, deflate or none)", status=415)
+_NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
+
+
+def _json_data(array: np.ndarray) -> list:
+    """The flat values as JSON numbers; non-finite floats as strings (module docstring)."""
+    flat = array.ravel()
+    data = flat.tolist()
+    if np.issubdtype(flat.dtype, np.floating):
+        for index in np.flatnonzero(~np.isfinite(flat)).tolist():
+            data[index] = _NON_FINITE[repr(data[index])]
+    return data

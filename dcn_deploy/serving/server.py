@@ -17,8 +17,17 @@ come back as JSON unless the request asks ``"binary_data": true`` per output or
 ``"binary_data_output": true`` for all; then they follow the JSON header the same way. A request
 with a ``Content-Encoding`` of gzip or deflate is decompressed first. Every error is answered
 ``{"error": "..."}`` with a 4xx status for the client's mistakes (400: malformed body, wrong input
-name, datatype or shape; 404: no such model or version) and 500 for a failure of the model run; the
-server keeps serving.
+name, datatype or shape; 404: no such model or version; 413: a body or input past the limits) and
+500 for a failure of the model run; the server keeps serving.
+
+Limits (:mod:`dcn_deploy.serving.limits`, one :class:`ServeLimits`): request bytes (413 from
+``Content-Length`` before reading, or while reading, or after decompressing), elements per input
+(413 from the declared shape), requests in the server at once (beyond: 503 with ``Retry-After``),
+and the request timeout (408 for a body that does not arrive, 504 for an answer that does not; a
+model run that long is abandoned on its thread, :mod:`dcn_deploy.serving.runner`). After a request
+with large inputs the allocator's free memory goes back to the system
+(:mod:`dcn_deploy.serving.memory`). On SIGTERM/SIGINT the server stops accepting connections,
+finishes the requests it has (for at most the request timeout) and exits.
 
 Dynamic batching (:class:`DynamicBatcher`): when axis 0 of every output is the batch axis (proven by
 the graph's shapes, or by a probe on the first request where the graph cannot tell:
@@ -29,40 +38,74 @@ after the first, and the outputs are split back by rows; otherwise requests run 
 """
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 import socket
 import threading
 import time
+from dataclasses import dataclass
 from typing import Callable
 
 import uvicorn
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.background import BackgroundTask
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from dcn_deploy import __version__
 from dcn_deploy.backends.runtime import InputError, Runtime
 from dcn_deploy.serving.batcher import DynamicBatcher
+from dcn_deploy.serving.body import decode_body, read_body
+from dcn_deploy.serving.limits import DEFAULT_LIMITS, ServeLimits
+from dcn_deploy.serving.memory import LARGE_REQUEST_BYTES, configure_allocator, release_memory
 from dcn_deploy.serving.protocol import (
     EXTENSIONS,
     HEADER_LENGTH,
     MODEL_VERSION,
     SERVER_NAME,
     BadRequest,
-    _decoded_body,
     infer_response,
     parse_infer_request,
 )
+from dcn_deploy.serving.runner import RunTimeout
+
+LOG = logging.getLogger("dcn_deploy.serving.server")
+RETRY_AFTER_S = 1  # what a client told 503 (too many requests) waits before trying again
 
 
-def build_app(runtime: Runtime, model_name: str, batcher: DynamicBatcher, platform: str | None = None):
-    """The Starlette app of the protocol for one model (see the module docstring)."""
+@dataclass
+class ServerStats:
+    """What the server refused and how busy it is: ``in_flight`` inference requests (reading, queued or
+    running), ``busy`` (503), ``too_large`` (413), ``timed_out`` (408/504), ``failed`` (500)."""
+
+    in_flight: int = 0
+    busy: int = 0
+    too_large: int = 0
+    timed_out: int = 0
+    failed: int = 0
+
+
+def build_app(runtime: Runtime, model_name: str, batcher: DynamicBatcher, platform: str | None = None,
+              limits: ServeLimits = DEFAULT_LIMITS):
+    """The Starlette app of the protocol for one model (see the module docstring); ``app.state.stats``
+    is its :class:`ServerStats`."""
 
     platform = platform or ("onnxruntime_onnx" if runtime.backend.startswith("onnxruntime") else "tensorrt_plan")
+    limits = limits.check()
+    stats = ServerStats()
+    timeout = limits.request_timeout_s
 
-    def error(message: str, status: int = 400) -> JSONResponse:
-        return JSONResponse({"error": message}, status_code=status)
+    def error(message: str, status: int = 400, headers: dict | None = None,
+              background: BackgroundTask | None = None) -> JSONResponse:
+        if status == 413:
+            stats.too_large += 1
+        elif status in (408, 504):
+            stats.timed_out += 1
+        elif status == 500:
+            stats.failed += 1
+        return JSONResponse({"error": message}, status_code=status, headers=headers, background=background)
 
     def find_model(request: Request) -> None:
         name = request.path_params["model"]
@@ -77,6 +120,10 @@ def build_app(runtime: Runtime, model_name: str, batcher: DynamicBatcher, platfo
         return JSONResponse({"live": True})
 
     async def ready(request: Request) -> Response:
+        stuck = batcher.pool.stuck
+        if stuck >= batcher.workers:  # every worker's place is held by a hung run's thread
+            return JSONResponse({"ready": False, "error": f"{stuck} model runs passed the request timeout and have "
+                                 f"not returned"}, status_code=503)
         return JSONResponse({"ready": True})
 
     async def server_metadata(request: Request) -> Response:
@@ -104,23 +151,53 @@ def build_app(runtime: Runtime, model_name: str, batcher: DynamicBatcher, platfo
         return JSONResponse({"name": model_name, "ready": True})
 
     async def infer(request: Request) -> Response:
+        if stats.in_flight >= limits.max_queue:  # answered before reading the body: costs nothing
+            stats.busy += 1
+            return error(f"the server is busy: {stats.in_flight} requests in progress, its limit (--max-queue); "
+                         f"retry after {RETRY_AFTER_S} s", 503, headers={"Retry-After": str(RETRY_AFTER_S)})
+        stats.in_flight += 1
+        try:
+            return await answer(request)
+        finally:
+            stats.in_flight -= 1
+
+    async def answer(request: Request) -> Response:
+        deadline = time.monotonic() + timeout
         try:
             find_model(request)
-            body = _decoded_body(await request.body(), request.headers.get("content-encoding"))
-            parsed = parse_infer_request(body, request.headers.get(HEADER_LENGTH.lower()), runtime)
+            try:
+                raw = await asyncio.wait_for(read_body(request.stream(), request.headers.get("content-length"),
+                                                       limits.max_request_bytes), timeout)
+            except asyncio.TimeoutError:
+                return error(f"the request body did not arrive within the request timeout of {timeout:g} s", 408)
+            except ClientDisconnect:  # nobody reads this answer; it only keeps the log free of tracebacks
+                return error("the client closed the connection before sending the whole body")
+            body = decode_body(raw, request.headers.get("content-encoding"), limits.max_request_bytes)
+            del raw
+            parsed = parse_infer_request(body, request.headers.get(HEADER_LENGTH.lower()), runtime,
+                                         limits.max_input_elements)
+            del body
         except (BadRequest, InputError) as problem:
             return error(str(problem), getattr(problem, "status", 400))
+        large = sum(array.nbytes for array in parsed.arrays.values()) >= LARGE_REQUEST_BYTES
+        # after the reply is sent (and the request's arrays are gone): give the memory back
+        after = BackgroundTask(release_memory) if large else None
         try:
-            results = await batcher.infer(parsed.arrays, parsed.outputs)
+            results = await asyncio.wait_for(batcher.infer(parsed.arrays, parsed.outputs),
+                                             max(0.0, deadline - time.monotonic()))
+            content, header_length = infer_response(model_name, parsed, results)
         except InputError as problem:  # e.g. a shape outside a TensorRT engine's profile
-            return error(str(problem))
+            return error(str(problem), background=after)
+        except (asyncio.TimeoutError, RunTimeout):
+            return error(f"no answer within the request timeout of {timeout:g} s (--request-timeout-s)", 504,
+                         background=after)
         except Exception as failure:  # noqa: BLE001 - the model run failed; the server stays up
-            return error(f"inference failed: {type(failure).__name__}: {failure}", 500)
-        content, header_length = infer_response(model_name, parsed, results)
+            return error(f"inference failed: {type(failure).__name__}: {failure}", 500, background=after)
+        del parsed, results
         if header_length is None:
-            return Response(content, media_type="application/json")
+            return Response(content, media_type="application/json", background=after)
         return Response(content, media_type="application/octet-stream",
-                        headers={HEADER_LENGTH: str(header_length)})
+                        headers={HEADER_LENGTH: str(header_length)}, background=after)
 
     async def not_found(request: Request, exc) -> Response:
         return error(f"no endpoint {request.method} {request.url.path} (KServe v2: /v2, /v2/health/live, "
@@ -145,8 +222,9 @@ def build_app(runtime: Runtime, model_name: str, batcher: DynamicBatcher, platfo
         yield
         await batcher.stop()
 
-    return Starlette(routes=routes, lifespan=lifespan,
-                     exception_handlers={404: not_found, 405: method_not_allowed})
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={404: not_found, 405: method_not_allowed})
+    app.state.stats = stats
+    return app
 
 
 def _listening_socket(host: str, port: int) -> socket.socket:
@@ -171,9 +249,11 @@ def _url(host: str, port: int) -> str:
 
 
 class ServerHandle:
-    """A server running in a background thread (:func:`start_server`): ``url``, ``batcher``, ``stop()``."""
+    """A server running in a background thread (:func:`start_server`): ``url``, ``batcher``, ``stats``
+    (:class:`ServerStats`), ``stop()`` (graceful, as on SIGTERM: requests in progress are answered)."""
     def __init__(self, server, thread: threading.Thread, url: str, batcher: DynamicBatcher):
         self.server, self.thread, self.url, self.batcher = server, thread, url, batcher
+        self.stats: ServerStats = server.config.app.state.stats
 
     def stop(self, timeout: float = 30.0) -> None:
         self.server.should_exit = True
@@ -187,9 +267,12 @@ class ServerHandle:
 
 
 def _uvicorn_server(runtime: Runtime, model_name: str, max_batch_size: int, max_delay_ms: float, workers: int,
-                    on_ready: Callable[[], None] | None, log_level: str):
-    batcher = DynamicBatcher(runtime, max_batch_size, max_delay_ms, workers)
-    app = build_app(runtime, model_name, batcher)
+                    limits: ServeLimits, on_ready: Callable[[], None] | None, log_level: str):
+    limits = limits.check()
+    configure_allocator()  # process-wide: memory goes back after large requests (serving/memory.py)
+    batcher = DynamicBatcher(runtime, max_batch_size, max_delay_ms, workers, max_elements=limits.max_input_elements,
+                             run_timeout_s=limits.request_timeout_s)
+    app = build_app(runtime, model_name, batcher, limits=limits)
 
     class Server(uvicorn.Server):
         async def startup(self, sockets=None):
@@ -197,22 +280,25 @@ def _uvicorn_server(runtime: Runtime, model_name: str, max_batch_size: int, max_
             if not self.should_exit and on_ready is not None:
                 on_ready()
 
-    config = uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="on", timeout_graceful_shutdown=5)
+    # on SIGTERM/SIGINT uvicorn stops accepting, then waits for the requests in progress: each ends
+    # within the request timeout, so that is the grace period
+    config = uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="on",
+                            timeout_graceful_shutdown=max(1, int(limits.request_timeout_s + 1)))
     return Server(config), batcher
 
 
 def serve(runtime: Runtime, model_name: str, host: str = "127.0.0.1", port: int = 8000, max_batch_size: int = 8,
           max_delay_ms: float = 1.0, workers: int = 2, on_ready: Callable[[str, DynamicBatcher], None] | None = None,
-          log_level: str = "warning") -> None:
-    """Serve ``runtime`` until interrupted (SIGINT/SIGTERM); ``on_ready(url, batcher)`` once it accepts
-    connections."""
+          log_level: str = "warning", limits: ServeLimits = DEFAULT_LIMITS) -> None:
+    """Serve ``runtime`` until interrupted (SIGINT/SIGTERM: requests in progress are answered first);
+    ``on_ready(url, batcher)`` once it accepts connections; ``limits``: :class:`ServeLimits`."""
     sock = _listening_socket(host, port)
     url = _url(host, sock.getsockname()[1])
     holder: list[DynamicBatcher] = []
-    server, batcher = _uvicorn_server(runtime, model_name, max_batch_size, max_delay_ms, workers,
-                                      (lambda: on_ready(url, holder[0])) if on_ready else None, log_level)
-    holder.append(batcher)
     try:
+        server, batcher = _uvicorn_server(runtime, model_name, max_batch_size, max_delay_ms, workers, limits,
+                                          (lambda: on_ready(url, holder[0])) if on_ready else None, log_level)
+        holder.append(batcher)
         server.run(sockets=[sock])
     finally:
         sock.close()
@@ -220,13 +306,17 @@ def serve(runtime: Runtime, model_name: str, host: str = "127.0.0.1", port: int 
 
 def start_server(runtime: Runtime, model_name: str, host: str = "127.0.0.1", port: int = 0, max_batch_size: int = 8,
                  max_delay_ms: float = 1.0, workers: int = 2, log_level: str = "warning",
-                 timeout: float = 30.0) -> ServerHandle:
+                 timeout: float = 30.0, limits: ServeLimits = DEFAULT_LIMITS) -> ServerHandle:
     """Serve ``runtime`` from a background thread of this process; returns once it accepts connections."""
     sock = _listening_socket(host, port)
     url = _url(host, sock.getsockname()[1])
     started = threading.Event()
-    server, batcher = _uvicorn_server(runtime, model_name, max_batch_size, max_delay_ms, workers, started.set,
-                                      log_level)
+    try:
+        server, batcher = _uvicorn_server(runtime, model_name, max_batch_size, max_delay_ms, workers, limits,
+                                          started.set, log_level)
+    except ValueError:
+        sock.close()
+        raise
     # uvicorn installs signal handlers only in the main thread; this one is stopped through stop()
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="dcn-deploy-serve", daemon=True)
     thread.start()
