@@ -106,7 +106,8 @@ def rewrite(
     except (FileNotFoundError, ValueError) as error:
         _fail(str(error))
     read = ", ".join(f"{n} {name}" for name, n in sorted(found.items()))
-    console.print(f"wrote {output}: {count} nodes rewritten to {to} (DCN nodes read: {read or 'none'})", highlight=False)
+    console.print(f"wrote {output}: {count} nodes rewritten to {to} (DCN nodes read: {read or 'none'})",
+                  highlight=False)
 
 
 @app.command()

@@ -352,7 +352,8 @@ def _read_dcnv2(node: onnx.NodeProto, context: ReadContext) -> Canonical:
     kernel = context.shapes.kernel(node, weight)
     for name, value in (("kernel_h", kernel[0]), ("kernel_w", kernel[1])):
         if name in attrs and int(attrs[name]) != value:
-            raise RewriteError(f"{describe(node)} ({flavour}): {name}={attrs[name]} but the weight's kernel is {kernel}")
+            raise RewriteError(
+                f"{describe(node)} ({flavour}): {name}={attrs[name]} but the weight's kernel is {kernel}")
     geometry = _geometry(
         kernel, _pair(node, flavour, attrs, ("stride",), 1), _pair(node, flavour, attrs, ("padding",), 0),
         _pair(node, flavour, attrs, ("dilation",), 1), _int(node, flavour, attrs, ("groups", "group"), 1),

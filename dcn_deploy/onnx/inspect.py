@@ -132,7 +132,8 @@ def _runtimes(kinds: set[str], unknown: list[str], other_ops: list[str], opset: 
         elif kinds <= runs:
             status, why = "yes", "every DCN node is one it runs" if kinds else "no DCN node"
             if "standard" in kinds and opset < schema.STANDARD_OPSET:
-                status, why = "no", f"standard DeformConv needs ai.onnx opset >= {schema.STANDARD_OPSET}, model has {opset}"
+                status = "no"
+                why = f"standard DeformConv needs ai.onnx opset >= {schema.STANDARD_OPSET}, model has {opset}"
         elif "int8" in kinds and "int8" not in runs:
             status, why = "no", "INT8 DCN nodes have no standard form"
         else:
