@@ -6,7 +6,8 @@ reference op) or ``dcn_deploy.backends.cuda_kernels`` needs only torch, not onnx
 Sub-packages, one concern each (imports run downwards only)::
 
     op/        the operator: public deform_conv2d, its one validation, reference, torch custom op, INT8, layer
-    onnx/      ONNX graph work: schema, export, FP16 pass, rewrite, INT8 quantize, metadata, recipes, parity
+    onnx/      ONNX graph work: schema, export, FP16 pass, rewrite (+ other exporters' DCN flavours), inspect,
+               INT8 quantize, metadata, recipes, parity
     convert/   third-party DCN layers and checkpoints to the canonical layer
     backends/  runtimes: the interface, ONNX Runtime, the CUDA kernels (ctypes), TensorRT (build, engine, run)
     bench/     dcn-deploy bench: timing, CPU/GPU/end-to-end rows, report

@@ -30,7 +30,7 @@ def _parse_shape(text: str) -> tuple[int, ...]:
 
 
 def _fail(message: str) -> None:
-    console.print(f"[red]error:[/red] {message}")
+    console.print(f"[red]error:[/red] {message}", soft_wrap=True)  # one line, however long
     raise typer.Exit(2)
 
 
@@ -94,14 +94,95 @@ def rewrite(
     output: Path = typer.Option(..., "-o", "--output", help="ONNX file to write"),
     to: str = typer.Option("custom", help="custom | standard"),
 ) -> None:
-    """Rewrite every DeformConv node to the custom node or to standard DeformConv."""
+    """Rewrite every DCN node, of any flavour (mmdeploy/mmcv, TensorRT plugin, CenterNet DCNv2, ...), to the
+    custom node or to standard DeformConv."""
+    from collections import Counter
+
+    from dcn_deploy.onnx.flavours import find_dcn_nodes
+    from dcn_deploy.onnx.inspect import load_onnx
     from dcn_deploy.onnx.rewrite import rewrite_onnx
 
     try:
+        found = Counter(flavour.name for _, _, flavour in find_dcn_nodes(load_onnx(model)) if flavour)
         _, count = rewrite_onnx(model, to=to, output=output)
     except (FileNotFoundError, ValueError) as error:
         _fail(str(error))
-    console.print(f"wrote {output}: {count} nodes rewritten to {to}")
+    read = ", ".join(f"{n} {name}" for name, n in sorted(found.items()))
+    console.print(f"wrote {output}: {count} nodes rewritten to {to} (DCN nodes read: {read or 'none'})",
+                  highlight=False)
+
+
+@app.command()
+def inspect(
+    model: Path = typer.Argument(..., help="ONNX file"),
+    json_output: bool = typer.Option(False, "--json", help="print the report as JSON instead of tables"),
+) -> None:
+    """Show an ONNX file's DCN nodes (flavour, geometry, shapes, precision), other custom ops, opsets,
+    inputs/outputs, and which runtimes can run it."""
+    from dcn_deploy.onnx.inspect import inspect_onnx
+
+    try:
+        report = inspect_onnx(model)
+    except (FileNotFoundError, ValueError) as error:
+        _fail(str(error))
+    if json_output:
+        import json
+
+        print(json.dumps(report, indent=2))
+        return
+    _print_inspection(report)
+
+
+def _dims(shape) -> str:
+    if shape is None:
+        return "?"
+    return "x".join("?" if d is None else str(d) if isinstance(d, int) or len(str(d)) <= 6 else "?" for d in shape)
+
+
+def _print_inspection(report: dict) -> None:
+    from rich import box
+
+    opsets = ", ".join(f"{domain} {version}" for domain, version in report["opsets"].items())
+    console.print(f"[bold]{report['path']}[/bold]: {report['nodes']} nodes, precision {report['precision']}, "
+                  f"opsets {opsets}, IR {report['ir_version']}, producer {report['producer'] or '?'}", highlight=False)
+    io = Table("", "name", "dtype", "shape", title="inputs and outputs", box=box.SIMPLE_HEAD)
+    for kind in ("inputs", "outputs"):
+        for value in report[kind]:
+            io.add_row(kind[:-1], value["name"], value["dtype"] or "?", _dims(value["shape"]))
+    console.print(io)
+    nodes = Table(title=f"DCN nodes: {len(report['dcn_nodes'])}", box=box.SIMPLE_HEAD)
+    for column in ("node", "flavour", "op_type", "X -> Y", "W", "kernel stride pads dilation", "g/og",
+                   "mask, bias", "dtype (offset)"):
+        nodes.add_column(column)
+    for node in report["dcn_nodes"]:
+        op = node["op_type"]
+        if node["error"]:
+            nodes.add_row(node["name"] or "?", f"[red]{node['flavour'] or 'unknown'}[/red]", op, node["error"],
+                          "", "", "", "", "")
+            continue
+        a = node["attributes"]
+        geometry = (f"{'x'.join(map(str, a['kernel_shape']))} s{','.join(map(str, a['strides']))} "
+                    f"p{','.join(map(str, a['pads']))} d{','.join(map(str, a['dilations']))}")
+        flags = ", ".join(f for f, on in (("mask", node["modulated"]), ("bias", node["bias"])) if on) or "-"
+        dtype = node["dtype"] or "?"
+        if node["offset_dtype"] and node["offset_dtype"] != node["dtype"]:
+            dtype += f" ({node['offset_dtype']})"
+        nodes.add_row(node["name"] or "?", node["flavour"], op,
+                      f"{_dims(node['input_shape'])} -> {_dims(node['output_shape'])}", _dims(node["weight_shape"]),
+                      geometry, f"{a['group']} / {a['offset_group']}", flags, dtype)
+    console.print(nodes)
+    if report["int8_dcn_nodes"] or report["other_custom_ops"]:
+        other = Table("op", "count", title="other custom ops", box=box.SIMPLE_HEAD)
+        if report["int8_dcn_nodes"]:
+            other.add_row("dcn_deploy INT8 DCN nodes", str(report["int8_dcn_nodes"]))
+        for op, count in report["other_custom_ops"].items():
+            other.add_row(op, str(count))
+        console.print(other)
+    runtimes = Table("runtime", "runs it", "why", title="runtimes", box=box.SIMPLE_HEAD)
+    colours = {"yes": "green", "after rewrite": "yellow", "no": "red"}
+    for verdict in report["runtimes"]:
+        runtimes.add_row(verdict["runtime"], f"[{colours[verdict['status']]}]{verdict['status']}[/]", verdict["why"])
+    console.print(runtimes)
 
 
 @app.command()

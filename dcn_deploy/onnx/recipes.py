@@ -3,7 +3,9 @@ build a model for export, tests and benchmarks.
 
 A recipe file defines ``build(seed=0, random_offsets=True) -> nn.Module``,
 ``example_inputs(batch, height, width, seed) -> tuple[Tensor, ...]``, ``INPUT_SHAPE``,
-``DESCRIPTION`` and optionally ``OUTPUT_NAMES``.
+``DESCRIPTION`` and optionally ``OUTPUT_NAMES`` and ``prepare_weights(state) -> state`` (turns a
+weight file's tensors, e.g. a released checkpoint as it is, into the model's names before the
+strict load).
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from dcn_deploy.op.layer import DeformConv2d
 
 RECIPE_DIR = Path(__file__).resolve().parents[2] / "export"
 _REQUIRED = ("build", "example_inputs", "INPUT_SHAPE", "DESCRIPTION")
+_PREFIX = "dcn_deploy_recipe_"  # module name of a loaded recipe file
 
 
 def available_recipes() -> dict[str, str]:
@@ -42,7 +45,7 @@ def load_recipe(name_or_path: str) -> ModuleType:
     if not path.is_file():
         names = sorted(p.stem for p in RECIPE_DIR.glob("*.py") if not p.name.startswith("_"))
         raise FileNotFoundError(f"no recipe '{name_or_path}': expected one of {names} or a path to a .py file")
-    spec = importlib.util.spec_from_file_location(f"dcn_deploy_recipe_{path.stem}", path)
+    spec = importlib.util.spec_from_file_location(f"{_PREFIX}{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     missing = [name for name in _REQUIRED if not hasattr(module, name)]
@@ -126,15 +129,27 @@ def export_recipe(
 def _build(module: ModuleType, seed: int, random_offsets: bool, weights: str | None) -> nn.Module:
     model = module.build(seed=seed, random_offsets=random_offsets)
     if weights:
-
         state = load_weights(weights)
-        result = model.load_state_dict(state, strict=False)
-        if result.missing_keys or result.unexpected_keys:
-            raise ValueError(
-                f"{weights} does not fit recipe {module.__name__}: missing {result.missing_keys[:8]}, "
-                f"unexpected {result.unexpected_keys[:8]}"
-            )
+        if hasattr(module, "prepare_weights"):
+            state = module.prepare_weights(state)
+        check_state_dict(model, state, f"{weights} does not fit recipe {module.__name__.removeprefix(_PREFIX)}")
+        model.load_state_dict(state, strict=True)
     return model.eval()
+
+
+def check_state_dict(model: nn.Module, state: dict, what: str) -> None:
+    """Strict key and shape matching; a ValueError listing every difference (the first 8 of each kind)."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    mismatched = sorted(f"{key} {tuple(state[key].shape)} (model: {tuple(expected[key].shape)})"
+                        for key in set(state) & set(expected) if tuple(state[key].shape) != tuple(expected[key].shape))
+    problems = []
+    for label, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched)):
+        if keys:
+            problems.append(f"{len(keys)} {label}: {keys[:8]}{' ...' if len(keys) > 8 else ''}")
+    if problems:
+        raise ValueError(f"{what}: " + "; ".join(problems))
 
 
 def reference_for(onnx_model, recipe: str | None = None, seed: int | None = None):

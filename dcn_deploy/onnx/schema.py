@@ -120,3 +120,15 @@ def register_onnx_schema() -> None:
             ],
             attributes=geometry + scales + extra,
         ))
+
+
+# DCN nodes other exporters write (read by dcn_deploy/onnx/flavours.py, which documents each one's
+# conventions and turns it into the node above).
+MMDEPLOY_DOMAIN = "mmdeploy"  # mmdeploy's symbolic rewriters
+MMCV_DOMAIN = "mmcv"  # mmcv's own symbolic functions (mmcv < 2.0 exporters)
+MMCV_MODULATED_OP_TYPE = "MMCVModulatedDeformConv2d"  # DCNv2: X, offset, mask, W, [B]
+MMCV_DEFORM_OP_TYPE = "MMCVDeformConv2d"  # DCNv1: X, offset, W
+TENSORRT_PLUGIN_OP_TYPE = "ModulatedDeformConv2d"  # TensorRT OSS plugin/modulatedDeformConvPlugin (v1, v2)
+DCNV2_PLUGIN_OP_TYPES = ("DCNv2", "DCNv2Plugin")  # CenterNet-TensorRT plugins (CaoWGG and forks)
+GENERIC_PLUGIN_OP_TYPE = "Plugin"  # tensorRTIntegrate / tensorRT_Pro: the plugin named by attribute `name`
+GENERIC_PLUGIN_DCN_NAME = "DCNv2"
