@@ -57,6 +57,8 @@ def export(
     precision: str = typer.Option("fp32", help="fp32 | fp16: a float16 graph (offset/mask path kept float32)"),
     keep_io_types: bool = typer.Option(False, "--keep-io-types",
                                        help="fp16 only: float32 graph inputs and outputs, cast inside"),
+    keep_debug_info: bool = typer.Option(False, "--keep-debug-info", help="keep the exporter's debugging "
+                                         "metadata (stack traces with this machine's file paths)"),
 ) -> None:
     """Export a recipe to ONNX, one DeformConv node per DCN layer."""
     from dcn_deploy.onnx.model_info import PRECISIONS
@@ -70,7 +72,7 @@ def export(
         proto = export_recipe(
             recipe, output, seed=seed, standard_op=standard, dynamic=not static,
             input_shape=_parse_shape(shape) if shape else None, weights=str(weights) if weights else None,
-            precision=precision, keep_io_types=keep_io_types,
+            precision=precision, keep_io_types=keep_io_types, keep_debug_info=keep_debug_info,
         )
     except (FileNotFoundError, ValueError, AttributeError) as error:
         _fail(str(error))
@@ -337,6 +339,8 @@ def convert(
                       f"{' ...' if len(unexpected) > 8 else ''}")
             model.load_state_dict(state, strict=True)
         save_weights(state, output)
+    except typer.Exit:  # _fail's own exit (click's Exit is a RuntimeError): not a second error line
+        raise
     except (FileNotFoundError, ValueError, RuntimeError) as error:
         _fail(str(error))
     console.print(f"wrote {output}: {len(state)} tensors ({source})")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -9,12 +10,14 @@ import onnxruntime as ort
 import pytest
 import torch
 
+import dcn_deploy
 from dcn_deploy import (
     CUSTOM_DOMAIN,
     CUSTOM_OP_TYPE,
     DeformConv2d,
     export_onnx,
     get_metadata,
+    rewrite_onnx,
 )
 from dcn_deploy.backends.onnxruntime import ort_session
 from dcn_deploy.onnx import schema
@@ -113,3 +116,31 @@ def test_zero_initialised_layer_is_a_plain_convolution_times_half():
     layer_v1 = DeformConv2d(3, 5, 3, padding=1, modulated=False)
     expected_v1 = torch.nn.functional.conv2d(x, layer_v1.weight, layer_v1.bias, padding=1)
     torch.testing.assert_close(layer_v1(x), expected_v1, rtol=1e-5, atol=1e-5)
+
+
+def _debug_keys(model: onnx.ModelProto) -> set[str]:
+    holders = [model.graph, *model.graph.node, *model.graph.input, *model.graph.output, *model.graph.value_info,
+               *model.graph.initializer]
+    return {p.key for holder in holders for p in holder.metadata_props}
+
+
+def test_exported_files_carry_no_debugging_metadata_or_local_paths(tmp_path, demo):
+    """The exporter's stack traces name this machine's files; they stay out unless asked for."""
+    model, inputs = demo
+    package = str(Path(dcn_deploy.__file__).parent).encode()  # the traces name the layer's source file
+    clean = export_onnx(model, inputs, tmp_path / "clean.onnx")
+    assert not any(key.startswith("pkg.") or key == "namespace" for key in _debug_keys(clean))
+    data = (tmp_path / "clean.onnx").read_bytes()
+    assert package not in data and b"stack_trace" not in data
+    assert get_metadata(clean)["node_kind"] == "custom"  # our own metadata stays
+    kept = export_onnx(model, inputs, tmp_path / "kept.onnx", keep_debug_info=True)
+    assert "pkg.torch.onnx.stack_trace" in _debug_keys(kept) and package in (tmp_path / "kept.onnx").read_bytes()
+
+
+def test_rewrite_keeps_the_recorded_node_kind_true(tmp_path, demo):
+    model, inputs = demo
+    export_onnx(model, inputs, tmp_path / "demo.onnx")
+    standard, count = rewrite_onnx(str(tmp_path / "demo.onnx"), to="standard")
+    assert count == len(dcn_modules(model)) and get_metadata(standard)["node_kind"] == "standard"
+    custom, _ = rewrite_onnx(standard, to="custom")
+    assert get_metadata(custom)["node_kind"] == "custom"

@@ -97,6 +97,7 @@ def export_onnx(
     metadata: dict[str, str] | None = None,
     precision: str = "fp32",
     keep_io_types: bool = False,
+    keep_debug_info: bool = False,
 ) -> onnx.ModelProto:
     """Export ``model`` to ``path``; each DCN layer becomes one DeformConv node.
 
@@ -107,6 +108,7 @@ def export_onnx(
         precision: ``"fp32"``, or ``"fp16"`` for a float16 graph (:func:`convert_to_fp16`):
             TensorRT 11 builds every network strongly typed, so the precision lives in the ONNX.
         keep_io_types: with ``"fp16"``, keep float32 graph inputs and outputs (casts inside).
+        keep_debug_info: keep the exporter's debugging metadata (:func:`strip_debug_info` removes it).
 
     Returns the written ``onnx.ModelProto`` (checked with ``onnx.checker``).
     """
@@ -148,10 +150,47 @@ def export_onnx(
     else:
         info["precision"] = "fp32"
     info.update(metadata or {})
+    if not keep_debug_info:
+        strip_debug_info(proto)
     set_metadata(proto, info)
     onnx.checker.check_model(proto)
     onnx.save(proto, str(path))
     return proto
+
+
+DEBUG_METADATA_PREFIXES = ("pkg.", "namespace")
+
+
+def strip_debug_info(model: onnx.ModelProto) -> int:
+    """Remove the exporter's debugging metadata from every node, value, initializer and graph (subgraphs
+    included): stack traces, module class paths and name scopes (``pkg.torch.*``, ``pkg.onnxscript.*``,
+    ``namespace``), which carry the exporting machine's absolute file paths into files users ship.
+    The model's own ``metadata_props`` (``dcn_deploy.*``) stay. Returns the number of entries removed."""
+    removed = 0
+
+    def clean(holder) -> None:
+        nonlocal removed
+        kept = [p for p in holder.metadata_props if not p.key.startswith(DEBUG_METADATA_PREFIXES)]
+        removed += len(holder.metadata_props) - len(kept)
+        del holder.metadata_props[:]
+        holder.metadata_props.extend(kept)
+
+    def walk(graph: onnx.GraphProto) -> None:
+        clean(graph)
+        for holder in [*graph.input, *graph.output, *graph.value_info, *graph.initializer]:
+            clean(holder)
+        for node in graph.node:
+            clean(node)
+            for attribute in node.attribute:
+                for sub in [attribute.g, *attribute.graphs] if attribute.type in (
+                        onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) else []:
+                    walk(sub)
+
+    walk(model.graph)
+    for function in model.functions:
+        for node in function.node:
+            clean(node)
+    return removed
 
 
 @contextlib.contextmanager

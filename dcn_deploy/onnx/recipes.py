@@ -94,13 +94,14 @@ def export_recipe(
     weights: str | None = None,
     precision: str = "fp32",
     keep_io_types: bool = False,
+    keep_debug_info: bool = False,
 ):
     """Build a recipe's model (with ``weights`` from a file, e.g. converted by
     ``dcn-deploy convert``) and export it; the ONNX records how to rebuild the reference
     (recipe, seed, weights, input shape) and its precision in its ``dcn_deploy.*`` metadata.
     ``precision="fp16"`` writes a float16 graph (``keep_io_types``: float32 inputs and outputs),
-    see :func:`dcn_deploy.onnx.fp16.convert_to_fp16`."""
-
+    see :func:`dcn_deploy.onnx.fp16.convert_to_fp16`; ``keep_debug_info``: keep the exporter's debugging
+    metadata (:func:`dcn_deploy.onnx.export.strip_debug_info`)."""
     module = load_recipe(recipe)
     model = _build(module, seed, random_offsets, weights)
     shape = tuple(input_shape or module.INPUT_SHAPE)
@@ -123,6 +124,7 @@ def export_recipe(
         metadata=metadata,
         precision=precision,
         keep_io_types=keep_io_types,
+        keep_debug_info=keep_debug_info,
     )
 
 

@@ -21,6 +21,7 @@ from onnx import helper, numpy_helper
 
 from dcn_deploy.onnx import flavours, schema
 from dcn_deploy.onnx.flavours import Canonical, RewriteError
+from dcn_deploy.onnx.model_info import get_metadata, set_metadata
 
 __all__ = ["RewriteError", "fill_empty_bias", "rewrite_onnx"]
 
@@ -181,6 +182,8 @@ def rewrite_onnx(
                     f"(onnx.version_converter.convert_version(model, {schema.STANDARD_OPSET}))"
                 )
     _drop_unused_domains(model, foreign_domains | ({schema.CUSTOM_DOMAIN} if to == "standard" else set()))
+    if count and "node_kind" in get_metadata(model):
+        set_metadata(model, {"node_kind": to})  # what dcn-deploy export recorded must stay true
     check_runnable(model)
     if output is not None:
         onnx.save(model, str(output))
