@@ -248,6 +248,9 @@ def validate(
     junit_path: Optional[Path] = typer.Option(None, "--junit", help="write the report as JUnit XML"),
     trt_engine: Optional[Path] = typer.Option(
         None, "--trt", help="run this TensorRT engine (built from MODEL) instead of ONNX Runtime"),
+    rtol: Optional[float] = typer.Option(None, "--rtol", help="bound on max rel and rel L2 of every output "
+                                         "(default: the precision's, or what PyTorch float32's own error predicts)"),
+    atol: Optional[float] = typer.Option(None, "--atol", help="an output whose max abs error is at most this passes"),
 ) -> None:
     """Compare the model in ONNX Runtime (custom op), or a TensorRT engine, with the PyTorch model in float64."""
     import onnx
@@ -275,17 +278,17 @@ def validate(
             task = bar.add_task("parity", total=inputs)
             report = validate_onnx(
                 model, reference, shapes, num_inputs=inputs, seed=input_seed,
-                progress=lambda done: bar.update(task, completed=done), **backend,
+                progress=lambda done: bar.update(task, completed=done), rtol=rtol, atol=atol, **backend,
             )
     except (FileNotFoundError, ValueError, AttributeError, TensorRTError) as error:
         _fail(str(error))
     table = Table(title=f"parity of {model.name} ({report.backend}, {report.precision}) vs PyTorch float64")
-    for column in ("output", "shape", "max abs", "max rel", "rel L2", "result"):
+    for column in ("output", "shape", "max abs", "max rel", "rel L2", "PyTorch fp32 max rel / rel L2", "result"):
         table.add_column(column)
     for out in report.outputs:
-        verdict = "[green]pass[/green]" if out.passed else "[red]FAIL[/red]"
+        verdict = (f"[green]pass[/green] ({out.judged_by})" if out.passed else "[red]FAIL[/red]")
         table.add_row(out.name, "x".join(map(str, out.shape)), f"{out.max_abs:.2e}", f"{out.max_rel:.2e}",
-                      f"{out.rel_l2:.2e}", verdict)
+                      f"{out.rel_l2:.2e}", f"{out.torch_fp32_max_rel:.1e} / {out.torch_fp32_rel_l2:.1e}", verdict)
     console.print(table)
     if report.int8_nodes:
         nodes = Table(title="INT8 nodes vs the exact integer reference (dcn_deploy.int8) on their own inputs")
@@ -298,7 +301,10 @@ def validate(
         console.print(nodes)
     console.print(
         f"tolerance {report.precision}: max rel <= {report.tolerance.max_rel:.1e}, rel L2 <= "
-        f"{report.tolerance.rel_l2:.1e}; {report.num_inputs} inputs {report.input_shapes}; "
+        f"{report.tolerance.rel_l2:.1e}, or within what PyTorch float32's error predicts (baseline)"
+        f"{f'; --rtol {report.rtol:g}' if report.rtol is not None else ''}"
+        f"{f'; --atol {report.atol:g}' if report.atol is not None else ''}; "
+        f"{report.num_inputs} inputs {report.input_shapes}; "
         f"{'TensorRT' if trt_engine is not None else 'ONNX Runtime'} {report.backend_ms:.1f} ms per run (median)"
     )
     if json_path:

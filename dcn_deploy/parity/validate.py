@@ -20,17 +20,22 @@ from dcn_deploy.backends.onnxruntime import ort_session
 from dcn_deploy.onnx import schema
 from dcn_deploy.onnx.model_info import random_inputs
 from dcn_deploy.op import int8
-from dcn_deploy.op.tolerances import Tolerance, tolerance_for
+from dcn_deploy.op.tolerances import Tolerance, baseline_bound, tolerance_for
 
 
 @dataclass
 class OutputParity:
+    """One output's worst errors over the inputs, ours and PyTorch float32's (the baseline), and the verdict."""
+
     name: str
     shape: list[int]
     max_abs: float
     max_rel: float
     rel_l2: float
     passed: bool
+    torch_fp32_max_rel: float = 0.0
+    torch_fp32_rel_l2: float = 0.0
+    judged_by: str = "fixed"  # fixed | baseline | atol | rtol: what let it pass (or the fixed bound, failing)
 
 
 @dataclass
@@ -45,6 +50,8 @@ class ParityReport:
     outputs: list[OutputParity] = field(default_factory=list)
     backend_ms: float = 0.0  # median time of one backend run
     int8_nodes: list["Int8NodeParity"] = field(default_factory=list)  # INT8 models: the exact check per node
+    rtol: float | None = None  # user overrides of the bounds (--rtol, --atol)
+    atol: float | None = None
 
     @property
     def passed(self) -> bool:
@@ -72,7 +79,9 @@ class ParityReport:
             case = ET.SubElement(suite, "testcase", classname=Path(self.model).name, name=output.name)
             detail = (
                 f"max_abs={output.max_abs:.3e} max_rel={output.max_rel:.3e} (tol {self.tolerance.max_rel:.1e}) "
-                f"rel_l2={output.rel_l2:.3e} (tol {self.tolerance.rel_l2:.1e})"
+                f"rel_l2={output.rel_l2:.3e} (tol {self.tolerance.rel_l2:.1e}) pytorch_fp32_max_rel="
+                f"{output.torch_fp32_max_rel:.3e} pytorch_fp32_rel_l2={output.torch_fp32_rel_l2:.3e} "
+                f"judged_by={output.judged_by}"
             )
             if output.passed:
                 ET.SubElement(case, "system-out").text = detail
@@ -112,13 +121,21 @@ def validate_onnx(
     output_names: Sequence[str] | None = None,
     progress: Callable[[int], None] | None = None,
     backend: str | None = None,
+    rtol: float | None = None,
+    atol: float | None = None,
 ) -> ParityReport:
     """Run the model on ``num_inputs`` seeded random inputs in ONNX Runtime with the custom op
     (or ``run_backend``, named ``backend`` in the report, e.g. a TensorRT engine) and compare every
     output with ``reference`` evaluated in float64.
 
-    Each output's errors are the worst over all inputs.
+    Each output's errors are the worst over all inputs. The reference in float32 is measured the same way
+    (the baseline); an output passes within the precision's fixed bound or within what its baseline predicts
+    (:mod:`dcn_deploy.op.tolerances`). ``rtol`` replaces both relative bounds (max rel and rel L2); ``atol``
+    passes an output whose max abs error is at most it.
     """
+    for name, value in (("rtol", rtol), ("atol", atol)):
+        if value is not None and not (value >= 0 and np.isfinite(value)):
+            raise ValueError(f"{name} must be a finite number >= 0, got {value}")
     if num_inputs < 1:
         raise ValueError(f"num_inputs must be at least 1, got {num_inputs}")
     tolerance = tolerance_for(precision)
@@ -143,7 +160,9 @@ def validate_onnx(
             return check_int8_nodes(ort_session, onnx.load(str(onnx_path)), feeds)
 
     reference64 = copy.deepcopy(reference).double().eval()
+    reference32 = copy.deepcopy(reference).float().eval()
     worst: dict[int, list[float]] = {}
+    baseline: dict[int, list[float]] = {}
     shapes: dict[int, list[int]] = {}
     times = []
     for index in range(num_inputs):
@@ -153,11 +172,14 @@ def validate_onnx(
         times.append(time.perf_counter() - start)
         with torch.no_grad():
             expected, _ = tree_flatten(reference64(*[torch.from_numpy(a).double() for a in arrays]))
+            expected32, _ = tree_flatten(reference32(*[torch.from_numpy(a).float() for a in arrays]))
         if len(outputs) != len(expected):
             raise ValueError(f"the backend returned {len(outputs)} outputs, the reference {len(expected)}")
-        for k, (out, ref) in enumerate(zip(outputs, expected)):
+        for k, (out, ref, ref32) in enumerate(zip(outputs, expected, expected32)):
             errors = compare_arrays(out, ref.numpy())
             worst[k] = [max(a, b) for a, b in zip(worst.get(k, [0.0, 0.0, 0.0]), errors)]
+            baseline[k] = [max(a, b) for a, b in zip(baseline.get(k, [0.0, 0.0, 0.0]),
+                                                     compare_arrays(ref32.numpy(), ref.numpy()))]
             shapes[k] = list(np.shape(out))
         if progress:
             progress(index + 1)
@@ -174,12 +196,33 @@ def validate_onnx(
         input_shapes=[list(s) for s in input_shapes],
         backend_ms=float(np.median(times) * 1000),
         int8_nodes=int8_nodes,
+        rtol=rtol,
+        atol=atol,
     )
     names = list(output_names or [f"output_{k}" for k in worst])
     for k, (max_abs, max_rel, rel_l2) in sorted(worst.items()):
-        passed = max_rel <= tolerance.max_rel and rel_l2 <= tolerance.rel_l2
-        report.outputs.append(OutputParity(names[k], shapes[k], max_abs, max_rel, rel_l2, passed))
+        _, base_rel, base_l2 = baseline[k]
+        passed, judged_by = judge(precision, tolerance, (max_abs, max_rel, rel_l2), (base_rel, base_l2), rtol, atol)
+        report.outputs.append(OutputParity(names[k], shapes[k], max_abs, max_rel, rel_l2, passed, base_rel, base_l2,
+                                           judged_by))
     return report
+
+
+def judge(precision: str, tolerance: Tolerance, errors: tuple[float, float, float], baseline: tuple[float, float],
+          rtol: float | None = None, atol: float | None = None) -> tuple[bool, str]:
+    """(passed, by what): ``atol`` on max abs, else ``rtol`` on both relative errors, else the precision's
+    fixed bound or the bound its float32 ``baseline`` (max rel, rel L2) predicts (:mod:`dcn_deploy.op.tolerances`)."""
+    max_abs, max_rel, rel_l2 = errors
+    if atol is not None and max_abs <= atol:
+        return True, "atol"
+    if rtol is not None:
+        return max_rel <= rtol and rel_l2 <= rtol, "rtol"
+    if max_rel <= tolerance.max_rel and rel_l2 <= tolerance.rel_l2:
+        return True, "fixed"
+    if max_rel <= max(tolerance.max_rel, baseline_bound(precision, baseline[0])) and \
+            rel_l2 <= max(tolerance.rel_l2, baseline_bound(precision, baseline[1])):
+        return True, "baseline"
+    return False, "fixed"
 
 
 @dataclass
