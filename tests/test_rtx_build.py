@@ -72,41 +72,73 @@ def _dcn_nodes(path: Path) -> list[onnx.NodeProto]:
     return [n for n in model.graph.node if n.domain == schema.CUSTOM_DOMAIN]
 
 
-def _expected_fields(node: onnx.NodeProto) -> dict[str, list[int]]:
+def _expected_record(node: onnx.NodeProto) -> dict:
+    """What the plan must hold for ``node``: creator, version, namespace and the plugin's fields (the
+    six int64 attributes; the INT8 nodes' float32 scales as well)."""
     attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-    return {name: list(np.atleast_1d(attributes[name]).astype(int)) for name in FIELDS}
+    fields = {name: [int(v) for v in np.atleast_1d(attributes[name])] for name in FIELDS}
+    for name in ("x_scale", "w_scale", "y_scale"):
+        if name in attributes:
+            fields[name] = [float(np.float32(v)) for v in np.atleast_1d(attributes[name])]
+    return {"creator": node.op_type, "version": schema.PLUGIN_VERSION, "namespace": schema.PLUGIN_NAMESPACE,
+            "fields": fields}
 
 
-def _plan_fields(plan: bytes) -> list[dict[str, list[int]]]:
-    """Every serialized field set of the plan: each field name (NUL-terminated) is followed by its int64
-    values; the plugin's getFieldsToSerialize writes the six fields in FIELDS order, once per layer."""
-    found = []
-    for match in re.finditer(rb"kernel_shape\x00", plan):
-        fields, position = {}, match.start()
-        for name in FIELDS:
-            position = plan.find(name.encode() + b"\x00", position)
-            if position < 0:
-                break
-            count = 4 if name == "pads" else 2 if name in ("kernel_shape", "strides", "dilations") else 1
-            fields[name] = _int64s_after(plan, position + len(name) + 1, count)
-            position += len(name)
-        if len(fields) == len(FIELDS) and all(v is not None for v in fields.values()):
-            found.append(fields)
-    return found
+# The plan's encoding of a plugin layer, as TensorRT-RTX 1.7 writes it (read from its plans): a string is
+# STRING_TAG <u64 n> BYTES_TAG <u64 n> <n bytes>; a layer is creator name, version, namespace, COUNT_TAG
+# <u32 fields>, then per field its name, COUNT_TAG <u32 values>, its type name ("INT64", "FP32") and
+# DATA_TAG <u64 bytes> <values, little endian>.
+STRING_TAG, BYTES_TAG = b"\x13\x80\x01\x00", b"\x01\x80\x0c\x80\x01\x00"
+COUNT_TAG, DATA_TAG = b"\x07\x80\x01\x00", b"\x01\x80\x03\x80\x01\x00"
+DATA_FORMATS = {"INT64": "q", "INT32": "i", "FP32": "f", "FLOAT32": "f", "FP64": "d"}
 
 
-def _int64s_after(plan: bytes, start: int, count: int) -> list[int] | None:
-    """The first run of ``count`` little-endian int64 values in [0, 2^20) within 64 bytes after ``start``
-    (the plan puts the field's type and length between the name and the values)."""
-    for offset in range(start, start + 64):
-        chunk = plan[offset:offset + 8 * count]
-        if len(chunk) < 8 * count:
-            return None
-        values = list(struct.unpack(f"<{count}q", chunk))
-        if all(0 <= v < 1 << 20 for v in values) and (offset - start) % 4 == 0 and any(values):
-            if plan[offset - 4:offset] == struct.pack("<i", count) or offset == start:
-                return values
-    return None
+class _Reader:
+    def __init__(self, data: bytes, position: int):
+        self.data, self.position = data, position
+
+    def expect(self, tag: bytes) -> None:
+        assert self.data.startswith(tag, self.position), (tag, self.data[self.position:self.position + 32])
+        self.position += len(tag)
+
+    def unpack(self, fmt: str):
+        value = struct.unpack_from(fmt, self.data, self.position)[0]
+        self.position += struct.calcsize(fmt)
+        return value
+
+    def string(self) -> str:
+        self.expect(STRING_TAG)
+        length = self.unpack("<Q")
+        self.expect(BYTES_TAG + struct.pack("<Q", length))
+        self.position += length
+        return self.data[self.position - length:self.position].decode()
+
+
+def _encoded_string(text: str) -> bytes:
+    n = struct.pack("<Q", len(text))
+    return STRING_TAG + n + BYTES_TAG + n + text.encode()
+
+
+def _plan_records(plan: bytes) -> list[dict]:
+    """Every plugin layer record of our creators in the plan, decoded (see the tags above)."""
+    records = []
+    for creator in (schema.CUSTOM_OP_TYPE, *schema.INT8_OP_TYPES):
+        for match in re.finditer(re.escape(_encoded_string(creator)), plan):
+            reader = _Reader(plan, match.start())
+            record = {"creator": reader.string(), "version": reader.string(), "namespace": reader.string()}
+            reader.expect(COUNT_TAG)
+            fields = {}
+            for _ in range(reader.unpack("<I")):
+                name = reader.string()
+                reader.expect(COUNT_TAG)
+                count = reader.unpack("<I")
+                fmt = DATA_FORMATS[reader.string()]
+                reader.expect(DATA_TAG)
+                assert reader.unpack("<Q") == count * struct.calcsize(fmt)
+                fields[name] = [reader.unpack("<" + fmt) for _ in range(count)]
+            record["fields"] = fields
+            records.append(record)
+    return records
 
 
 # --------------------------------------------------------------------------------------
@@ -179,13 +211,13 @@ def _check_plan(onnx_path: Path, engine: Path, info: dict, float16: bool) -> Non
         if expected_type:
             assert layer["output_dtype"] == expected_type, layer
     plan = engine.read_bytes()
-    for text in (b"DcnDeformConv", schema.CUSTOM_DOMAIN.encode(), b"libdcn_deploy_trt11"):
-        assert text in plan, text
-    # Every layer's fields are in the plan, with the node's values.
-    decoded = _plan_fields(plan)
-    wanted = [_expected_fields(n) for n in nodes]
-    for fields in wanted:
-        assert fields in decoded, (fields, decoded[:3])
+    assert b"libdcn_deploy_trt11" in plan  # the serialized plugin library
+    # Every layer's record: our creator name, version, namespace and every field value, decoded.
+    records = _plan_records(plan)
+    for node in nodes:
+        assert _expected_record(node) in records, (node.name, records[:2])
+    assert len({json.dumps(r, sort_keys=True) for r in records}) == len({
+        json.dumps(_expected_record(n), sort_keys=True) for n in nodes})
 
 
 def test_static_shapes_and_several_profiles(models, tmp_path):
@@ -259,7 +291,7 @@ def _one_layer(tmp_path: Path, name: str, pads=(1, 1, 1, 1), offset_group: int =
 
 BAD_MODELS = {
     # name: (builder arguments, our message)
-    "bad_pads": ({"pads": (1, 1, 1)}, "attribute 'pads' must have 4 values, got 3 [1, 1, 1]"),
+    "bad_pads": ({"pads": (1, 1, 1)}, "plugin field 'pads' has 3 values, expected 4"),
     "negative_pads": ({"pads": (1, -1, 1, 1)}, "attribute 'pads' values must be >= 0, got [1, -1, 1, 1]"),
     "wrong_offset_group": ({"offset_group": 2},
                            "offset has 18 channels, expected 2*offset_group*kh*kw = 36 (offset_group=2, kernel 3x3)"),
