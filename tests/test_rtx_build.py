@@ -315,3 +315,9 @@ def test_bad_models_fail_at_build_time_with_our_message(tmp_path, name):
     text = _refused(_one_layer(tmp_path, name, **arguments), tmp_path / f"{name}.plan",
                     "--shapes", "x:1x4x8x8/2x4x16x16/4x4x32x32")
     assert f"DcnDeformConv node 'dcn_bad': {message}" in text
+
+
+def test_a_plugin_library_of_another_tensorrt_layout_is_refused(models, tmp_path):
+    text = _refused(models["demo"], tmp_path / "x.plan", "--plugin-lib", trt_plugin_library(10))
+    assert "was compiled against TensorRT 10.16 headers, but TensorRT-RTX 1." in text
+    assert "needs the TensorRT 11.x interface layout: use libdcn_deploy_trt11.so" in text
