@@ -369,12 +369,21 @@ def build(
     model: Path = typer.Argument(..., help="ONNX file exported by dcn-deploy export"),
     output: Path = typer.Option(..., "-o", "--output", help="TensorRT engine (plan) to write"),
     precision: Optional[str] = typer.Option(None, help="fp32 | fp16 (default: the ONNX's precision)"),
+    target: str = typer.Option("tensorrt", "--target", help="tensorrt (the GPU here) | rtx (TensorRT-RTX, "
+                               "ahead of time for --compute-capability, no GPU needed)"),
+    compute_capability: Optional[list[str]] = typer.Option(
+        None, "--compute-capability", help="rtx: build for this GPU architecture, e.g. SM86 or 8.6 (repeatable; "
+        "default: TensorRT-RTX's own AOT set)"),
     plugin_lib: Optional[Path] = typer.Option(
         None, "--plugin-lib",
-        help="plugin library (default: $DCN_DEPLOY_TRT_LIB, else build/lib/libdcn_deploy_trt.so)"),
+        help="plugin library (default: $DCN_DEPLOY_TRT_LIB, else build/lib/libdcn_deploy_trt<major>.so for the "
+             "TensorRT found; rtx: ...trt11.so)"),
     shapes: Optional[list[str]] = typer.Option(
         None, "--shapes", help="NAME:MIN/OPT/MAX per dynamic input, e.g. x:1x3x224x224/4x3x224x224/8x3x224x224, "
         "or one shape (repeatable; default: the export's example shape)"),
+    profile: Optional[list[str]] = typer.Option(
+        None, "--profile", help="one more optimization profile: its shape specs as for --shapes, comma separated "
+        "for several inputs (repeatable: one profile each)"),
     timing_cache: Optional[Path] = typer.Option(None, "--timing-cache", help="timing cache: read if present, updated"),
     workspace: Optional[int] = typer.Option(None, "--workspace", help="workspace memory limit in MiB"),
     tf32: bool = typer.Option(False, "--tf32", help="allow TF32 in float32 layers (cleared by default)"),
@@ -382,8 +391,8 @@ def build(
                                           help="store the plugin library in the plan"),
     verbose: bool = typer.Option(False, "--verbose", help="print TensorRT's info messages"),
 ) -> None:
-    """Build a TensorRT engine from an exported ONNX, with this project's plugin."""
-    from dcn_deploy.backends.tensorrt.build import build_engine
+    """Build a TensorRT or TensorRT-RTX engine from an exported ONNX, with this project's plugin."""
+    from dcn_deploy.backends.tensorrt.build import TARGET_NAMES, TARGETS, build_engine
     from dcn_deploy.backends.tensorrt.common import TensorRTError
     from dcn_deploy.onnx.model_info import PRECISIONS
 
@@ -391,24 +400,33 @@ def build(
         _fail(f"no ONNX file at {model}")
     if precision is not None and precision not in PRECISIONS:
         _fail(f"--precision must be one of {list(PRECISIONS)}, got '{precision}'")
+    if target not in TARGETS:
+        _fail(f"--target must be one of {list(TARGETS)}, got '{target}'")
     try:
         result = build_engine(
             model, output, precision=precision, shapes=shapes or (), plugin_lib=plugin_lib,
             timing_cache=timing_cache, workspace=workspace, tf32=tf32, serialize_plugin=serialize_plugin,
-            console=console, verbose=verbose,
+            console=console, verbose=verbose, target=target, compute_capabilities=compute_capability or (),
+            more_profiles=[[p] for p in profile or ()],
         )
     except (FileNotFoundError, ValueError, TensorRTError) as error:
         _fail(str(error))
-    table = Table("input", "min", "opt", "max", "from", title=f"optimization profile of {output.name}")
-    for profile in result.profiles:
-        table.add_row(profile["name"], *("x".join(map(str, profile[k])) for k in ("min", "opt", "max")),
-                      profile["source"])
-    console.print(table)
+    for index, ranges in enumerate([result.profiles, *result.more_profiles]):
+        table = Table("input", "min", "opt", "max", "from", title=f"optimization profile {index} of {output.name}")
+        for entry in ranges:
+            table.add_row(entry["name"], *("x".join(map(str, entry[k])) for k in ("min", "opt", "max")),
+                          entry["source"])
+        console.print(table)
     typing = "strongly typed" if result.strongly_typed else "weakly typed"
     plugin = (f"plugin {result.plugin_library}" + (" (serialized in the plan)" if result.plugin_serialized else "")
               if result.plugin_library else "no plugin")
-    console.print(f"wrote {output}: {result.size_bytes / 2**20:.1f} MiB, {result.precision} ({typing}), TensorRT "
-                  f"{result.tensorrt_version}, {plugin}; {result.seconds:.1f} s")
+    built_for = ""
+    if result.target == "rtx":
+        built_for = " for " + (", ".join(result.compute_capabilities) if result.compute_capabilities
+                               else "TensorRT-RTX's default compute capabilities")
+    console.print(f"wrote {output}: {result.size_bytes / 2**20:.1f} MiB, {result.precision} ({typing}), "
+                  f"{TARGET_NAMES[result.target]} {result.tensorrt_version}{built_for}, {plugin}; "
+                  f"{result.seconds:.1f} s")
 
 
 @app.command()

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Builds the native plugins (libdcn_deploy_ort.so) and runs the C++ unit tests.
+# Builds the native plugins (libdcn_deploy_ort.so, libdcn_deploy_cuda.so, the
+# TensorRT plugin libdcn_deploy_trt<major>.so per TensorRT interface layout,
+# the libtensorrt_rtx.so alias TensorRT-RTX needs) and runs the C++ unit tests.
 #
 #   scripts/build_plugins.sh              Release build in build/
 #   scripts/build_plugins.sh --sanitize   ASan+UBSan build in build-sanitize/
@@ -7,8 +9,9 @@
 # ONNX Runtime headers come from scripts/fetch_ort_headers.sh unless
 # ORT_INCLUDE_DIR names a directory holding onnxruntime_cxx_api.h.
 # TensorRT headers (release build only) come from scripts/fetch_trt_headers.sh
-# (.deps/tensorrt/v11.1/include) unless TENSORRT_INCLUDE_DIR is set; the
-# TensorRT plugin is then also compiled against the 10.x headers in build-trt10/.
+# (.deps/tensorrt/v11.1/include) unless TENSORRT_INCLUDE_DIR is set:
+# build/lib/libdcn_deploy_trt11.so (TensorRT 11.x and TensorRT-RTX); with the
+# 10.x headers also build/lib/libdcn_deploy_trt10.so (built in build-trt10/).
 # Prints one summary line on success; on failure prints the full log.
 set -euo pipefail
 
@@ -92,23 +95,29 @@ if [[ "${sanitize}" == ON ]]; then
 elif grep -q ' dcn_deploy_trt$' <<< "$(cmake --build "${build_dir}" --target help 2>/dev/null)"; then
     trt_include_dir="$(sed -n 's/^TENSORRT_INCLUDE_DIR:PATH=//p' "${build_dir}/CMakeCache.txt")"
     trt_version="$(trt_header_version "${trt_include_dir}")"
-    trt_summary="TensorRT plugin lib/libdcn_deploy_trt.so (TensorRT ${trt_version:-?} headers)"
-    # Compile the plugin once more against the 10.x headers (-Werror as always);
-    # one CUDA architecture is enough for this compile check.
+    trt_summary="TensorRT plugin lib/libdcn_deploy_trt${trt_version%%.*}.so (TensorRT ${trt_version:-?} headers)"
+    # The plugin once more against the 10.x headers (-Werror as always), into
+    # build/lib/libdcn_deploy_trt10.so next to the 11.x one. CUDA: sm_75 code
+    # and compute_75 PTX only (the driver compiles the PTX for newer GPUs), to
+    # keep this second build short; DCN_DEPLOY_TRT10_CUDA_ARCHITECTURES overrides.
     if [[ -f "${trt10_include_dir}/NvInfer.h" && "${trt_include_dir}" != "${trt10_include_dir}" ]]; then
         trt10_build_dir="${repo_root}/build-trt10"
-        echo "== TensorRT 10.x compile check in ${trt10_build_dir}" >> "${log}"
+        echo "== TensorRT 10.x plugin in ${trt10_build_dir}" >> "${log}"
         cmake -S "${repo_root}" -B "${trt10_build_dir}" -DCMAKE_BUILD_TYPE=Release \
             -DTENSORRT_INCLUDE_DIR="${trt10_include_dir}" -DDCN_DEPLOY_BUILD_ORT=OFF \
-            -DDCN_DEPLOY_BUILD_TESTS=OFF -DCMAKE_CUDA_ARCHITECTURES=75 >> "${log}" 2>&1 \
-            || fail "cmake configure of build-trt10 (TensorRT 10.x headers)"
+            -DDCN_DEPLOY_TRT_OUTPUT_DIR="${build_dir}/lib" \
+            -DDCN_DEPLOY_BUILD_TESTS=OFF -DCMAKE_CUDA_ARCHITECTURES="${DCN_DEPLOY_TRT10_CUDA_ARCHITECTURES:-75}" \
+            >> "${log}" 2>&1 || fail "cmake configure of build-trt10 (TensorRT 10.x headers)"
         cmake --build "${trt10_build_dir}" -j2 --target dcn_deploy_trt >> "${log}" 2>&1 \
             || fail "TensorRT plugin against TensorRT 10.x headers (build-trt10)"
-        trt_summary+=", also compiles against TensorRT $(trt_header_version "${trt10_include_dir}") headers (build-trt10/)"
+        trt10_version="$(trt_header_version "${trt10_include_dir}")"
+        trt_summary+=" and lib/libdcn_deploy_trt${trt10_version%%.*}.so (TensorRT ${trt10_version} headers, build-trt10/)"
     fi
 fi
+rtx_summary="no libtensorrt_rtx.so alias"
+[ -f "${build_dir}/lib/rtx/libtensorrt_rtx.so" ] && rtx_summary="TensorRT-RTX alias lib/rtx/libtensorrt_rtx.so"
 
 ctest_summary="$(grep -E 'tests passed' "${log}" | tail -n 1)"
 cuda_summary="no CUDA kernels in this build"
 [ -f "${build_dir}/lib/libdcn_deploy_cuda.so" ] && cuda_summary="CUDA kernels lib/libdcn_deploy_cuda.so"
-echo "build_plugins: ${build_dir#"${repo_root}/"}/lib/libdcn_deploy_ort.so (${build_type}, sanitize=${sanitize}); ${cuda_summary}; ${trt_summary}; ctest: ${ctest_summary}"
+echo "build_plugins: ${build_dir#"${repo_root}/"}/lib/libdcn_deploy_ort.so (${build_type}, sanitize=${sanitize}); ${cuda_summary}; ${trt_summary}; ${rtx_summary}; ctest: ${ctest_summary}"

@@ -11,6 +11,9 @@
 #   5b. times the layer benchmark on the GPU (dcn-deploy bench --device cuda: bench_gpu.json/.png)
 #   6. if TensorRT's Python package imports: builds the plugin, builds an engine of the demo
 #      recipe in FP32 and FP16, and validates it against the reference
+#   7. if TensorRT-RTX imports and this GPU is one it builds for: builds the demo for this
+#      compute capability with --target rtx, runs it (scripts/rtx_run.py) against the float64 reference
+#   Steps 6 and 7 otherwise say in one line why they were skipped.
 # Uses the system python3 (the one with CUDA PyTorch), not .venv. Finishes in a few minutes.
 # The full log goes to $OUT/gpu_check.log when OUT is set, else build-gpu/gpu_check.log.
 set -uo pipefail
@@ -115,18 +118,51 @@ fi
 step "bench --device cuda" 180 "$python" -m dcn_deploy.cli bench --device cuda \
     --json "$log_dir/bench_gpu.json" --plot "$log_dir/bench_gpu.png"
 
-if "$python" -c 'import tensorrt' 2>/dev/null && [ -f "${build_dir}/lib/libdcn_deploy_trt.so" ]; then
+# TensorRT: the plugin library of the installed TensorRT's interface layout (libdcn_deploy_trt<major>.so,
+# from the headers found above); otherwise one line says why not.
+trt_major="$("$python" -c 'import tensorrt; print(tensorrt.__version__.split(".")[0])' 2>/dev/null)"
+trt_lib="${build_dir}/lib/libdcn_deploy_trt${trt_major}.so"
+if [ -z "$trt_major" ]; then
+    skip "TensorRT engine" "the tensorrt Python package does not import in ${python}"
+elif [ ! -f "$trt_lib" ]; then
+    skip "TensorRT engine" "no $(basename "$trt_lib") in ${build_dir}/lib (TensorRT ${trt_major}.x headers not found; set TENSORRT_INCLUDE_DIR)"
+else
     engine_dir="${build_dir}/engine"
     mkdir -p "$engine_dir"
-    export DCN_DEPLOY_TRT_LIB="${build_dir}/lib/libdcn_deploy_trt.so"
+    export DCN_DEPLOY_TRT_LIB="$trt_lib"
     step "TensorRT engine fp32" 300 bash -c "'$python' -m dcn_deploy.cli export --recipe demo -o '$engine_dir/demo.onnx' \
         && '$python' -m dcn_deploy.cli build '$engine_dir/demo.onnx' -o '$engine_dir/demo.fp32.engine' --precision fp32 \
         && '$python' -m dcn_deploy.cli validate '$engine_dir/demo.onnx' --trt '$engine_dir/demo.fp32.engine'"
     step "TensorRT engine fp16" 300 bash -c "'$python' -m dcn_deploy.cli export --recipe demo --precision fp16 -o '$engine_dir/demo.fp16.onnx' \
         && '$python' -m dcn_deploy.cli build '$engine_dir/demo.fp16.onnx' -o '$engine_dir/demo.fp16.engine' --precision fp16 \
         && '$python' -m dcn_deploy.cli validate '$engine_dir/demo.fp16.onnx' --trt '$engine_dir/demo.fp16.engine'"
+fi
+
+# TensorRT-RTX: build the demo ahead of time for this GPU's compute capability, run it, compare with ONNX
+# Runtime (scripts/rtx_run.py), when TensorRT-RTX imports (here or in .venv) and knows this GPU.
+rtx_python=""
+for candidate in "$python" "${root}/.venv/bin/python"; do
+    if [ -x "$(command -v "$candidate")" ] && "$candidate" -c 'import tensorrt_rtx_bindings, torch; assert torch.cuda.is_available()' 2>/dev/null; then
+        rtx_python="$candidate"; break
+    fi
+done
+rtx_known="$([ -n "$rtx_python" ] && "$rtx_python" -c 'import tensorrt_rtx_libs, tensorrt_rtx_bindings as t; print(" ".join(n for n in dir(t.ComputeCapability) if n.startswith("SM")))' 2>/dev/null)"
+rtx_lib="${build_dir}/lib/libdcn_deploy_trt11.so"
+if [ -z "$rtx_python" ]; then
+    skip "TensorRT-RTX engine" "tensorrt_rtx_bindings with CUDA PyTorch imports in neither ${python} nor .venv"
+elif ! grep -qw "SM${arch}" <<< "$rtx_known"; then
+    skip "TensorRT-RTX engine" "this GPU (sm_${arch}) is not one TensorRT-RTX builds for (${rtx_known})"
+elif [ ! -f "$rtx_lib" ] || [ ! -f "${build_dir}/lib/rtx/libtensorrt_rtx.so" ]; then
+    skip "TensorRT-RTX engine" "no libdcn_deploy_trt11.so or lib/rtx/libtensorrt_rtx.so in ${build_dir}/lib (TensorRT 11.x headers needed)"
 else
-    skip "TensorRT engine" "tensorrt not importable or plugin not built"
+    rtx_dir="${build_dir}/rtx"
+    mkdir -p "$rtx_dir"
+    step "TensorRT-RTX engine fp32 (SM${arch})" 300 env DCN_DEPLOY_TRT_LIB="$rtx_lib" \
+        DCN_DEPLOY_RTX_SONAME_LIB="${build_dir}/lib/rtx/libtensorrt_rtx.so" bash -c "
+        '$rtx_python' -m dcn_deploy.cli export --recipe demo -o '$rtx_dir/demo.onnx' \
+        && '$rtx_python' -m dcn_deploy.cli build '$rtx_dir/demo.onnx' -o '$rtx_dir/demo.plan' --target rtx \
+               --compute-capability SM${arch} --shapes x:1x3x32x32/2x3x64x80/4x3x96x128 \
+        && '$rtx_python' scripts/rtx_run.py '$rtx_dir/demo.onnx' '$rtx_dir/demo.plan' --shape 2x3x64x80"
 fi
 
 {

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # All the set-up, idempotent: .venv at the repository root with the pinned packages,
-# this project installed (editable), and the plugins built. Sourced by demo.sh and test.sh.
+# this project installed (editable), the optional TensorRT-RTX extra where pip can get it,
+# and the plugins built (with the libtensorrt_rtx.so alias TensorRT-RTX's wheel lacks,
+# plugins/tensorrt/rtx_soname/). Sourced by demo.sh and test.sh.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -21,6 +23,15 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   python -m pip install --quiet --disable-pip-version-check "$(grep -E '^torch==' requirements.txt)"
   python -m pip install --quiet --disable-pip-version-check -r requirements.txt
   python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+  # The optional extra "rtx" (the "#rtx " lines of requirements.txt): TensorRT-RTX, 95 MB, no GPU needed.
+  mapfile -t rtx_packages < <(sed -n 's/^#rtx //p' requirements.txt)
+  if [ "${#rtx_packages[@]}" -gt 0 ]; then
+    if python -m pip install --quiet --disable-pip-version-check "${rtx_packages[@]}" > .venv/.rtx-install.log 2>&1; then
+      echo "setup: installed the optional TensorRT-RTX extra (${rtx_packages[*]})"
+    else
+      echo "setup: optional TensorRT-RTX extra not installed (pip could not install ${rtx_packages[*]}; see .venv/.rtx-install.log): dcn-deploy build --target rtx and tests/test_rtx_build.py are unavailable"
+    fi
+  fi
   echo "$want" > "$stamp"
 fi
 

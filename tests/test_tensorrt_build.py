@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 
 import numpy as np
 import onnx
@@ -23,11 +24,14 @@ from dcn_deploy.backends.tensorrt.build import (
 )
 from dcn_deploy.backends.tensorrt.common import (
     LIBRARY_ENV,
+    PluginLayoutError,
     PrecisionError,
     ShapeSpecError,
     TensorRTError,
     TensorRTUnavailable,
+    check_plugin_layout,
     import_tensorrt,
+    plugin_library_layout,
     tensorrt_major,
     trt_plugin_library,
 )
@@ -256,20 +260,62 @@ def test_plugin_library_resolution(tmp_path, monkeypatch):
     monkeypatch.setattr(native, "_PACKAGE_DIR", tmp_path / "dcn_deploy")
     monkeypatch.delenv(LIBRARY_ENV, raising=False)
     with pytest.raises(FileNotFoundError) as error:
-        trt_plugin_library()
-    assert "libdcn_deploy_trt.so is not built" in str(error.value)
+        trt_plugin_library(10)
+    assert "libdcn_deploy_trt10.so is not built" in str(error.value)
     assert "scripts/fetch_trt_headers.sh" in str(error.value) and "TENSORRT_INCLUDE_DIR" in str(error.value)
 
-    built = tmp_path / "build" / "lib" / "libdcn_deploy_trt.so"
-    built.parent.mkdir(parents=True)
-    built.write_bytes(b"")
-    assert trt_plugin_library() == str(built)
+    built10 = tmp_path / "build" / "lib" / "libdcn_deploy_trt10.so"
+    built10.parent.mkdir(parents=True)
+    built10.write_bytes(b"")
+    assert trt_plugin_library(10) == str(built10)
+    assert trt_plugin_library() == str(built10)  # the newest layout built
+    with pytest.raises(FileNotFoundError, match="libdcn_deploy_trt11.so is not built"):
+        trt_plugin_library(11)
+    built11 = built10.with_name("libdcn_deploy_trt11.so")
+    built11.write_bytes(b"")
+    assert trt_plugin_library() == trt_plugin_library(11) == str(built11)
 
     monkeypatch.setenv(LIBRARY_ENV, str(tmp_path / "elsewhere.so"))
     with pytest.raises(FileNotFoundError, match="DCN_DEPLOY_TRT_LIB=.*elsewhere.so does not name a file"):
         trt_plugin_library()
     (tmp_path / "elsewhere.so").write_bytes(b"")
-    assert trt_plugin_library() == str((tmp_path / "elsewhere.so").resolve())
+    assert trt_plugin_library(10) == trt_plugin_library(11) == str((tmp_path / "elsewhere.so").resolve())
+
+
+def test_plugin_library_layout_is_read_from_the_file_and_a_mismatch_refused(tmp_path):
+    library = tmp_path / "lib.so"
+    library.write_bytes(b"\x7fELF...DCN_DEPLOY_TRT_HEADERS=10.16;...")
+    assert plugin_library_layout(library) == (10, 16)
+    check_plugin_layout(library, 10, "TensorRT 10.16.0")
+    with pytest.raises(PluginLayoutError) as error:
+        check_plugin_layout(library, 11, "TensorRT 11.1.0")
+    text = str(error.value)
+    assert "compiled against TensorRT 10.16 headers, but TensorRT 11.1.0 needs the TensorRT 11.x interface layout" in text
+    assert "use libdcn_deploy_trt11.so" in text and "DCN_DEPLOY_TRT_LIB" in text
+    foreign = tmp_path / "foreign.so"
+    foreign.write_bytes(b"\x7fELF no marker")
+    assert plugin_library_layout(foreign) is None
+    check_plugin_layout(foreign, 11, "TensorRT 11.1.0")  # not ours: TensorRT's own loader decides
+
+
+def test_the_built_plugin_libraries_carry_their_layout():
+    for major in (11, 10):
+        try:
+            library = trt_plugin_library(major)
+        except FileNotFoundError:
+            continue  # no TensorRT headers or nvcc: build_plugins.sh skipped it, saying so
+        if os.environ.get(LIBRARY_ENV):
+            continue
+        assert plugin_library_layout(library)[0] == major, library
+
+
+def test_build_checks_target_and_capabilities_before_tensorrt(demo_onnx, tmp_path):
+    with pytest.raises(ValueError, match="target must be one of"):
+        build_engine(demo_onnx, tmp_path / "x.engine", target="tensorrt-llm")
+    with pytest.raises(ValueError, match="compute capabilities are for --target rtx"):
+        build_engine(demo_onnx, tmp_path / "x.engine", compute_capabilities=["SM86"])
+    result = invoke("build", demo_onnx, "-o", tmp_path / "x.engine", "--target", "gpu")
+    assert result.exit_code == 2 and "--target must be one of ['tensorrt', 'rtx']" in flat(result.output)
 
 
 def test_custom_nodes_need_the_plugin_standard_ones_do_not(demo_onnx, tmp_path):
@@ -425,3 +471,14 @@ def test_real_build_and_parity(gpu_ready, demo_onnx, tmp_path):
     cli = invoke("validate", demo_onnx, "--trt", engine, "-n", "1")
     assert cli.exit_code == 0, cli.output
     assert "TensorRT" in cli.output and "pass" in cli.output
+
+
+def test_the_tensorrt_runtime_refuses_a_tensorrt_rtx_plan(tmp_path):
+    from dcn_deploy.backends.tensorrt.engine import load_engine
+
+    engine = tmp_path / "demo.plan"
+    engine.write_bytes(b"plan")
+    BuildResult(engine=str(engine), onnx="demo.onnx", precision="fp32", strongly_typed=True,
+                tensorrt_version="1.7.1.116", target="rtx", compute_capabilities=["SM86"]).write_sidecar()
+    with pytest.raises(TensorRTError, match="was built for rtx .*TensorRT-RTX's own runtime"):
+        load_engine(engine)

@@ -10,7 +10,7 @@ from typing import Sequence
 import numpy as np
 import onnx
 
-from dcn_deploy.onnx.schema import CUSTOM_OP_TYPE
+from dcn_deploy.onnx.schema import CUSTOM_OP_TYPE, INT8_OP_TYPES
 
 METADATA_PREFIX = "dcn_deploy."
 PRECISIONS = ("fp32", "fp16")
@@ -79,11 +79,12 @@ def onnx_inputs(model) -> list[InputInfo]:
 
 
 def uses_custom_op(model) -> bool:
-    """Whether the graph has this project's custom node (and so needs the plugin)."""
+    """Whether the graph has one of this project's custom nodes (float or INT8; it then needs the plugin)."""
 
     proto = load_model(model)
     graphs = [proto.graph] + [f for f in proto.functions]
-    return any(node.op_type == CUSTOM_OP_TYPE for g in graphs for node in g.node)
+    custom = (CUSTOM_OP_TYPE, *INT8_OP_TYPES)
+    return any(node.op_type in custom for g in graphs for node in g.node)
 
 
 def graph_precision(model) -> str:

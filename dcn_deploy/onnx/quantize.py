@@ -10,7 +10,8 @@ activation ranges           ONNX Runtime's calibrators (``onnxruntime.quantizati
                             Percentile, Entropy), run once on the model with the DCN nodes as the
                             standard ONNX DeformConv (ONNX Runtime >= 1.25 runs it natively)
 Conv / MatMul / Gemm        ``onnxruntime.quantization.quantize_static`` in QDQ form, symmetric int8,
-                            per-channel weights, from the same ranges; the offset/mask branches of the
+                            per-channel weights, float32 biases (no int32 bias DequantizeLinear: TensorRT's
+                            explicit quantization), from the same ranges; the offset/mask branches of the
                             DCN layers are excluded (sampling positions are never quantized)
 DCN layers                  this module: ``X -> QuantizeLinear(x_scale) -> DcnDeformConvInt8`` with the
                             weight as an int8 initializer and per-channel ``w_scale`` (dcn_deploy.op.int8)
@@ -364,8 +365,13 @@ def quantize_onnx(
                 # Q/DQ on the inputs of Conv/MatMul/Gemm only, as TensorRT places them: quantizing
                 # their outputs too (before the residual Add) doubled the error of resnet50_dcn
                 # (rel L2 2.6e-2 against 1.3e-2).
+                # QuantizeBias False: float32 biases, as TensorRT's explicit quantization expects (the
+                # builder folds them into its int8 convolutions); an int32 bias DequantizeLinear is
+                # refused by TensorRT-RTX's parser ("input has type Int32 but must have type FP8, FP4,
+                # Int4, Int8, or UInt8"), and ONNX Runtime runs either.
                 extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
-                               "OpTypesToExcludeOutputQuantization": list(QDQ_OP_TYPES)},
+                               "OpTypesToExcludeOutputQuantization": list(QDQ_OP_TYPES),
+                               "QuantizeBias": False},
                 calibration_cache_path=str(cache_path),
             )
         quantized = onnx.load(str(out_path))

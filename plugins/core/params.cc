@@ -9,6 +9,8 @@
 namespace dcn_deploy {
 namespace {
 
+bool known(int64_t dim) { return dim != kUnknownDim; }
+
 bool all_at_least(const int64_t* values, size_t count, int64_t minimum) {
   for (size_t i = 0; i < count; ++i) {
     if (values[i] < minimum) return false;
@@ -61,28 +63,30 @@ std::string check_per_pixel_input(const std::string& node_name, const char* inpu
                                   const std::vector<int64_t>& dims, int64_t batch, int64_t expected_channels,
                                   const std::string& channel_formula, const DeformConvAttributes& attributes,
                                   int64_t out_height, int64_t out_width) {
-  if (dims[0] != batch) {
+  if (known(dims[0]) && known(batch) && dims[0] != batch) {
     return node_error(node_name, concat(input_name, " has batch size ", dims[0], ", expected N = ", batch,
                                         " (batch size of X)"));
   }
-  if (dims[1] != expected_channels) {
+  if (known(dims[1]) && dims[1] != expected_channels) {
     return node_error(node_name, concat(input_name, " has ", dims[1], " channels, expected ", channel_formula,
                                         " = ", expected_channels, " (offset_group=", attributes.offset_group,
                                         ", kernel ", kernel_text(attributes), ")"));
   }
-  if (dims[2] != out_height || dims[3] != out_width) {
+  if ((known(dims[2]) && known(out_height) && dims[2] != out_height) ||
+      (known(dims[3]) && known(out_width) && dims[3] != out_width)) {
     return node_error(node_name, concat(input_name, " has spatial size ", dims[2], "x", dims[3],
                                         ", expected the output size Ho x Wo = ", out_height, "x", out_width));
   }
   return "";
 }
 
+// `allow_unknown`: kUnknownDim (-1) entries are accepted (check_known_dims).
 std::string check_rank(const std::string& node_name, const char* what, const std::vector<int64_t>& dims,
-                       size_t rank, const char* layout) {
+                       size_t rank, const char* layout, bool allow_unknown = false) {
   if (dims.size() != rank) {
     return node_error(node_name, concat(what, " must be ", rank, "-D ", layout, ", got shape ", format_dims(dims)));
   }
-  if (!all_at_least(dims.data(), dims.size(), 0)) {
+  if (!all_at_least(dims.data(), dims.size(), allow_unknown ? kUnknownDim : 0)) {
     return node_error(node_name, concat(what, " has a negative dimension: ", format_dims(dims)));
   }
   return "";
@@ -152,7 +156,9 @@ int64_t output_extent(int64_t in_extent, int64_t pad_begin, int64_t pad_end, int
 namespace {
 
 // The checks of X and W against validated attributes and the output size;
-// infer_shape adds those of offset, mask and B.
+// check_dims adds those of offset, mask and B. A dimension that is
+// kUnknownDim (only with check_known_dims) skips every check it takes part
+// in, and what derives from it (Ho from H, ...) is unknown too.
 std::string shape_of_input_and_weight(const std::string& node_name, const DeformConvAttributes& attributes,
                                       const DeformConvInputDims& dims, DeformConvShape* shape) {
   DeformConvShape result;
@@ -161,37 +167,40 @@ std::string shape_of_input_and_weight(const std::string& node_name, const Deform
   result.in_height = dims.input[2];
   result.in_width = dims.input[3];
   result.out_channels = dims.weight[0];
-  result.kernel_h = dims.weight[2];
-  result.kernel_w = dims.weight[3];
+  result.kernel_h = known(dims.weight[2]) ? dims.weight[2] : attributes.kernel[0];
+  result.kernel_w = known(dims.weight[3]) ? dims.weight[3] : attributes.kernel[1];
   result.has_bias = dims.bias.has_value();
   result.has_mask = dims.mask.has_value();
   const int64_t group = attributes.group;
   const int64_t offset_group = attributes.offset_group;
+  const bool c_known = known(result.in_channels);
 
   // Empty planes would leave the bilinear gather nothing to read.
-  if (result.in_channels < 1 || result.in_height < 1 || result.in_width < 1) {
+  if ((c_known && result.in_channels < 1) || (known(result.in_height) && result.in_height < 1) ||
+      (known(result.in_width) && result.in_width < 1)) {
     return node_error(node_name, concat("input X must have C, H and W >= 1, got shape ", format_dims(dims.input)));
   }
   if (result.in_height > kMaxSpatialExtent || result.in_width > kMaxSpatialExtent ||
-      result.in_height * result.in_width > std::numeric_limits<int32_t>::max()) {
+      (known(result.in_height) && known(result.in_width) &&
+       result.in_height * result.in_width > std::numeric_limits<int32_t>::max())) {
     return node_error(node_name, concat("input X spatial size ", result.in_height, "x", result.in_width,
                                         " is too large (each side <= ", kMaxSpatialExtent,
                                         " and H*W < 2^31 supported)"));
   }
-  if (result.in_channels % group != 0) {
+  if (c_known && result.in_channels % group != 0) {
     return node_error(node_name, concat("input X has C=", result.in_channels, " channels, not divisible by group=",
                                         group));
   }
-  if (result.in_channels % offset_group != 0) {
+  if (c_known && result.in_channels % offset_group != 0) {
     return node_error(node_name, concat("input X has C=", result.in_channels,
                                         " channels, not divisible by offset_group=", offset_group));
   }
-  if (result.out_channels % group != 0) {
+  if (known(result.out_channels) && result.out_channels % group != 0) {
     return node_error(node_name, concat("weight W has M=", result.out_channels,
                                         " output channels, not divisible by group=", group));
   }
-  const int64_t channels_per_group = result.in_channels / group;
-  if (dims.weight[1] != channels_per_group) {
+  if (c_known && known(dims.weight[1]) && dims.weight[1] != result.in_channels / group) {
+    const int64_t channels_per_group = result.in_channels / group;
     return node_error(node_name, concat("weight W has ", dims.weight[1],
                                         " input channels per group (dim 1), expected C/group = ",
                                         channels_per_group, " (C=", result.in_channels, ", group=", group, ")"));
@@ -202,11 +211,15 @@ std::string shape_of_input_and_weight(const std::string& node_name, const Deform
                                         result.kernel_w, " (W shape ", format_dims(dims.weight), ")"));
   }
 
-  result.out_height = output_extent(result.in_height, attributes.pads[0], attributes.pads[2], result.kernel_h,
-                                    attributes.stride[0], attributes.dilation[0]);
-  result.out_width = output_extent(result.in_width, attributes.pads[1], attributes.pads[3], result.kernel_w,
-                                   attributes.stride[1], attributes.dilation[1]);
-  if (result.out_height < 1 || result.out_width < 1) {
+  result.out_height = known(result.in_height)
+                          ? output_extent(result.in_height, attributes.pads[0], attributes.pads[2], result.kernel_h,
+                                          attributes.stride[0], attributes.dilation[0])
+                          : kUnknownDim;
+  result.out_width = known(result.in_width)
+                         ? output_extent(result.in_width, attributes.pads[1], attributes.pads[3], result.kernel_w,
+                                         attributes.stride[1], attributes.dilation[1])
+                         : kUnknownDim;
+  if ((known(result.out_height) && result.out_height < 1) || (known(result.out_width) && result.out_width < 1)) {
     return node_error(
         node_name,
         concat("output would be empty: Ho x Wo = ", result.out_height, "x", result.out_width, " for input ",
@@ -219,18 +232,21 @@ std::string shape_of_input_and_weight(const std::string& node_name, const Deform
   return "";
 }
 
-}  // namespace
-
-std::string infer_shape(const std::string& node_name, const DeformConvAttributes& attributes,
-                        const DeformConvInputDims& dims, DeformConvShape* shape) {
+// infer_shape (allow_unknown false) and check_known_dims (true).
+std::string check_dims(const std::string& node_name, const DeformConvAttributes& attributes,
+                       const DeformConvInputDims& dims, bool allow_unknown, DeformConvShape* shape) {
   std::string error = check_attributes(node_name, attributes);
   if (!error.empty()) return error;
 
-  error = check_rank(node_name, "input X", dims.input, 4, "[N, C, H, W]");
-  if (error.empty()) error = check_rank(node_name, "weight W", dims.weight, 4, "[M, C/group, kh, kw]");
-  if (error.empty()) error = check_rank(node_name, "offset", dims.offset, 4, "[N, 2*offset_group*kh*kw, Ho, Wo]");
-  if (error.empty() && dims.bias) error = check_rank(node_name, "bias B", *dims.bias, 1, "[M]");
-  if (error.empty() && dims.mask) error = check_rank(node_name, "mask", *dims.mask, 4, "[N, offset_group*kh*kw, Ho, Wo]");
+  error = check_rank(node_name, "input X", dims.input, 4, "[N, C, H, W]", allow_unknown);
+  if (error.empty()) error = check_rank(node_name, "weight W", dims.weight, 4, "[M, C/group, kh, kw]", allow_unknown);
+  if (error.empty()) {
+    error = check_rank(node_name, "offset", dims.offset, 4, "[N, 2*offset_group*kh*kw, Ho, Wo]", allow_unknown);
+  }
+  if (error.empty() && dims.bias) error = check_rank(node_name, "bias B", *dims.bias, 1, "[M]", allow_unknown);
+  if (error.empty() && dims.mask) {
+    error = check_rank(node_name, "mask", *dims.mask, 4, "[N, offset_group*kh*kw, Ho, Wo]", allow_unknown);
+  }
   if (!error.empty()) return error;
 
   DeformConvShape result;
@@ -241,7 +257,7 @@ std::string infer_shape(const std::string& node_name, const DeformConvAttributes
   // offset_group divides C, so it is small enough here; the products stay checked anyway.
   const int64_t kernel_area = result.kernel_h * result.kernel_w;
   const int64_t mask_channels = checked_product(offset_group, kernel_area);
-  const int64_t offset_channels = mask_channels < 0 ? -1 : checked_product(2, mask_channels);
+  const int64_t offset_channels = mask_channels < 0 ? -2 : checked_product(2, mask_channels);
   error = check_per_pixel_input(node_name, "offset", dims.offset, result.batch, offset_channels,
                                 "2*offset_group*kh*kw", attributes, result.out_height, result.out_width);
   if (error.empty() && dims.mask) {
@@ -250,13 +266,27 @@ std::string infer_shape(const std::string& node_name, const DeformConvAttributes
   }
   if (!error.empty()) return error;
 
-  if (dims.bias && (*dims.bias)[0] != result.out_channels) {
+  if (dims.bias && known((*dims.bias)[0]) &&
+      ((*dims.bias)[0] < 1 || (known(result.out_channels) && (*dims.bias)[0] != result.out_channels))) {
     return node_error(node_name, concat("bias B has ", (*dims.bias)[0], " elements, expected M = ",
                                         result.out_channels, " (output channels of W)"));
   }
 
   *shape = result;
   return "";
+}
+
+}  // namespace
+
+std::string infer_shape(const std::string& node_name, const DeformConvAttributes& attributes,
+                        const DeformConvInputDims& dims, DeformConvShape* shape) {
+  return check_dims(node_name, attributes, dims, false, shape);
+}
+
+std::string check_known_dims(const std::string& node_name, const DeformConvAttributes& attributes,
+                             const DeformConvInputDims& dims) {
+  DeformConvShape unused;
+  return check_dims(node_name, attributes, dims, true, &unused);
 }
 
 std::string infer_shape_from_sizes(const std::string& node_name, const DeformConvAttributes& attributes,

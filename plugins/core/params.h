@@ -84,6 +84,17 @@ int64_t output_extent(int64_t in_extent, int64_t pad_begin, int64_t pad_end, int
 std::string infer_shape(const std::string& node_name, const DeformConvAttributes& attributes,
                         const DeformConvInputDims& dims, DeformConvShape* shape);
 
+// A dimension only known later (TensorRT's -1 for a dynamic axis at build time).
+constexpr int64_t kUnknownDim = -1;
+
+// infer_shape's checks on dimensions of which some may be kUnknownDim: every
+// check whose operands are all known runs, with infer_shape's message (channel
+// counts against group, offset_group and the kernel, W against C, B against M,
+// offset/mask batch and spatial size where X's are known). Ranks must be known.
+// "" when nothing known contradicts; with every dimension known it is infer_shape.
+std::string check_known_dims(const std::string& node_name, const DeformConvAttributes& attributes,
+                             const DeformConvInputDims& dims);
+
 // The sizes of a problem given as numbers rather than tensors (the CUDA C
 // API): offset and mask have the dims the output size implies, so only X, W
 // and the attributes are checked, with the same checks and messages as

@@ -64,6 +64,29 @@ std::vector<int64_t> dims_of(const nvinfer1::Dims& dims) {
   return values;
 }
 
+// Constant dimensions of `dims`, kUnknownDim for the others.
+std::vector<int64_t> known_dims_of(const nvinfer1::DimsExprs& dims) {
+  std::vector<int64_t> values;
+  const int32_t rank = dims.nbDims < 0 ? 0 : (dims.nbDims > nvinfer1::Dims::MAX_DIMS ? 0 : dims.nbDims);
+  for (int32_t i = 0; i < rank; ++i) {
+    const nvinfer1::IDimensionExpr* d = dims.d[i];
+    values.push_back(d != nullptr && d->isConstant() ? d->getConstantValue() : kUnknownDim);
+  }
+  return values;
+}
+
+// The operator's input dims from per-tensor dims in plugin input order.
+template <typename Dims, typename Convert>
+DeformConvInputDims input_dims(const Dims* in, const InputLayout& layout, Convert convert) {
+  DeformConvInputDims dims;
+  dims.input = convert(in[0]);
+  dims.weight = convert(in[1]);
+  dims.offset = convert(in[2]);
+  if (layout.bias_index >= 0) dims.bias = convert(in[layout.bias_index]);
+  if (layout.mask_index >= 0) dims.mask = convert(in[layout.mask_index]);
+  return dims;
+}
+
 bool all_known(const nvinfer1::Dims& dims) {
   if (dims.nbDims < 0 || dims.nbDims > nvinfer1::Dims::MAX_DIMS) return false;
   for (int32_t i = 0; i < dims.nbDims; ++i) {
@@ -297,13 +320,13 @@ std::string DcnDeformConvPlugin::check_tensors(const PluginTensorDesc* in, int32
 
   bool known = all_known(out[0].dims);
   for (int32_t i = 0; i < nbInputs; ++i) known = known && all_known(in[i].dims);
-  if (known) {
-    DeformConvInputDims dims;
-    dims.input = dims_of(in[0].dims);
-    dims.weight = dims_of(in[1].dims);
-    dims.offset = dims_of(in[2].dims);
-    if (layout.bias_index >= 0) dims.bias = dims_of(in[layout.bias_index].dims);
-    if (layout.mask_index >= 0) dims.mask = dims_of(in[layout.mask_index].dims);
+  const DeformConvInputDims dims =
+      input_dims(in, layout, [](const PluginTensorDesc& desc) { return dims_of(desc.dims); });
+  if (!known) {
+    // Dynamic axes (-1) at build time: every check on the known (constant) dims.
+    error = check_known_dims(layer_name_, attributes_, dims);
+    if (!error.empty()) return error;
+  } else {
     DeformConvShape shape;
     error = infer_shape(layer_name_, attributes_, dims, &shape);
     if (error.empty() && int8()) error = check_int8_shape(layer_name_, attributes_, shape);
@@ -335,10 +358,24 @@ int32_t DcnDeformConvPlugin::configurePlugin(nvinfer1::DynamicPluginTensorDesc c
     std::vector<PluginTensorDesc> out_desc;
     for (int32_t i = 0; i < nbInputs; ++i) in_desc.push_back(in[i].desc);
     for (int32_t i = 0; i < nbOutputs; ++i) out_desc.push_back(out[i].desc);
-    // desc.dims has -1 for dimensions only known at run time; shapes are then
-    // checked in onShapeChange.
-    const std::string error = check_tensors(in_desc.data(), nbInputs, out_desc.data(), nbOutputs);
+    // desc.dims has -1 for dimensions only known at run time: check_tensors
+    // checks the known ones, the profile's bounds below the whole shapes,
+    // and onShapeChange each run-time shape.
+    std::string error = check_tensors(in_desc.data(), nbInputs, out_desc.data(), nbOutputs);
+    for (const char* bound : {"min", "max"}) {
+      if (!error.empty()) break;
+      bool known = true;
+      for (int32_t i = 0; i < nbInputs; ++i) known = known && all_known(bound[1] == 'i' ? in[i].min : in[i].max);
+      if (!known) continue;  // A harness without profile bounds.
+      const DeformConvInputDims dims = input_dims(in, layout_, [&](const nvinfer1::DynamicPluginTensorDesc& desc) {
+        return dims_of(bound[1] == 'i' ? desc.min : desc.max);
+      });
+      DeformConvShape shape;
+      error = infer_shape(layer_name_, attributes_, dims, &shape);
+      if (!error.empty()) error = concat(error, " (at the optimization profile's ", bound, " shapes)");
+    }
     if (!error.empty()) {
+      configured_ = false;
       report(ErrorCode::kINVALID_ARGUMENT, error);
       return -1;
     }
@@ -399,6 +436,14 @@ int32_t DcnDeformConvPlugin::getOutputShapes(nvinfer1::DimsExprs const* inputs, 
     const std::string error = resolve_input_layout(layer_name_, nbInputs, ranks, &layout);
     if (!error.empty()) {
       report(ErrorCode::kINVALID_ARGUMENT, error);
+      return -1;
+    }
+    // Constant dims (channels, kernel; every dim of a static input) are checked
+    // here, when the ONNX parser adds the layer, whatever else stays dynamic.
+    const std::string dims_error =
+        check_known_dims(layer_name_, attributes_, input_dims(inputs, layout, known_dims_of));
+    if (!dims_error.empty()) {
+      report(ErrorCode::kINVALID_ARGUMENT, dims_error);
       return -1;
     }
     const nvinfer1::DimsExprs& x = inputs[0];

@@ -33,3 +33,12 @@ extern "C" DCN_TRT_EXPORT nvinfer1::IPluginCreatorInterface* const* getCreators(
 extern "C" DCN_TRT_EXPORT void setLoggerFinder(nvinfer1::ILoggerFinder* finder) {
   dcn_deploy::tensorrt::set_logger_finder(finder);
 }
+
+// The TensorRT headers this library was compiled against, as text in the file:
+// dcn_deploy (backends/tensorrt/common.py, plugin_library_layout) reads it from
+// the bytes without loading the library, and refuses a library whose interface
+// layout (TensorRT major version) is not the one of the TensorRT it drives.
+#define DCN_TRT_STRINGIFY_(x) #x
+#define DCN_TRT_STRINGIFY(x) DCN_TRT_STRINGIFY_(x)
+extern "C" __attribute__((used)) const char dcn_deploy_trt_headers[] =
+    "DCN_DEPLOY_TRT_HEADERS=" DCN_TRT_STRINGIFY(NV_TENSORRT_MAJOR) "." DCN_TRT_STRINGIFY(NV_TENSORRT_MINOR) ";";

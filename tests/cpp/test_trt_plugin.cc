@@ -97,21 +97,23 @@ class FakeResourceContext : public nvinfer1::IPluginResourceContext {
   nvinfer1::IErrorRecorder* recorder_;
 };
 
-// Constant-only dimension expressions: enough to evaluate getOutputShapes.
+// Dimension expressions: constants, and "runtime" ones (a dynamic axis, -1 in
+// FakeExprBuilder::dims) that are not constant; enough to evaluate getOutputShapes.
 class ConstantExprImpl : public nvinfer1::apiv::VDimensionExpr {
  public:
-  explicit ConstantExprImpl(int64_t value) : value_(value) {}
-  bool isConstant() const override { return true; }
+  explicit ConstantExprImpl(int64_t value, bool constant = true) : value_(value), constant_(constant) {}
+  bool isConstant() const override { return constant_; }
   int64_t getConstantValue() const override { return value_; }
   bool isSizeTensor() const override { return false; }
 
  private:
   int64_t value_;
+  bool constant_;
 };
 
 class ConstantExpr : public nvinfer1::IDimensionExpr {
  public:
-  explicit ConstantExpr(int64_t value) : impl_(value) { mImpl = &impl_; }
+  explicit ConstantExpr(int64_t value, bool constant = true) : impl_(value, constant) { mImpl = &impl_; }
   ~ConstantExpr() override = default;
 
  private:
@@ -124,8 +126,13 @@ class ExprBuilderImpl : public nvinfer1::apiv::VExprBuilder {
     expressions.push_back(std::make_unique<ConstantExpr>(value));
     return expressions.back().get();
   }
+  nvinfer1::IDimensionExpr const* runtime() {
+    expressions.push_back(std::make_unique<ConstantExpr>(-1, false));
+    return expressions.back().get();
+  }
   nvinfer1::IDimensionExpr const* operation(nvinfer1::DimensionOperation op, nvinfer1::IDimensionExpr const& first,
                                             nvinfer1::IDimensionExpr const& second) override {
+    if (!first.isConstant() || !second.isConstant()) return runtime();
     const int64_t a = first.getConstantValue();
     const int64_t b = second.getConstantValue();
     switch (op) {
@@ -158,7 +165,7 @@ class FakeExprBuilder : public nvinfer1::IExprBuilder {
   nvinfer1::DimsExprs dims(const std::vector<int64_t>& values) {
     nvinfer1::DimsExprs result{};
     result.nbDims = static_cast<int32_t>(values.size());
-    for (size_t i = 0; i < values.size(); ++i) result.d[i] = constant(values[i]);
+    for (size_t i = 0; i < values.size(); ++i) result.d[i] = values[i] < 0 ? impl_.runtime() : constant(values[i]);
     return result;
   }
 
@@ -474,12 +481,19 @@ TEST(output_shapes_from_expressions) {
   for (int64_t h : {1, 2, 3, 8, 31}) {
     for (int64_t w : {1, 4, 5, 17}) {
       FakeExprBuilder builder;
+      const int64_t ho = dcn_deploy::output_extent(h, 1, 2, 3, 2, 1);
+      const int64_t wo = dcn_deploy::output_extent(w, 0, 1, 2, 1, 2);
       std::vector<nvinfer1::DimsExprs> inputs = {builder.dims({1, 4, h, w}), builder.dims(p.w),
-                                                 builder.dims({1, 24, 1, 1})};
+                                                 builder.dims({1, 24, ho, wo})};
       nvinfer1::DimsExprs output{};
+      if (ho < 1 || wo < 1) {  // A static input too small for the kernel fails when the layer is added.
+        CHECK(b->getOutputShapes(inputs.data(), 3, nullptr, 0, &output, 1, builder) != 0);
+        CHECK_CONTAINS(logger().take(), "output would be empty");
+        continue;
+      }
       CHECK_EQ(b->getOutputShapes(inputs.data(), 3, nullptr, 0, &output, 1, builder), 0);
-      CHECK_EQ(output.d[2]->getConstantValue(), dcn_deploy::output_extent(h, 1, 2, 3, 2, 1));
-      CHECK_EQ(output.d[3]->getConstantValue(), dcn_deploy::output_extent(w, 0, 1, 2, 1, 2));
+      CHECK_EQ(output.d[2]->getConstantValue(), ho);
+      CHECK_EQ(output.d[3]->getConstantValue(), wo);
     }
   }
   FakeExprBuilder builder;
@@ -488,6 +502,42 @@ TEST(output_shapes_from_expressions) {
   nvinfer1::DimsExprs output{};
   CHECK(b->getOutputShapes(bad.data(), 4, nullptr, 0, &output, 1, builder) != 0);
   CHECK_CONTAINS(logger().take(), "4th input must be bias B [M] (rank 1) or mask");
+}
+
+// Dynamic N/H/W (not constant): the constant dims are still checked when the
+// layer is added, e.g. offset channels against offset_group (a wrong
+// offset_group must not build an engine).
+TEST(output_shapes_check_constant_dims_of_dynamic_inputs) {
+  ParserFields fields;
+  PluginPtr plugin = create(fields);
+  if (!plugin) return;
+  IPluginV3OneBuild* b = build(plugin.get());
+  logger().take();
+  auto shapes = [&](std::vector<std::vector<int64_t>> dims) {
+    FakeExprBuilder builder;
+    std::vector<nvinfer1::DimsExprs> inputs;
+    for (const auto& d : dims) inputs.push_back(builder.dims(d));
+    nvinfer1::DimsExprs output{};
+    const int32_t status =
+        b->getOutputShapes(inputs.data(), static_cast<int32_t>(inputs.size()), nullptr, 0, &output, 1, builder);
+    if (status == 0) CHECK(!output.d[0]->isConstant() && output.d[1]->getConstantValue() == 6);
+    return status;
+  };
+  const std::vector<int64_t> x = {-1, 4, -1, -1}, w = {6, 2, 3, 2};
+  CHECK_EQ(shapes({x, w, {-1, 24, -1, -1}, {6}, {-1, 12, -1, -1}}), 0);
+  CHECK_EQ(logger().take(), std::string());
+  CHECK(shapes({x, w, {-1, 12, -1, -1}}) != 0);  // offset_group 1 where the node says 2
+  CHECK_CONTAINS(logger().take(), "offset has 12 channels, expected 2*offset_group*kh*kw = 24 (offset_group=2");
+  CHECK(shapes({x, w, {-1, 24, -1, -1}, {-1, 6, -1, -1}}) != 0);
+  CHECK_CONTAINS(logger().take(), "mask has 6 channels, expected offset_group*kh*kw = 12");
+  CHECK(shapes({x, {6, 2, 3, 3}, {-1, 24, -1, -1}}) != 0);
+  CHECK_CONTAINS(logger().take(), "attribute 'kernel_shape' is 3x2 but weight W has spatial size 3x3");
+  CHECK(shapes({x, {6, 4, 3, 2}, {-1, 24, -1, -1}}) != 0);
+  CHECK_CONTAINS(logger().take(), "weight W has 4 input channels per group (dim 1), expected C/group = 2");
+  CHECK(shapes({x, w, {-1, 24, -1, -1}, {0}}) != 0);
+  CHECK_CONTAINS(logger().take(), "bias B has 0 elements, expected M = 6");
+  CHECK(shapes({{-1, 3, -1, -1}, w, {-1, 24, -1, -1}}) != 0);
+  CHECK_CONTAINS(logger().take(), "input X has C=3 channels, not divisible by group=2");
 }
 
 TEST(format_combinations) {
@@ -574,6 +624,31 @@ TEST(configure_and_shape_change_validate_shapes) {
   dynamic_problem.offset = {-1, 24, -1, -1};
   dynamic_problem.y = {-1, 6, -1, -1};
   CHECK_EQ(configure(inputs_of(dynamic_problem, false, false), desc(dynamic_problem.y)), 0);
+  // ... but the known ones are checked at once.
+  Problem dynamic_wrong = dynamic_problem;
+  dynamic_wrong.offset = {-1, 12, -1, -1};
+  CHECK(configure(inputs_of(dynamic_wrong, false, false), desc(dynamic_wrong.y)) != 0);
+  CHECK_CONTAINS(logger().take(), "offset has 12 channels, expected 2*offset_group*kh*kw = 24");
+  // And the optimization profile's min and max shapes as whole problems.
+  {
+    std::vector<DynamicPluginTensorDesc> dyn_in;
+    for (const PluginTensorDesc& d : inputs_of(dynamic_problem, false, false)) dyn_in.push_back(dynamic(d));
+    DynamicPluginTensorDesc dyn_out = dynamic(desc(dynamic_problem.y));
+    const std::vector<std::vector<int64_t>> min_dims = {{1, 4, 9, 7}, p.w, {1, 24, 5, 6}};
+    std::vector<std::vector<int64_t>> max_dims = {{2, 4, 9, 7}, p.w, {2, 24, 5, 6}};
+    for (size_t i = 0; i < dyn_in.size(); ++i) {
+      dyn_in[i].min = desc(min_dims[i]).dims;
+      dyn_in[i].max = desc(max_dims[i]).dims;
+    }
+    CHECK_EQ(b->configurePlugin(dyn_in.data(), 3, &dyn_out, 1), 0);
+    CHECK_EQ(logger().take(), std::string());
+    dyn_in[0].min = desc({1, 4, 9, 1}).dims;  // W = 1 at the profile's min: Wo would be 0.
+    dyn_in[2].min = desc({1, 24, 5, 0}).dims;
+    CHECK(b->configurePlugin(dyn_in.data(), 3, &dyn_out, 1) != 0);
+    const std::string log = logger().take();
+    CHECK_CONTAINS(log, "output would be empty");
+    CHECK_CONTAINS(log, "(at the optimization profile's min shapes)");
+  }
 
   Problem wrong = p;
   wrong.offset[1] = 18;

@@ -1,5 +1,6 @@
-"""``dcn-deploy build``: an ONNX model to a serialized TensorRT engine with this project's plugin:
-optimization profiles from ``--shapes`` (or the shape the export recorded) and the precision plan."""
+"""``dcn-deploy build``: an ONNX model to a serialized TensorRT (or TensorRT-RTX) engine with this
+project's plugin: optimization profiles from ``--shapes`` (or the shape the export recorded) and
+``--profile``, the precision plan, and for TensorRT-RTX the compute capabilities (:mod:`.rtx`)."""
 from __future__ import annotations
 
 import json
@@ -19,9 +20,16 @@ from dcn_deploy.backends.tensorrt.common import (
     _make_logger,
     _registry,
     _tensorrt_messages,
+    check_plugin_layout,
     import_tensorrt,
     tensorrt_major,
     trt_plugin_library,
+)
+from dcn_deploy.backends.tensorrt.rtx import (
+    RTX_INTERFACE_MAJOR,
+    import_tensorrt_rtx,
+    parse_compute_capabilities,
+    set_compute_capabilities,
 )
 from dcn_deploy.onnx.model_info import (
     PRECISIONS,
@@ -32,6 +40,13 @@ from dcn_deploy.onnx.model_info import (
     recorded_input_shapes,
     uses_custom_op,
 )
+
+
+# What dcn-deploy build can build for: TensorRT (10.x/11.x, on the GPU it runs on) or TensorRT-RTX
+# (ahead of time for compute capabilities, no GPU needed).
+TARGETS = ("tensorrt", "rtx")
+DEFAULT_TARGET = "tensorrt"
+TARGET_NAMES = {"tensorrt": "TensorRT", "rtx": "TensorRT-RTX"}
 
 
 @dataclass(frozen=True)
@@ -241,7 +256,11 @@ class BuildResult:
     precision: str
     strongly_typed: bool
     tensorrt_version: str
-    profiles: list[dict] = field(default_factory=list)
+    profiles: list[dict] = field(default_factory=list)  # the first optimization profile, one entry per input
+    more_profiles: list[list[dict]] = field(default_factory=list)  # --profile: profiles 1, 2, ...
+    target: str = DEFAULT_TARGET
+    compute_capabilities: list[str] | None = None  # rtx: what the plan was built for; [] = the library's default
+    plugin_layers: list[dict] = field(default_factory=list)  # name, output shape (-1: dynamic) and type per layer
     plugin_library: str | None = None
     plugin_serialized: bool = False
     timing_cache: str | None = None
@@ -253,6 +272,20 @@ class BuildResult:
         path = Path(self.engine + SIDECAR_SUFFIX)
         path.write_text(json.dumps(asdict(self), indent=2) + "\n")
         return path
+
+
+def _plugin_layers(trt, network) -> list[dict]:
+    """The parsed network's plugin layers (our DCN nodes): name, output shape as the plugin's
+    getOutputShapes gave it (-1 for a dynamic axis) and output type."""
+    kinds = {getattr(trt.LayerType, n) for n in ("PLUGIN_V3", "PLUGIN_V2", "PLUGIN") if hasattr(trt.LayerType, n)}
+    layers = []
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        if layer.type in kinds:
+            out = layer.get_output(0)
+            layers.append({"name": layer.name, "output_shape": [int(d) for d in out.shape],
+                           "output_dtype": str(out.dtype).rsplit(".", 1)[-1]})
+    return layers
 
 
 def _parser_error(error) -> str:
@@ -278,38 +311,66 @@ def build_engine(
     serialize_plugin: bool = True,
     console=None,
     verbose: bool = False,
+    target: str = DEFAULT_TARGET,
+    compute_capabilities: Iterable[str] = (),
+    more_profiles: Sequence[Iterable[str]] = (),
 ) -> BuildResult:
-    """Build a TensorRT engine (plan) from an ONNX exported by ``dcn-deploy export``.
+    """Build a TensorRT or TensorRT-RTX engine (plan) from an ONNX exported by ``dcn-deploy export``.
 
     Args:
         precision: "fp32" | "fp16" | None (the ONNX's); see :func:`plan_precision`.
-        shapes: ``--shapes`` specs (:func:`parse_shape_specs`); inputs without one keep their static
-            shape or the export's example shape.
-        plugin_lib: the plugin library (default :func:`trt_plugin_library`); needed when the graph has
-            the custom node, and serialized into the plan with ``serialize_plugin``.
+        shapes: ``--shapes`` specs (:func:`parse_shape_specs`) of the first optimization profile; inputs
+            without one keep their static shape or the export's example shape.
+        more_profiles: one more optimization profile per entry, each a list of specs as ``shapes``.
+        plugin_lib: the plugin library (default :func:`trt_plugin_library` of the target's interface
+            layout); needed when the graph has the custom node, and serialized into the plan with
+            ``serialize_plugin``. A library built against another TensorRT major version is refused.
         timing_cache: a file read when it exists and (re)written after the build.
         workspace: workspace memory pool limit in MiB.
         tf32: allow TF32 for float32 layers (cleared otherwise).
+        target: "tensorrt" (``import tensorrt``, builds for the GPU here) or "rtx" (TensorRT-RTX,
+            ahead of time for ``compute_capabilities``, no GPU needed).
+        compute_capabilities: rtx only: e.g. ``["SM86", "SM89"]`` (:func:`parse_compute_capabilities`);
+            none: TensorRT-RTX's default AOT set.
 
-    Everything that needs no TensorRT (ONNX, shapes, plugin path) is checked before TensorRT is imported.
-    Writes ``engine_path`` and ``engine_path + ".json"`` (how it was built).
+    Everything that needs no TensorRT (ONNX, shapes, plugin path, capabilities) is checked before
+    TensorRT is imported. Writes ``engine_path`` and ``engine_path + ".json"`` (how it was built).
     """
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {list(TARGETS)}, got '{target}'")
+    capabilities = parse_compute_capabilities(compute_capabilities)
+    if capabilities and target != "rtx":
+        raise ValueError("compute capabilities are for --target rtx (an ahead-of-time build); TensorRT builds "
+                         "for the GPU it runs on")
     if workspace is not None and workspace <= 0:
         raise ValueError(f"workspace must be a positive number of MiB, got {workspace}")
     onnx_path = Path(onnx_path)
     proto = load_model(onnx_path)
     profiles = resolve_profiles(proto, shapes)
+    extra_profiles = [resolve_profiles(proto, specs, use_recorded=False) if list(specs) else None
+                      for specs in more_profiles]
+    if any(p is None for p in extra_profiles):
+        raise ShapeSpecError("an extra optimization profile (--profile) needs shape specs")
     graph = onnx_precision(proto)
     library = None
     if plugin_lib is not None:
         if not Path(plugin_lib).is_file():
             raise FileNotFoundError(f"no plugin library at {plugin_lib}")
         library = str(Path(plugin_lib).resolve())
-    elif uses_custom_op(proto):
-        library = trt_plugin_library()
+    elif uses_custom_op(proto) and target == "rtx":
+        library = trt_plugin_library(RTX_INTERFACE_MAJOR)
 
-    trt = import_tensorrt()
-    plan = plan_precision(tensorrt_major(trt.__version__), precision, graph, tf32)
+    if target == "rtx":
+        trt = import_tensorrt_rtx()
+        interface_major, runtime = RTX_INTERFACE_MAJOR, f"TensorRT-RTX {trt.__version__}"
+    else:
+        trt = import_tensorrt()
+        interface_major, runtime = tensorrt_major(trt.__version__), f"TensorRT {trt.__version__}"
+        if library is None and uses_custom_op(proto):
+            library = trt_plugin_library(interface_major)
+    if library:
+        check_plugin_layout(library, interface_major, runtime)
+    plan = plan_precision(interface_major, precision, graph, tf32)
     logger = _make_logger(trt, console, verbose)
     start = time.perf_counter()
     builder = trt.Builder(logger)
@@ -322,8 +383,10 @@ def build_engine(
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         messages = [_parser_error(parser.get_error(i)) for i in range(parser.num_errors)]
-        raise EngineBuildError(f"TensorRT's ONNX parser rejected {onnx_path}:\n  " + "\n  ".join(messages or ["?"]))
+        raise EngineBuildError(f"{TARGET_NAMES[target]}'s ONNX parser rejected {onnx_path}:\n  "
+                               + "\n  ".join(messages or ["?"]) + _tensorrt_messages(logger))
 
+    plugin_layers = _plugin_layers(trt, network)
     config = builder.create_builder_config()
     for name in plan.builder_flags:
         config.set_flag(getattr(trt.BuilderFlag, name))
@@ -332,22 +395,28 @@ def build_engine(
             config.clear_flag(getattr(trt.BuilderFlag, name))
     if workspace is not None:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace) << 20)
+    if target == "rtx":
+        set_compute_capabilities(trt, config, capabilities)
 
-    by_name = {p.name: p for p in profiles}
-    dynamic = []
+    dynamic_names = []
     for i in range(network.num_inputs):
         tensor = network.get_input(i)
         if any(int(d) < 0 for d in tensor.shape):
-            if tensor.name not in by_name:
+            if tensor.name not in {p.name for p in profiles}:
                 raise EngineBuildError(f"TensorRT's network input '{tensor.name}' is not an input of {onnx_path}")
-            dynamic.append(by_name[tensor.name])
-    if dynamic:
+            dynamic_names.append(tensor.name)
+    if extra_profiles and not dynamic_names:
+        raise ShapeSpecError(f"{onnx_path.name} has no dynamic input: more than one optimization profile "
+                             f"(--profile) means nothing")
+    for ranges in [profiles, *extra_profiles] if dynamic_names else []:
+        by_name = {p.name: p for p in ranges}
         profile = builder.create_optimization_profile()
-        for p in dynamic:
+        for name in dynamic_names:
+            p = by_name[name]
             profile.set_shape(p.name, p.min, p.opt, p.max)
         if config.add_optimization_profile(profile) < 0:
-            raise EngineBuildError(f"TensorRT refused the optimization profile {[asdict(p) for p in dynamic]}"
-                                   f"{_tensorrt_messages(logger)}")
+            raise EngineBuildError(f"TensorRT refused the optimization profile "
+                                   f"{[asdict(by_name[n]) for n in dynamic_names]}{_tensorrt_messages(logger)}")
 
     cache_path = Path(timing_cache) if timing_cache else None
     if cache_path is not None:
@@ -369,12 +438,13 @@ def build_engine(
                           "the runtime must load the plugin itself[/yellow]")
 
     if console is not None:
-        with console.status(f"TensorRT {trt.__version__}: building {plan.precision} engine from {onnx_path.name}"):
+        with console.status(f"{runtime}: building {plan.precision} engine from {onnx_path.name}"):
             plan_bytes = builder.build_serialized_network(network, config)
     else:
         plan_bytes = builder.build_serialized_network(network, config)
     if plan_bytes is None:
-        raise EngineBuildError(f"TensorRT could not build an engine from {onnx_path}{_tensorrt_messages(logger)}")
+        raise EngineBuildError(f"{TARGET_NAMES[target]} could not build an engine from {onnx_path}"
+                               f"{_tensorrt_messages(logger)}")
 
     engine_path = Path(engine_path)
     engine_path.parent.mkdir(parents=True, exist_ok=True)
@@ -387,7 +457,10 @@ def build_engine(
     result = BuildResult(
         engine=str(engine_path), onnx=str(onnx_path.resolve()), precision=plan.precision,
         strongly_typed=plan.strongly_typed, tensorrt_version=trt.__version__,
-        profiles=[asdict(p) for p in profiles], plugin_library=library, plugin_serialized=serialized,
+        profiles=[asdict(p) for p in profiles], more_profiles=[[asdict(p) for p in r] for r in extra_profiles],
+        target=target, compute_capabilities=list(capabilities) if target == "rtx" else None,
+        plugin_layers=plugin_layers,
+        plugin_library=library, plugin_serialized=serialized,
         timing_cache=str(cache_path) if cache_path else None, tf32=tf32,
         seconds=time.perf_counter() - start, size_bytes=engine_path.stat().st_size,
     )

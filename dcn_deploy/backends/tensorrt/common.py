@@ -26,7 +26,9 @@ Absolute imports keep ``import tensorrt`` here the NVIDIA package, never this su
 """
 from __future__ import annotations
 
+import os
 import re
+from pathlib import Path
 
 import numpy as np
 from rich.markup import escape
@@ -35,7 +37,12 @@ from dcn_deploy.backends.native import native_library
 from dcn_deploy.onnx.schema import CUSTOM_OP_TYPE, PLUGIN_NAMESPACE, PLUGIN_VERSION
 
 LIBRARY_ENV = "DCN_DEPLOY_TRT_LIB"
-LIBRARY_NAME = "libdcn_deploy_trt.so"
+# One plugin library per TensorRT interface layout (the major version of the headers it was compiled
+# against): build/lib/libdcn_deploy_trt11.so for TensorRT 11.x and TensorRT-RTX, ...trt10.so for 10.x.
+LIBRARY_NAME_FORMAT = "libdcn_deploy_trt{major}.so"
+LIBRARY_LAYOUTS = (11, 10)  # what scripts/build_plugins.sh builds, newest first
+# The text plugins/tensorrt/plugin_entry.cc stores in the library: "DCN_DEPLOY_TRT_HEADERS=11.1;".
+_LAYOUT_MARKER = re.compile(rb"DCN_DEPLOY_TRT_HEADERS=(\d+)\.(\d+);")
 MIN_TENSORRT_MAJOR = 10
 SIDECAR_SUFFIX = ".json"  # model.engine -> model.engine.json: how the engine was built
 INSTALL_HINT = (
@@ -57,6 +64,10 @@ class EngineBuildError(TensorRTError):
     """TensorRT's parser or builder refused the model; the message carries TensorRT's words."""
 
 
+class PluginLayoutError(TensorRTError):
+    """The plugin library was compiled against the headers of another TensorRT major version."""
+
+
 class ShapeSpecError(ValueError):
     """A ``--shapes`` spec is malformed or does not fit the ONNX's inputs."""
 
@@ -65,13 +76,45 @@ class PrecisionError(ValueError):
     """The requested precision cannot be built from this ONNX with this TensorRT."""
 
 
-def trt_plugin_library() -> str:
-    """Path of the TensorRT plugin library: ``$DCN_DEPLOY_TRT_LIB``, else the repository's build."""
-    return native_library(
-        LIBRARY_NAME, LIBRARY_ENV,
-        "it needs TensorRT's headers (scripts/fetch_trt_headers.sh, or cmake "
-        "-DTENSORRT_INCLUDE_DIR=/path/to/TensorRT/include) and the CUDA toolkit, then ./scripts/build_plugins.sh; "
-        "or pass --plugin-lib",
+def plugin_library_name(major: int) -> str:
+    """``libdcn_deploy_trt<major>.so``: the plugin library for TensorRT interface layout ``major``."""
+    return LIBRARY_NAME_FORMAT.format(major=int(major))
+
+
+def trt_plugin_library(major: int | None = None) -> str:
+    """Path of the TensorRT plugin library: ``$DCN_DEPLOY_TRT_LIB``, else the repository's build of
+    ``libdcn_deploy_trt<major>.so`` (``major`` None: the newest layout built)."""
+    how = ("it needs TensorRT's headers (scripts/fetch_trt_headers.sh, or cmake "
+           "-DTENSORRT_INCLUDE_DIR=/path/to/TensorRT/include) and the CUDA toolkit, then ./scripts/build_plugins.sh; "
+           "or pass --plugin-lib")
+    if major is not None:
+        return native_library(plugin_library_name(major), LIBRARY_ENV, how)
+    for layout in LIBRARY_LAYOUTS[:-1]:
+        try:
+            return native_library(plugin_library_name(layout), LIBRARY_ENV, how)
+        except FileNotFoundError:
+            continue
+    return native_library(plugin_library_name(LIBRARY_LAYOUTS[-1]), LIBRARY_ENV, how)
+
+
+def plugin_library_layout(path: str | os.PathLike) -> tuple[int, int] | None:
+    """The TensorRT header version ``(major, minor)`` a plugin library was compiled against, read from the
+    file (nothing is loaded); None for a library without the marker (not built by this project)."""
+    match = _LAYOUT_MARKER.search(Path(path).read_bytes())
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def check_plugin_layout(path: str | os.PathLike, interface_major: int, runtime: str) -> None:
+    """Refuse a plugin library compiled against another TensorRT major version than ``interface_major``
+    (the layout of the IPluginV3 interfaces ``runtime``, e.g. "TensorRT 10.16.0", calls through)."""
+    layout = plugin_library_layout(path)
+    if layout is None or layout[0] == interface_major:
+        return
+    raise PluginLayoutError(
+        f"the plugin library {path} was compiled against TensorRT {layout[0]}.{layout[1]} headers, but {runtime} "
+        f"needs the TensorRT {interface_major}.x interface layout: use {plugin_library_name(interface_major)} "
+        f"(./scripts/build_plugins.sh builds it into build/lib/), or pass --plugin-lib / set {LIBRARY_ENV} to a "
+        f"library built against TensorRT {interface_major}.x headers"
     )
 
 

@@ -15,7 +15,9 @@ from dcn_deploy.backends.tensorrt.common import (
     _make_logger,
     _registry,
     _tensorrt_messages,
+    check_plugin_layout,
     import_tensorrt,
+    tensorrt_major,
     trt_plugin_library,
 )
 from dcn_deploy.onnx.model_info import PRECISIONS, onnx_precision
@@ -70,13 +72,21 @@ def load_engine(engine_path: str | os.PathLike, plugin_lib: str | os.PathLike | 
         raise FileNotFoundError(f"no TensorRT engine at {engine_path}")
     if plugin_lib is not None and not Path(plugin_lib).is_file():
         raise FileNotFoundError(f"no plugin library at {plugin_lib}")
+    info = engine_info(engine_path)
+    if info and info.get("target", "tensorrt") != "tensorrt":
+        raise TensorRTError(
+            f"{engine_path} was built for {info['target']} (TensorRT-RTX: {info.get('tensorrt_version', '?')}); "
+            f"this runtime deserializes TensorRT engines only: run it with TensorRT-RTX's own runtime"
+        )
     trt = import_tensorrt()
+    major = tensorrt_major(trt.__version__)
     logger = _make_logger(trt, console, verbose)
     runtime = trt.Runtime(logger)
     plan = engine_path.read_bytes()
     plugin_library = None
     if plugin_lib is not None:
         plugin_library = str(Path(plugin_lib).resolve())
+        check_plugin_layout(plugin_library, major, f"TensorRT {trt.__version__}")
         _load_plugin_library(trt, _registry(trt, runtime), plugin_library, logger)
         engine = runtime.deserialize_cuda_engine(plan)
     else:
@@ -85,13 +95,14 @@ def load_engine(engine_path: str | os.PathLike, plugin_lib: str | os.PathLike | 
         first_try, logger.buffer = logger.buffer, None
         if engine is None:
             try:
-                plugin_library = trt_plugin_library()
+                plugin_library = trt_plugin_library(major)
             except FileNotFoundError as error:
                 raise TensorRTError(
                     f"TensorRT could not deserialize {engine_path} on its own "
                     f"({' | '.join(first_try) or 'no reason given'}), and the plugin library to retry with is "
                     f"missing: {error}"
                 ) from None
+            check_plugin_layout(plugin_library, major, f"TensorRT {trt.__version__}")
             _load_plugin_library(trt, _registry(trt, runtime), plugin_library, logger)
             engine = runtime.deserialize_cuda_engine(plan)
     if engine is None:
