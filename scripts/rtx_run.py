@@ -18,7 +18,7 @@ import numpy as np
 import onnx
 import torch
 
-from dcn_deploy.backends.tensorrt.common import _make_logger, _tensorrt_messages
+from dcn_deploy.backends.tensorrt.common import make_logger, tensorrt_messages
 from dcn_deploy.backends.tensorrt.rtx import import_tensorrt_rtx
 from dcn_deploy.onnx.recipes import reference_for
 
@@ -32,11 +32,11 @@ def main() -> int:
     args = parser.parse_args()
 
     trt = import_tensorrt_rtx()
-    logger = _make_logger(trt)
+    logger = make_logger(trt)
     runtime = trt.Runtime(logger)
     engine = runtime.deserialize_cuda_engine(args.plan.read_bytes())  # the plan carries the plugin library
     if engine is None:
-        print(f"rtx_run: TensorRT-RTX could not deserialize {args.plan}{_tensorrt_messages(logger)}")
+        print(f"rtx_run: TensorRT-RTX could not deserialize {args.plan}{tensorrt_messages(logger)}")
         return 1
     context = engine.create_execution_context()
     shape = tuple(int(d) for d in args.shape.split("x"))
@@ -63,7 +63,7 @@ def main() -> int:
             buffers[name] = torch.empty(tuple(context.get_tensor_shape(name)), dtype=torch_dtype, device="cuda")
         context.set_tensor_address(name, buffers[name].data_ptr())
     if not context.execute_async_v3(stream.cuda_stream):
-        print(f"rtx_run: execute_async_v3 failed{_tensorrt_messages(logger)}")
+        print(f"rtx_run: execute_async_v3 failed{tensorrt_messages(logger)}")
         return 1
     stream.synchronize()
 

@@ -16,10 +16,10 @@ from dcn_deploy.backends.tensorrt.common import (
     EngineBuildError,
     PrecisionError,
     ShapeSpecError,
-    _load_plugin_library,
-    _make_logger,
-    _registry,
-    _tensorrt_messages,
+    load_plugin_library,
+    make_logger,
+    plugin_registry,
+    tensorrt_messages,
     check_plugin_layout,
     import_tensorrt,
     tensorrt_major,
@@ -371,11 +371,11 @@ def build_engine(
     if library:
         check_plugin_layout(library, interface_major, runtime)
     plan = plan_precision(interface_major, precision, graph, tf32)
-    logger = _make_logger(trt, console, verbose)
+    logger = make_logger(trt, console, verbose)
     start = time.perf_counter()
     builder = trt.Builder(logger)
     if library:
-        _load_plugin_library(trt, _registry(trt, builder), library, logger)
+        load_plugin_library(trt, plugin_registry(trt, builder), library, logger)
     flags = 0
     for name in plan.network_flags:
         flags |= 1 << int(getattr(trt.NetworkDefinitionCreationFlag, name))
@@ -384,7 +384,7 @@ def build_engine(
     if not parser.parse_from_file(str(onnx_path)):
         messages = [_parser_error(parser.get_error(i)) for i in range(parser.num_errors)]
         raise EngineBuildError(f"{TARGET_NAMES[target]}'s ONNX parser rejected {onnx_path}:\n  "
-                               + "\n  ".join(messages or ["?"]) + _tensorrt_messages(logger))
+                               + "\n  ".join(messages or ["?"]) + tensorrt_messages(logger))
 
     plugin_layers = _plugin_layers(trt, network)
     config = builder.create_builder_config()
@@ -416,7 +416,7 @@ def build_engine(
             profile.set_shape(p.name, p.min, p.opt, p.max)
         if config.add_optimization_profile(profile) < 0:
             raise EngineBuildError(f"TensorRT refused the optimization profile "
-                                   f"{[asdict(by_name[n]) for n in dynamic_names]}{_tensorrt_messages(logger)}")
+                                   f"{[asdict(by_name[n]) for n in dynamic_names]}{tensorrt_messages(logger)}")
 
     cache_path = Path(timing_cache) if timing_cache else None
     if cache_path is not None:
@@ -425,7 +425,7 @@ def build_engine(
         if cache is None or not config.set_timing_cache(cache, ignore_mismatch=False):
             raise EngineBuildError(
                 f"the timing cache {cache_path} does not fit this TensorRT/GPU: delete it or name another file"
-                f"{_tensorrt_messages(logger)}"
+                f"{tensorrt_messages(logger)}"
             )
 
     serialized = False
@@ -444,7 +444,7 @@ def build_engine(
         plan_bytes = builder.build_serialized_network(network, config)
     if plan_bytes is None:
         raise EngineBuildError(f"{TARGET_NAMES[target]} could not build an engine from {onnx_path}"
-                               f"{_tensorrt_messages(logger)}")
+                               f"{tensorrt_messages(logger)}")
 
     engine_path = Path(engine_path)
     engine_path.parent.mkdir(parents=True, exist_ok=True)

@@ -142,7 +142,7 @@ def tensorrt_major(version: str) -> int:
     return int(match.group(1))
 
 
-def _make_logger(trt, console=None, verbose: bool = False):
+def make_logger(trt, console=None, verbose: bool = False):
     """A TensorRT logger that prints warnings and errors through rich (everything with ``verbose``)
     and keeps the errors, so exceptions can carry TensorRT's own words."""
 
@@ -172,11 +172,11 @@ def _make_logger(trt, console=None, verbose: bool = False):
     return RichLogger()
 
 
-def _tensorrt_messages(logger) -> str:
+def tensorrt_messages(logger) -> str:
     return ("; TensorRT said: " + " | ".join(logger.errors[-8:])) if logger.errors else ""
 
 
-def _creator_registered(registry, logger) -> bool | None:
+def creator_registered(registry, logger) -> bool | None:
     """Whether the registry holds our creator (None: this TensorRT cannot tell); a miss is not
     reported as a TensorRT error."""
 
@@ -191,25 +191,25 @@ def _creator_registered(registry, logger) -> bool | None:
         logger.buffer = buffer
 
 
-def _load_plugin_library(trt, registry, library: str, logger) -> None:
+def load_plugin_library(trt, registry, library: str, logger) -> None:
     """Load the plugin library into ``registry``, unless its creator is already registered (an earlier
     build or run in this process): TensorRT's ``load_library`` fails when any creator is."""
-    if _creator_registered(registry, logger):
+    if creator_registered(registry, logger):
         return
     handle = registry.load_library(library)
     if handle is None:
         raise TensorRTError(
             f"TensorRT could not load the plugin library {library} (built against another TensorRT version?)"
-            f"{_tensorrt_messages(logger)}"
+            f"{tensorrt_messages(logger)}"
         )
-    if _creator_registered(registry, logger) is False:
+    if creator_registered(registry, logger) is False:
         raise TensorRTError(
             f"{library} loaded but registered no creator {CUSTOM_OP_TYPE} version {PLUGIN_VERSION} "
             f"namespace {PLUGIN_NAMESPACE}"
         )
 
 
-def _registry(trt, owner):
+def plugin_registry(trt, owner):
     return owner.get_plugin_registry() if hasattr(owner, "get_plugin_registry") else trt.get_plugin_registry()
 
 

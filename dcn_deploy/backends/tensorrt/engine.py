@@ -11,10 +11,10 @@ from dcn_deploy.backends.tensorrt.common import (
     SIDECAR_SUFFIX,
     PrecisionError,
     TensorRTError,
-    _load_plugin_library,
-    _make_logger,
-    _registry,
-    _tensorrt_messages,
+    load_plugin_library,
+    make_logger,
+    plugin_registry,
+    tensorrt_messages,
     check_plugin_layout,
     import_tensorrt,
     tensorrt_major,
@@ -80,14 +80,14 @@ def load_engine(engine_path: str | os.PathLike, plugin_lib: str | os.PathLike | 
         )
     trt = import_tensorrt()
     major = tensorrt_major(trt.__version__)
-    logger = _make_logger(trt, console, verbose)
+    logger = make_logger(trt, console, verbose)
     runtime = trt.Runtime(logger)
     plan = engine_path.read_bytes()
     plugin_library = None
     if plugin_lib is not None:
         plugin_library = str(Path(plugin_lib).resolve())
         check_plugin_layout(plugin_library, major, f"TensorRT {trt.__version__}")
-        _load_plugin_library(trt, _registry(trt, runtime), plugin_library, logger)
+        load_plugin_library(trt, plugin_registry(trt, runtime), plugin_library, logger)
         engine = runtime.deserialize_cuda_engine(plan)
     else:
         logger.buffer = []  # a failure here may only mean the plan does not carry the plugin
@@ -103,11 +103,11 @@ def load_engine(engine_path: str | os.PathLike, plugin_lib: str | os.PathLike | 
                     f"missing: {error}"
                 ) from None
             check_plugin_layout(plugin_library, major, f"TensorRT {trt.__version__}")
-            _load_plugin_library(trt, _registry(trt, runtime), plugin_library, logger)
+            load_plugin_library(trt, plugin_registry(trt, runtime), plugin_library, logger)
             engine = runtime.deserialize_cuda_engine(plan)
     if engine is None:
         raise TensorRTError(
             f"TensorRT could not deserialize {engine_path} (built by another TensorRT version or for another "
-            f"GPU?){_tensorrt_messages(logger)}"
+            f"GPU?){tensorrt_messages(logger)}"
         )
     return LoadedEngine(trt, logger, runtime, engine, plugin_library)
