@@ -1,11 +1,13 @@
 """The ``dcn-deploy`` command: a thin layer over the library."""
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
+import click
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -29,12 +31,52 @@ def _parse_shape(text: str) -> tuple[int, ...]:
     return dims
 
 
+_state = {"debug": False}  # --debug: tracebacks instead of one-line errors
+# how a command ends on purpose (typer's Exit is not click's in every typer version)
+_EXITS = (typer.Exit, typer.Abort, click.exceptions.Exit, click.exceptions.Abort, click.ClickException,
+          KeyboardInterrupt)
+
+
+@app.callback()
+def _options(debug: bool = typer.Option(False, "--debug", help="show the traceback of an error instead of "
+                                        "its one line")) -> None:
+    _state["debug"] = debug
+
+
 def _fail(message: str) -> None:
-    console.print(f"[red]error:[/red] {message}", soft_wrap=True)  # one line, however long
+    """One error line (exit 2); with --debug, the exception being handled, if any, with its traceback."""
+    active = sys.exc_info()[1]
+    if _state["debug"] and active is not None and not isinstance(active, _EXITS):
+        raise active
+    console.print(f"[red]error:[/red] {message}", soft_wrap=True, highlight=False)  # one line, however long
     raise typer.Exit(2)
 
 
-@app.command()
+def _one_line(error: BaseException, limit: int = 400) -> str:
+    text = " ".join(str(error).split()) or "(no message)"
+    return f"{type(error).__name__}: {text[:limit]}{'...' if len(text) > limit else ''} (--debug: the traceback)"
+
+
+def _command(*args, **kwargs) -> Callable:
+    """``app.command`` whose unexpected exceptions (those a command does not turn into its own error
+    line) print one line too, the traceback only with --debug."""
+
+    def register(function: Callable) -> Callable:
+        @functools.wraps(function)
+        def run(*a, **kw):
+            try:
+                return function(*a, **kw)
+            except _EXITS:
+                raise
+            except Exception as error:
+                _fail(_one_line(error))
+
+        return app.command(*args, **kwargs)(run)
+
+    return register
+
+
+@_command()
 def recipes() -> None:
     """List the model recipes in export/."""
     from dcn_deploy.onnx.recipes import available_recipes
@@ -45,7 +87,7 @@ def recipes() -> None:
     console.print(table)
 
 
-@app.command()
+@_command()
 def export(
     output: Path = typer.Option(..., "-o", "--output", help="ONNX file to write"),
     recipe: str = typer.Option("demo", help="recipe name in export/ or path to a recipe .py file"),
@@ -91,7 +133,7 @@ def export(
     console.print(f"wrote {output}: {len(nodes)} {kind} nodes, {len(proto.graph.node)} nodes in all{detail}")
 
 
-@app.command()
+@_command()
 def rewrite(
     model: Path = typer.Argument(..., help="ONNX file"),
     output: Path = typer.Option(..., "-o", "--output", help="ONNX file to write"),
@@ -115,7 +157,7 @@ def rewrite(
                   highlight=False)
 
 
-@app.command()
+@_command()
 def inspect(
     model: Path = typer.Argument(..., help="ONNX file"),
     json_output: bool = typer.Option(False, "--json", help="print the report as JSON instead of tables"),
@@ -188,7 +230,7 @@ def _print_inspection(report: dict) -> None:
     console.print(runtimes)
 
 
-@app.command()
+@_command()
 def quantize(
     model: Path = typer.Argument(..., help="float32 ONNX file exported by dcn-deploy export"),
     output: Path = typer.Option(..., "-o", "--output", help="INT8 ONNX file to write"),
@@ -202,8 +244,10 @@ def quantize(
 ) -> None:
     """Calibrate and write the INT8 model: DCN layers as DcnDeformConvInt8, other convs in Q/DQ form."""
     import onnx
+    from onnx.external_data_helper import load_external_data_for_model
     from rich.progress import Progress
 
+    from dcn_deploy.onnx.inspect import load_onnx
     from dcn_deploy.onnx.quantize import (
         CalibrationError,
         load_calibration_folder,
@@ -213,10 +257,9 @@ def quantize(
 
     if (calib is None) == (synthetic is None):
         _fail("give exactly one of --calib FOLDER and --synthetic N")
-    if not model.is_file():
-        _fail(f"no ONNX file at {model}")
     try:
-        proto = onnx.load(str(model))
+        proto = load_onnx(model)  # one error line for a missing, truncated or corrupt file
+        load_external_data_for_model(proto, str(model.parent))
         samples = (load_calibration_folder(calib, proto) if calib is not None
                    else synthetic_calibration(proto, synthetic))
         with Progress(console=console, transient=True) as bar:
@@ -237,7 +280,7 @@ def quantize(
                   f"{result.qdq_nodes} QuantizeLinear nodes from ONNX Runtime's quantizer")
 
 
-@app.command()
+@_command()
 def validate(
     model: Path = typer.Argument(..., help="ONNX file: exported by dcn-deploy export, or any, with --reference"),
     recipe: Optional[str] = typer.Option(None, help="reference recipe (default: recorded in the ONNX)"),
@@ -337,7 +380,7 @@ def validate(
         raise typer.Exit(1)
 
 
-@app.command()
+@_command()
 def convert(
     checkpoint: Path = typer.Argument(..., help="weights: .pth/.pt, .safetensors, MXNet .params, Paddle .npz"),
     output: Path = typer.Option(..., "-o", "--output", help="converted weights: .safetensors or .pt"),
@@ -391,7 +434,7 @@ def _tensorrt_backend(engine: Path, proto) -> dict:
             "precision": engine_precision(engine, proto)}
 
 
-@app.command()
+@_command()
 def build(
     model: Path = typer.Argument(..., help="ONNX file exported by dcn-deploy export"),
     output: Path = typer.Option(..., "-o", "--output", help="TensorRT engine (plan) to write"),
@@ -456,7 +499,7 @@ def build(
                   f"{result.seconds:.1f} s")
 
 
-@app.command()
+@_command()
 def bench(
     shape: Optional[list[str]] = typer.Option(
         None, "--shape", help="layer shape CxHxW (C input = output channels, e.g. 64x64x64) or C:MxHxW; "
@@ -592,7 +635,7 @@ def _bench_shape(text: str):
     return parse_shape_spec(text)
 
 
-@app.command()
+@_command()
 def serve(
     model: Path = typer.Argument(..., help="model.onnx (ONNX Runtime) or model.engine / .plan (TensorRT)"),
     host: str = typer.Option("127.0.0.1", help="address to listen on (0.0.0.0: every interface)"),
@@ -655,7 +698,7 @@ def serve(
         runtime.close()
 
 
-@app.command("triton-repo")
+@_command("triton-repo")
 def triton_repo(
     model: Path = typer.Argument(..., help="model.onnx or a TensorRT engine (model.engine / .plan)"),
     output: Path = typer.Option(..., "-o", "--output", help="the repository directory (created or added to)"),
