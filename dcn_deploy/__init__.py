@@ -23,13 +23,14 @@ __version__ = "0.1.0"
 # public name -> submodule that defines it
 _EXPORTS = {
     "ConversionReport": "convert", "UnsupportedLayerError": "convert", "convert_model": "convert",
-    "convert_state_dict": "convert",
+    "convert_state_dict": "convert", "convert_checkpoint": "convert", "NoDCNLayerError": "convert",
     "export_onnx": "onnx.export", "get_metadata": "onnx.model_info",
     "DeformConv2d": "op.layer",
     "deform_conv2d": "op.functional",
     "ort_custom_op_library": "backends.onnxruntime", "ort_session": "backends.onnxruntime",
     "load_runtime": "backends.load",
     "rewrite_onnx": "onnx.rewrite",
+    "validate": "parity.validate",
     "CUSTOM_DOMAIN": "onnx.schema", "CUSTOM_OP_TYPE": "onnx.schema", "CUSTOM_OP_VERSION": "onnx.schema",
     "PLUGIN_NAMESPACE": "onnx.schema", "PLUGIN_VERSION": "onnx.schema", "STANDARD_OPSET": "onnx.schema",
 }

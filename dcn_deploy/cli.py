@@ -1,11 +1,13 @@
 """The ``dcn-deploy`` command: a thin layer over the library."""
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
+import click
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -29,12 +31,52 @@ def _parse_shape(text: str) -> tuple[int, ...]:
     return dims
 
 
+_state = {"debug": False}  # --debug: tracebacks instead of one-line errors
+# how a command ends on purpose (typer's Exit is not click's in every typer version)
+_EXITS = (typer.Exit, typer.Abort, click.exceptions.Exit, click.exceptions.Abort, click.ClickException,
+          KeyboardInterrupt)
+
+
+@app.callback()
+def _options(debug: bool = typer.Option(False, "--debug", help="show the traceback of an error instead of "
+                                        "its one line")) -> None:
+    _state["debug"] = debug
+
+
 def _fail(message: str) -> None:
-    console.print(f"[red]error:[/red] {message}", soft_wrap=True)  # one line, however long
+    """One error line (exit 2); with --debug, the exception being handled, if any, with its traceback."""
+    active = sys.exc_info()[1]
+    if _state["debug"] and active is not None and not isinstance(active, _EXITS):
+        raise active
+    console.print(f"[red]error:[/red] {message}", soft_wrap=True, highlight=False)  # one line, however long
     raise typer.Exit(2)
 
 
-@app.command()
+def _one_line(error: BaseException, limit: int = 400) -> str:
+    text = " ".join(str(error).split()) or "(no message)"
+    return f"{type(error).__name__}: {text[:limit]}{'...' if len(text) > limit else ''} (--debug: the traceback)"
+
+
+def _command(*args, **kwargs) -> Callable:
+    """``app.command`` whose unexpected exceptions (those a command does not turn into its own error
+    line) print one line too, the traceback only with --debug."""
+
+    def register(function: Callable) -> Callable:
+        @functools.wraps(function)
+        def run(*a, **kw):
+            try:
+                return function(*a, **kw)
+            except _EXITS:
+                raise
+            except Exception as error:
+                _fail(_one_line(error))
+
+        return app.command(*args, **kwargs)(run)
+
+    return register
+
+
+@_command()
 def recipes() -> None:
     """List the model recipes in export/."""
     from dcn_deploy.onnx.recipes import available_recipes
@@ -45,7 +87,7 @@ def recipes() -> None:
     console.print(table)
 
 
-@app.command()
+@_command()
 def export(
     output: Path = typer.Option(..., "-o", "--output", help="ONNX file to write"),
     recipe: str = typer.Option("demo", help="recipe name in export/ or path to a recipe .py file"),
@@ -69,11 +111,12 @@ def export(
     if keep_io_types and precision != "fp16":
         _fail("--keep-io-types applies to --precision fp16 only")
     try:
-        proto = export_recipe(
-            recipe, output, seed=seed, standard_op=standard, dynamic=not static,
-            input_shape=_parse_shape(shape) if shape else None, weights=str(weights) if weights else None,
-            precision=precision, keep_io_types=keep_io_types, keep_debug_info=keep_debug_info,
-        )
+        with console.status(f"exporting {recipe}"):
+            proto = export_recipe(
+                recipe, output, seed=seed, standard_op=standard, dynamic=not static,
+                input_shape=_parse_shape(shape) if shape else None, weights=str(weights) if weights else None,
+                precision=precision, keep_io_types=keep_io_types, keep_debug_info=keep_debug_info,
+            )
     except (FileNotFoundError, ValueError, AttributeError) as error:
         _fail(str(error))
     import json
@@ -90,7 +133,7 @@ def export(
     console.print(f"wrote {output}: {len(nodes)} {kind} nodes, {len(proto.graph.node)} nodes in all{detail}")
 
 
-@app.command()
+@_command()
 def rewrite(
     model: Path = typer.Argument(..., help="ONNX file"),
     output: Path = typer.Option(..., "-o", "--output", help="ONNX file to write"),
@@ -114,7 +157,7 @@ def rewrite(
                   highlight=False)
 
 
-@app.command()
+@_command()
 def inspect(
     model: Path = typer.Argument(..., help="ONNX file"),
     json_output: bool = typer.Option(False, "--json", help="print the report as JSON instead of tables"),
@@ -187,7 +230,7 @@ def _print_inspection(report: dict) -> None:
     console.print(runtimes)
 
 
-@app.command()
+@_command()
 def quantize(
     model: Path = typer.Argument(..., help="float32 ONNX file exported by dcn-deploy export"),
     output: Path = typer.Option(..., "-o", "--output", help="INT8 ONNX file to write"),
@@ -201,8 +244,10 @@ def quantize(
 ) -> None:
     """Calibrate and write the INT8 model: DCN layers as DcnDeformConvInt8, other convs in Q/DQ form."""
     import onnx
+    from onnx.external_data_helper import load_external_data_for_model
     from rich.progress import Progress
 
+    from dcn_deploy.onnx.inspect import load_onnx
     from dcn_deploy.onnx.quantize import (
         CalibrationError,
         load_calibration_folder,
@@ -212,10 +257,9 @@ def quantize(
 
     if (calib is None) == (synthetic is None):
         _fail("give exactly one of --calib FOLDER and --synthetic N")
-    if not model.is_file():
-        _fail(f"no ONNX file at {model}")
     try:
-        proto = onnx.load(str(model))
+        proto = load_onnx(model)  # one error line for a missing, truncated or corrupt file
+        load_external_data_for_model(proto, str(model.parent))
         samples = (load_calibration_folder(calib, proto) if calib is not None
                    else synthetic_calibration(proto, synthetic))
         with Progress(console=console, transient=True) as bar:
@@ -236,14 +280,19 @@ def quantize(
                   f"{result.qdq_nodes} QuantizeLinear nodes from ONNX Runtime's quantizer")
 
 
-@app.command()
+@_command()
 def validate(
-    model: Path = typer.Argument(..., help="ONNX file exported by dcn-deploy export"),
+    model: Path = typer.Argument(..., help="ONNX file: exported by dcn-deploy export, or any, with --reference"),
     recipe: Optional[str] = typer.Option(None, help="reference recipe (default: recorded in the ONNX)"),
     seed: Optional[int] = typer.Option(None, help="seed of the reference weights (default: recorded)"),
-    inputs: int = typer.Option(3, "-n", "--inputs", help="number of random inputs"),
+    reference_spec: Optional[str] = typer.Option(
+        None, "--reference", help="your own model instead of a recipe: file.py:factory, any callable returning an "
+        "nn.Module"),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="--reference: weights to load into it (strict)"),
+    inputs: int = typer.Option(3, "-n", "--inputs", help="number of random inputs per input shape"),
     input_seed: int = typer.Option(0, help="seed of the random inputs"),
-    shape: Optional[str] = typer.Option(None, help="input shape NxCxHxW (default: the export's)"),
+    shape: Optional[str] = typer.Option(None, help="input shape NxCxHxW, the only one checked (default: the "
+                                        "export's, and batch+1, H+32, W+32 too for a dynamic model)"),
     json_path: Optional[Path] = typer.Option(None, "--json", help="write the report as JSON"),
     junit_path: Optional[Path] = typer.Option(None, "--junit", help="write the report as JUnit XML"),
     trt_engine: Optional[Path] = typer.Option(
@@ -252,32 +301,47 @@ def validate(
                                          "(default: the precision's, or what PyTorch float32's own error predicts)"),
     atol: Optional[float] = typer.Option(None, "--atol", help="an output whose max abs error is at most this passes"),
 ) -> None:
-    """Compare the model in ONNX Runtime (custom op), or a TensorRT engine, with the PyTorch model in float64."""
-    import onnx
+    """Compare the model in ONNX Runtime (custom op), or a TensorRT engine, with the PyTorch model in float64:
+    the recipe the export recorded, or your own model (--reference file.py:factory)."""
     from rich.progress import Progress
 
     from dcn_deploy.backends.tensorrt.common import TensorRTError
+    from dcn_deploy.onnx.inspect import load_onnx
+    from dcn_deploy.onnx.model_info import onnx_inputs, recorded_input_shapes
     from dcn_deploy.onnx.recipes import reference_for
-    from dcn_deploy.parity.validate import validate_onnx
+    from dcn_deploy.parity.reference import load_reference
+    from dcn_deploy.parity.validate import model_precision, more_input_shapes, validate_onnx
 
-    if not model.is_file():
-        _fail(f"no ONNX file at {model}")
+    if reference_spec is not None and (recipe is not None or seed is not None):
+        _fail("--reference replaces --recipe and --seed: give one or the other")
+    if weights is not None and reference_spec is None:
+        _fail("--weights goes with --reference (a recipe's weights are recorded by export --weights)")
     try:
-        proto = onnx.load(str(model), load_external_data=False)
-        reference, shapes = reference_for(proto, recipe, seed)
+        proto = load_onnx(model)
+        if reference_spec is not None:
+            reference = load_reference(reference_spec, weights)
+            shapes = recorded_input_shapes(proto)
+            if shapes is None:
+                dims = [i.dims for i in onnx_inputs(proto)]
+                if shape is None and any(d is None or not all(isinstance(v, int) for v in d) for d in dims):
+                    raise ValueError(f"{model} has dynamic inputs and records no example shape: give --shape")
+                shapes = [tuple(d) for d in dims]
+        else:
+            reference, shapes = reference_for(proto, recipe, seed, onnx_path=model)
+        more_shapes = []
         if shape:
             shapes = [_parse_shape(shape)]
+        elif trt_engine is None:  # an engine's profile covers the export shape only
+            more_shapes = more_input_shapes(proto, shapes)
         if trt_engine is not None:
             backend = _tensorrt_backend(trt_engine, proto)
         else:
-            from dcn_deploy.onnx.model_info import get_metadata
-
             # The precision `export` recorded picks the tolerance.
-            backend = {"precision": get_metadata(proto).get("precision", "fp32")}
+            backend = {"precision": model_precision(proto)}
         with Progress(console=console, transient=True) as bar:
-            task = bar.add_task("parity", total=inputs)
+            task = bar.add_task("parity", total=inputs * (1 + len(more_shapes)))
             report = validate_onnx(
-                model, reference, shapes, num_inputs=inputs, seed=input_seed,
+                model, reference, shapes, num_inputs=inputs, seed=input_seed, more_shapes=more_shapes,
                 progress=lambda done: bar.update(task, completed=done), rtol=rtol, atol=atol, **backend,
             )
     except (FileNotFoundError, ValueError, AttributeError, TensorRTError) as error:
@@ -304,7 +368,8 @@ def validate(
         f"{report.tolerance.rel_l2:.1e}, or within what PyTorch float32's error predicts (baseline)"
         f"{f'; --rtol {report.rtol:g}' if report.rtol is not None else ''}"
         f"{f'; --atol {report.atol:g}' if report.atol is not None else ''}; "
-        f"{report.num_inputs} inputs {report.input_shapes}; "
+        f"{report.num_inputs} inputs {report.input_shapes}"
+        f"{''.join(f' and {shapes}' for shapes in report.more_shapes)}; "
         f"{'TensorRT' if trt_engine is not None else 'ONNX Runtime'} {report.backend_ms:.1f} ms per run (median)"
     )
     if json_path:
@@ -315,24 +380,28 @@ def validate(
         raise typer.Exit(1)
 
 
-@app.command()
+@_command()
 def convert(
     checkpoint: Path = typer.Argument(..., help="weights: .pth/.pt, .safetensors, MXNet .params, Paddle .npz"),
     output: Path = typer.Option(..., "-o", "--output", help="converted weights: .safetensors or .pt"),
-    source: str = typer.Option(..., help="mmcv | charlesshang | chengdazhi | detectron2 | paddle | 4uiiurz1 | "
-                               "chunhuanlin | mxnet | torchvision (aliases: mmdet, centernet, gluon)"),
+    source: str = typer.Option("auto", help="auto (detected from the keys) | mmcv | charlesshang | chengdazhi | "
+                               "detectron2 | paddle | 4uiiurz1 | chunhuanlin | mxnet (aliases: mmdet, centernet, "
+                               "gluon); several comma separated, applied in order"),
     recipe: Optional[str] = typer.Option(None, help="check the result loads exactly into this recipe's model"),
     strip_prefix: str = typer.Option("", help="leading key prefix to remove, e.g. 'backbone.'"),
     padding: int = typer.Option(1, help="4uiiurz1 only: the layers' padding argument"),
     floor_band: bool = typer.Option(False, help="4uiiurz1 only: a version before 2019-01-05"),
 ) -> None:
-    """Remap a raw checkpoint's DCN weights to the canonical layer's names."""
-    from dcn_deploy.convert import convert_state_dict
+    """Remap a raw checkpoint's DCN weights to the canonical layer's names; a source that recognises no
+    layer is an error that names the sources that would."""
+    from dcn_deploy.convert import convert_checkpoint
     from dcn_deploy.convert.checkpoints import load_weights, save_weights
 
     try:
-        state = convert_state_dict(load_weights(checkpoint), source, strip_prefix,
-                                   {"padding": padding, "floor_band": floor_band})
+        with console.status(f"converting {checkpoint.name}"):
+            converted = convert_checkpoint(load_weights(checkpoint), source, strip_prefix,
+                                           {"padding": padding, "floor_band": floor_band})
+        state = converted.state
         if recipe:
             from dcn_deploy.onnx.recipes import load_recipe
 
@@ -349,7 +418,8 @@ def convert(
         raise
     except (FileNotFoundError, ValueError, RuntimeError) as error:
         _fail(str(error))
-    console.print(f"wrote {output}: {len(state)} tensors ({source})")
+    console.print(f"wrote {output}: {len(state)} tensors; recognised {converted.summary()}", highlight=False,
+                  soft_wrap=True)
 
 
 def _tensorrt_backend(engine: Path, proto) -> dict:
@@ -364,7 +434,7 @@ def _tensorrt_backend(engine: Path, proto) -> dict:
             "precision": engine_precision(engine, proto)}
 
 
-@app.command()
+@_command()
 def build(
     model: Path = typer.Argument(..., help="ONNX file exported by dcn-deploy export"),
     output: Path = typer.Option(..., "-o", "--output", help="TensorRT engine (plan) to write"),
@@ -429,7 +499,7 @@ def build(
                   f"{result.seconds:.1f} s")
 
 
-@app.command()
+@_command()
 def bench(
     shape: Optional[list[str]] = typer.Option(
         None, "--shape", help="layer shape CxHxW (C input = output channels, e.g. 64x64x64) or C:MxHxW; "
@@ -565,7 +635,7 @@ def _bench_shape(text: str):
     return parse_shape_spec(text)
 
 
-@app.command()
+@_command()
 def serve(
     model: Path = typer.Argument(..., help="model.onnx (ONNX Runtime) or model.engine / .plan (TensorRT)"),
     host: str = typer.Option("127.0.0.1", help="address to listen on (0.0.0.0: every interface)"),
@@ -628,7 +698,7 @@ def serve(
         runtime.close()
 
 
-@app.command("triton-repo")
+@_command("triton-repo")
 def triton_repo(
     model: Path = typer.Argument(..., help="model.onnx or a TensorRT engine (model.engine / .plan)"),
     output: Path = typer.Option(..., "-o", "--output", help="the repository directory (created or added to)"),

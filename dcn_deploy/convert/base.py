@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Collection, Mapping
 
 import torch
 from torch import nn
@@ -10,7 +10,11 @@ from torch import nn
 from dcn_deploy.op.geometry import normalize_pads
 from dcn_deploy.op.layer import DeformConv2d
 
-__all__ = ["UnsupportedLayerError", "LayerConversion", "ConversionReport", "SourceConverter", "Converted"]
+__all__ = ["NoDCNLayerError", "UnsupportedLayerError", "LayerConversion", "ConversionReport", "SourceConverter", "Converted", "owners"]
+
+
+class NoDCNLayerError(ValueError):
+    """``convert_model`` found no DCN layer at all: nothing to convert."""
 
 
 class UnsupportedLayerError(ValueError):
@@ -35,6 +39,7 @@ class LayerConversion:
 @dataclass
 class ConversionReport:
     layers: list[LayerConversion] = field(default_factory=list)
+    canonical: int = 0  # nothing converted: the model's DCN layers already canonical (DeformConv2d)
 
     @property
     def exact(self) -> bool:
@@ -44,6 +49,8 @@ class ConversionReport:
         return len(self.layers)
 
     def summary(self) -> str:
+        if not self.layers:
+            return f"no layer converted: the model's {self.canonical} DCN layers are dcn_deploy.DeformConv2d already"
         lines = [f"{len(self.layers)} layers converted ({'all exact' if self.exact else 'some approximate'})"]
         for layer in self.layers:
             diff = "" if layer.max_abs_diff is None else f", measured max |diff| {layer.max_abs_diff:.3e}"
@@ -78,6 +85,28 @@ class SourceConverter:
     def remap_state_dict(self, state: dict[str, torch.Tensor], options: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         """Rename/transform a raw checkpoint's DCN entries to the canonical layer's names."""
         return dict(state)
+
+    def recognize(self, keys: Collection[str]) -> list[str]:
+        """The DCN layers (key prefixes) of this source in a raw checkpoint's ``keys``: what
+        :meth:`remap_state_dict` acts on (``dcn-deploy convert`` refuses a source that finds none)."""
+        return []
+
+
+def owners(keys: Collection[str], suffix: str, *siblings: str, absent: tuple[str, ...] = ()) -> list[str]:
+    """The layers of one kind in a checkpoint's ``keys``: each prefix ``P`` of a key ``P + suffix`` whose
+    ``P + sibling`` keys are all there and ``P + absent`` keys are not. A ``suffix`` like ``conv_offset.weight``
+    ends a dotted path (``P`` is ``''`` or ends in a dot); one like ``_offset_weight`` is glued to its owner."""
+    keys = set(keys)
+    glued = suffix[0] in "._"
+    found = []
+    for key in sorted(keys):
+        if not (key.endswith(suffix) and (len(key) > len(suffix) if glued else
+                                          key == suffix or key.endswith("." + suffix))):
+            continue
+        owner = key[: -len(suffix)]
+        if all(owner + s in keys for s in siblings) and not any(owner + a in keys for a in absent):
+            found.append(owner.rstrip(".") or "(root)")
+    return found
 
 
 def class_name(module: nn.Module) -> str:

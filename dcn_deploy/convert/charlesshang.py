@@ -25,6 +25,7 @@ from dcn_deploy.convert.base import (
     SourceConverter,
     build_canonical,
     class_name,
+    owners,
     rename_segment,
 )
 
@@ -56,6 +57,9 @@ class CharlesShangConverter(SourceConverter):
         layer = build_canonical(path, module.weight, module.bias, module.stride, module.padding, module.dilation, 1,
                                 module.deformable_groups, modulated=True)
         return Converted(layer, "offsets and mask stay inputs")
+
+    def recognize(self, keys):
+        return owners(keys, "conv_offset_mask.weight", "weight")
 
     def remap_state_dict(self, state, options):
         return rename_offset_mask(state)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from dcn_deploy.convert.mxnet import read_params
@@ -13,17 +14,32 @@ from dcn_deploy.convert.mxnet import read_params
 _WRAPPERS = ("state_dict", "model", "module", "params")
 
 
+def _numpy_safe_globals() -> list:
+    """What numpy values in a checkpoint (mmdetection's ``meta``: ``np.int64`` epochs, arrays) unpickle
+    through: scalars, dtypes and arrays, under numpy 2's and numpy 1's module names. Nothing else is
+    allowed: an object array's items still go through the restricted unpickler."""
+    multiarray = np._core.multiarray if hasattr(np, "_core") else np.core.multiarray
+    allowed: list = [np.dtype, np.ndarray, multiarray.scalar, multiarray._reconstruct,
+                     (multiarray.scalar, "numpy.core.multiarray.scalar"),
+                     (multiarray._reconstruct, "numpy.core.multiarray._reconstruct")]
+    allowed += [getattr(np.dtypes, name) for name in getattr(np.dtypes, "__all__", ())]
+    return allowed
+
+
 def load_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Name -> tensor from ``.safetensors``, ``.pt``/``.pth``/``.ckpt`` (``weights_only=True``:
     no pickle code runs), MXNet ``.params`` or numpy ``.npz`` (Paddle weights, no pickle).
-    A checkpoint that wraps its weights in ``state_dict``/``model`` is unwrapped."""
+    A checkpoint that wraps its weights in ``state_dict``/``model`` is unwrapped; numpy scalars and arrays
+    beside the weights (mmdetection's ``meta``) are allowed, nothing else that would run code."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no weight file at {path}")
     suffix = path.suffix.lower()
     if suffix == ".safetensors":
-
-        return load_file(str(path))
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as error:
+            raise ValueError(f"{path}: not a readable safetensors file ({error})") from None
     if suffix == ".params":
 
         return {k: torch.from_numpy(v) for k, v in read_params(path).items()}
@@ -32,9 +48,12 @@ def load_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             return {k: torch.from_numpy(arrays[k]) for k in arrays.files}
     if suffix in (".pt", ".pth", ".ckpt", ".bin"):
         try:
-            data = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:  # the unpickler refuses anything but tensors and containers
-            raise ValueError(f"{path}: not loadable as plain weights (weights_only=True): {error}") from None
+            with torch.serialization.safe_globals(_numpy_safe_globals()):
+                data = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:  # the unpickler refuses anything but tensors, numpy values and containers
+            reason = " ".join(str(error).split())
+            raise ValueError(f"{path}: not loadable as plain weights (weights_only=True): "
+                             f"{reason[:300]}{'...' if len(reason) > 300 else ''}") from None
         for wrapper in _WRAPPERS:
             if isinstance(data, dict) and isinstance(data.get(wrapper), dict):
                 data = data[wrapper]

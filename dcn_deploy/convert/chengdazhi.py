@@ -19,7 +19,7 @@ from typing import Any, Mapping
 
 from torch import nn
 
-from dcn_deploy.convert.base import Converted, SourceConverter, class_name
+from dcn_deploy.convert.base import Converted, SourceConverter, class_name, owners
 from dcn_deploy.convert.charlesshang import (
     convert_offset_mask_layer,
     rename_offset_mask,
@@ -39,6 +39,9 @@ class ChengdazhiConverter(SourceConverter):
         converted = convert_offset_mask_layer(module, path, groups=getattr(module, "groups", 1))
         converted.detail = "conv_offset_mask -> conv_offset; bias carried (it is added even when bias=False)"
         return converted
+
+    def recognize(self, keys):
+        return owners(keys, "conv_offset_mask.weight", "weight")
 
     def remap_state_dict(self, state, options):
         return rename_offset_mask(state)

@@ -24,6 +24,7 @@ from dcn_deploy.convert.base import (
     SourceConverter,
     build_canonical,
     class_name,
+    owners,
 )
 from dcn_deploy.convert.uiiurz1 import boundary_rule, coordinate_shift
 
@@ -45,6 +46,9 @@ class ChunhuanLinConverter(SourceConverter):
             1, 1, None, modulated=False, boundary=boundary_rule(padding, floor_band=True), offset_shift=shift,
         )
         return Converted(layer, f"boundary {layer.boundary}, offset shift {shift}")
+
+    def recognize(self, keys):
+        return owners(keys, "conv_kernel.weight")
 
     def remap_state_dict(self, state, options):
         return {".".join(p for p in key.split(".") if p != "conv_kernel"): value for key, value in state.items()}

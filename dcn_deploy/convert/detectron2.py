@@ -25,6 +25,7 @@ from dcn_deploy.convert.base import (
     SourceConverter,
     build_canonical,
     class_name,
+    owners,
 )
 
 
@@ -65,6 +66,11 @@ class Detectron2Converter(SourceConverter):
         if module.norm is None and module.activation is None:
             return Converted(layer, "offsets stay inputs")
         return Converted(DeformConvNormAct(layer, module.norm, module.activation), "offsets stay inputs; norm kept")
+
+    def recognize(self, keys):
+        # the block's conv2 carries its norm (mmdet's old sibling ``conv2_offset`` keys have none: mmcv's)
+        return [f"{owner}.conv2" if owner != "(root)" else "conv2"
+                for owner in owners(keys, "conv2_offset.weight", "conv2.weight", "conv2.norm.weight")]
 
     def remap_state_dict(self, state, options):
         """A block's sibling ``conv2_offset.*`` becomes the canonical ``conv2.conv_offset.*``

@@ -27,6 +27,7 @@ from dcn_deploy.convert.base import (
     build_canonical,
     class_name,
     first_attr,
+    owners,
 )
 
 PACKS = {"ModulatedDeformConv2dPack", "DeformConv2dPack", "ModulatedDeformConvPack", "DeformConvPack"}
@@ -62,6 +63,9 @@ class MMCVConverter(SourceConverter):
             offset_conv=module.conv_offset if packed else None,
         )
         return Converted(layer, "offset conv and weights copied" if packed else "offsets stay inputs")
+
+    def recognize(self, keys):
+        return sorted(set(owners(keys, "conv_offset.weight", "weight")) | set(owners(keys, "_offset.weight", ".weight")))
 
     def remap_state_dict(self, state, options):
         """Old checkpoints keep ``<name>_offset.*`` beside ``<name>.weight``: mmcv's own rename."""

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Collection, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -11,6 +12,7 @@ from torch import nn
 from dcn_deploy.convert.base import (
     ConversionReport,
     LayerConversion,
+    NoDCNLayerError,
     SourceConverter,
     UnsupportedLayerError,
     class_name,
@@ -99,7 +101,10 @@ def convert_model(
     ``example_inputs``, on which the worst difference of each such layer is measured.
 
     Raises ``UnsupportedLayerError`` (module path and reason) for a layer that cannot be
-    converted exactly, and for any unknown layer whose class name suggests deformable conv.
+    converted exactly, and for any unknown layer whose class name suggests deformable conv, and
+    ``NoDCNLayerError`` for a model without any DCN layer: converting nothing is an error, since
+    exporting that model would silently lack the layers the caller meant to convert (a model whose
+    DCN layers are all ``dcn_deploy.DeformConv2d`` already gives an empty report that says so).
     """
     report = ConversionReport()
     plan: list[tuple[str, nn.Module, SourceConverter, nn.Module, bool, str]] = []
@@ -134,6 +139,13 @@ def convert_model(
         plan.append((path, module, converter, like(replacement, module), exact, converted.detail))
         skip = skip + (path + ".",)
 
+    if not plan:
+        canonical = sum(isinstance(m, DeformConv2d) for m in model.modules())
+        if not canonical:
+            raise NoDCNLayerError(
+                f"no DCN layer in {type(model).__name__}: nothing converted (a layer is recognised by its class name "
+                f"and attributes; known sources: {', '.join(sorted(SOURCES))})")
+        report.canonical = canonical
     worst: dict[str, float] = {}
     approximate = {path: new for path, _, _, new, exact, _ in plan if not exact}
     if approximate:
@@ -157,22 +169,106 @@ def convert_layer(module: nn.Module, source_options: Mapping[str, Mapping[str, A
     return like(converted.module, module)
 
 
-def convert_state_dict(
+@dataclass
+class CheckpointConversion:
+    """A converted checkpoint: the canonical ``state`` and, per source applied, the DCN layers (key
+    prefixes) it recognised."""
+
+    state: dict[str, torch.Tensor]
+    layers: dict[str, list[str]]
+
+    def summary(self) -> str:
+        return "; ".join(f"{source}: {len(found)} DCN layer{'s' * (len(found) != 1)} ({_some(found)})"
+                         for source, found in self.layers.items())
+
+
+def _some(items: Sequence[str], count: int = 4) -> str:
+    return ", ".join(items[:count]) + (f", ... {len(items) - count} more" if len(items) > count else "")
+
+
+def source_names(source: str | Sequence[str]) -> list[str]:
+    """Canonical source names from ``"mmdet"``, ``"mmcv,paddle"`` or a list (aliases resolved);
+    ``["auto"]`` stays as it is."""
+    texts = source.split(",") if isinstance(source, str) else list(source)
+    names = []
+    for text in (t.strip().lower() for t in texts if t.strip()):
+        name = SOURCE_ALIASES.get(text, text)
+        if name not in SOURCES and name != "auto":
+            raise ValueError(f"unknown source '{text}'; known: auto, {', '.join(sorted(SOURCES) + sorted(SOURCE_ALIASES))}")
+        if name not in names:
+            names.append(name)
+    if not names:
+        raise ValueError("no source given")
+    if "auto" in names and len(names) > 1:
+        raise ValueError("source 'auto' detects the sources itself: give it alone")
+    return names
+
+
+def recognize_checkpoint(keys: Collection[str]) -> dict[str, list[str]]:
+    """Source -> the DCN layers its recogniser finds in a raw checkpoint's ``keys``, for every source
+    that finds any (several may claim the same layers: CharlesShang and chengdazhi share a layout)."""
+    found = {}
+    # chengdazhi's layout is CharlesShang's (same remap): a CenterNet checkpoint is named after the latter
+    for converter in sorted(SOURCES.values(), key=lambda c: c.source == "chengdazhi"):
+        layers = converter.recognize(keys)
+        if layers:
+            found[converter.source] = layers
+    return found
+
+
+def _describe_found(found: dict[str, list[str]]) -> str:
+    return "; ".join(f"{source} ({len(layers)}: {_some(layers, 3)})" for source, layers in found.items())
+
+
+def convert_checkpoint(
     state_dict: Mapping[str, Any],
-    source: str,
+    source: str | Sequence[str] = "auto",
     strip_prefix: str = "",
     options: Mapping[str, Any] | None = None,
-) -> dict[str, torch.Tensor]:
-    """Remap a raw checkpoint's keys and values to the canonical layer's names, for loading
-    into a canonical model (for example an ``export/`` recipe). Numpy arrays (Paddle, MXNet)
-    become tensors. ``strip_prefix`` removes a leading prefix such as ``backbone.``."""
+) -> CheckpointConversion:
+    """Remap a raw checkpoint's keys and values to the canonical layer's names, for loading into a
+    canonical model (for example an ``export/`` recipe). Numpy arrays (Paddle, MXNet) become tensors.
+    ``strip_prefix`` removes a leading prefix such as ``backbone.`` (a ValueError if no key has it).
 
-    name = SOURCE_ALIASES.get(source.lower(), source.lower())
-    if name not in SOURCES:
-        raise ValueError(f"unknown source '{source}'; known: {sorted(SOURCES) + sorted(SOURCE_ALIASES)}")
+    ``source``: one source, several (``"mmcv,paddle"`` or a list: applied in that order) or ``"auto"``:
+    the sources whose recognisers find DCN layers in the keys (each layer to the first that finds it). A
+    source that finds no layer is a ValueError naming the sources that would (never a silent copy)."""
+    names = source_names(source)
+    if strip_prefix and not any(key.startswith(strip_prefix) for key in state_dict):
+        raise ValueError(f"strip prefix '{strip_prefix}' begins no key (keys look like {_some(list(state_dict), 3)})")
     state = {}
     for key, value in state_dict.items():
         if strip_prefix and key.startswith(strip_prefix):
             key = key[len(strip_prefix):]
         state[key] = torch.as_tensor(np.asarray(value)) if not isinstance(value, torch.Tensor) else value
-    return SOURCES[name].remap_state_dict(state, dict(options or {}))
+    found = recognize_checkpoint(list(state))
+    if not found:
+        raise ValueError(f"no DCN layer of any known source in the checkpoint ({len(state)} keys, e.g. "
+                         f"{_some(list(state), 3)}): nothing to convert")
+    if names == ["auto"]:
+        claimed: set[str] = set()
+        layers = {}
+        for name, found_layers in found.items():
+            mine = [layer for layer in found_layers if layer not in claimed]
+            if mine:
+                layers[name] = mine
+                claimed.update(mine)
+    else:
+        missing = [name for name in names if name not in found]
+        if missing:
+            raise ValueError(f"source {', '.join(missing)} matches no layer in the checkpoint; sources that match: "
+                             f"{_describe_found(found)}")
+        layers = {name: found[name] for name in names}
+    for name in layers:
+        state = SOURCES[name].remap_state_dict(state, dict(options or {}))
+    return CheckpointConversion(state, layers)
+
+
+def convert_state_dict(
+    state_dict: Mapping[str, Any],
+    source: str | Sequence[str],
+    strip_prefix: str = "",
+    options: Mapping[str, Any] | None = None,
+) -> dict[str, torch.Tensor]:
+    """The canonical state of :func:`convert_checkpoint` (same arguments)."""
+    return convert_checkpoint(state_dict, source, strip_prefix, options).state

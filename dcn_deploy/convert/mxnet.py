@@ -29,6 +29,7 @@ from dcn_deploy.convert.base import (
     SourceConverter,
     build_canonical,
     class_name,
+    owners,
     first_attr,
 )
 
@@ -141,6 +142,10 @@ class MXNetConverter(SourceConverter):
             offset_conv=conv, boundary="zeros" if modulated else "mxnet_v1", mask_scale=2.0 if modulated else 1.0,
         )
         return Converted(layer, "Gluon, mask 2*sigmoid" if modulated else "Gluon DCNv1, boundary mxnet_v1")
+
+    def recognize(self, keys):
+        plain = [key.split(":", 1)[1] if key[:4] in ("arg:", "aux:") else key for key in keys]
+        return owners(plain, "_offset_weight", "_weight")
 
     def remap_state_dict(self, state, options):
         """``arg:X_offset_weight`` -> ``X.conv_offset.weight``, ``arg:X_weight`` -> ``X.weight`` for

@@ -26,6 +26,7 @@ from dcn_deploy.convert.base import (
     SourceConverter,
     build_canonical,
     class_name,
+    owners,
     first_attr,
 )
 
@@ -57,6 +58,10 @@ class PaddleConverter(SourceConverter):
             config("groups", 1), config("deformable_groups", 1), modulated=True, offset_conv=offset_conv,
         )
         return Converted(layer, "conv_dcn -> weight, conv_offset kept (undilated)" if offset_conv else "offsets stay inputs")
+
+    def recognize(self, keys):
+        return sorted(set(owners(keys, "conv_dcn.weight", "conv_offset.weight"))
+                      | set(owners(keys, "conv_offset.weight", "conv.weight", absent=("weight",))))
 
     def remap_state_dict(self, state, options):
         out = {}

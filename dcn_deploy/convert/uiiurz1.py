@@ -37,6 +37,7 @@ from dcn_deploy.convert.base import (
     UnsupportedLayerError,
     build_canonical,
     class_name,
+    owners,
 )
 
 
@@ -98,6 +99,9 @@ class Uiiurz1Converter(SourceConverter):
         )
         detail = f"p_conv planar->interleaved, shift {coordinate_shift(k, padding)} in its bias, boundary {layer.boundary}"
         return Converted(layer, detail)
+
+    def recognize(self, keys):
+        return owners(keys, "p_conv.weight", "conv.weight")
 
     def remap_state_dict(self, state, options):
         """Needs ``options``: ``padding`` (default 1, the library's) and ``floor_band``

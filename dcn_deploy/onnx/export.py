@@ -144,7 +144,9 @@ def export_onnx(
     if not standard_op:
         _ensure_opset_import(proto, schema.CUSTOM_DOMAIN, schema.CUSTOM_OP_VERSION)
         fill_empty_bias(proto)  # named after the node, so after _name_dcn_nodes
-    info = {"node_kind": "standard" if standard_op else "custom", "dcn_nodes": json.dumps(nodes)}
+    info = {"node_kind": "standard" if standard_op else "custom", "dcn_nodes": json.dumps(nodes),
+            # the example shapes: what `validate` draws inputs of (and builds a TensorRT profile for)
+            "input_shapes": json.dumps([list(t.shape) for t in example_inputs])}
     if precision == "fp16":
         proto = convert_to_fp16(proto, keep_io_types=keep_io_types)
     else:

@@ -37,6 +37,27 @@ def available_recipes() -> dict[str, str]:
     return found
 
 
+def load_python_file(path: str | Path, module_name: str) -> ModuleType:
+    """Run a Python file as module ``module_name`` (recipes, ``validate --reference file.py:factory``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no Python file at {path}")
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def recipe_id(name_or_path: str) -> str:
+    """What an export records for a recipe: the name of a built-in one (also when given as a path
+    into ``export/``), else the file's absolute path, so ``validate`` finds it from any directory."""
+    path = Path(name_or_path)
+    if path.suffix != ".py":
+        return name_or_path
+    resolved = path.resolve()
+    return resolved.stem if resolved.parent == RECIPE_DIR else str(resolved)
+
+
 def load_recipe(name_or_path: str) -> ModuleType:
     """Load a recipe by name (a file in ``export/``) or by path to a ``.py`` file."""
     path = Path(name_or_path)
@@ -45,9 +66,7 @@ def load_recipe(name_or_path: str) -> ModuleType:
     if not path.is_file():
         names = sorted(p.stem for p in RECIPE_DIR.glob("*.py") if not p.name.startswith("_"))
         raise FileNotFoundError(f"no recipe '{name_or_path}': expected one of {names} or a path to a .py file")
-    spec = importlib.util.spec_from_file_location(f"{_PREFIX}{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_python_file(path, f"{_PREFIX}{path.stem}")
     missing = [name for name in _REQUIRED if not hasattr(module, name)]
     if missing:
         raise AttributeError(f"recipe {path} does not define {missing}")
@@ -107,10 +126,9 @@ def export_recipe(
     shape = tuple(input_shape or module.INPUT_SHAPE)
     inputs = module.example_inputs(shape[0], shape[2], shape[3], seed=seed)
     metadata = {
-        "recipe": recipe,
+        "recipe": recipe_id(recipe),
         "seed": str(seed),
         "random_offsets": str(bool(random_offsets)).lower(),
-        "input_shapes": json.dumps([list(t.shape) for t in inputs]),
     }
     if weights:
         metadata["weights"] = str(Path(weights).resolve())
@@ -126,6 +144,17 @@ def export_recipe(
         keep_io_types=keep_io_types,
         keep_debug_info=keep_debug_info,
     )
+
+
+def _resolve_recorded(recipe: str, onnx_path) -> str:
+    path = Path(recipe)
+    if path.suffix != ".py" or path.is_file():
+        return recipe
+    if onnx_path is not None and not path.is_absolute() and (Path(onnx_path).parent / path).is_file():
+        return str(Path(onnx_path).parent / path)
+    raise FileNotFoundError(f"the ONNX file records recipe {recipe}, which is not there (relative to "
+                            f"{Path.cwd()}{' or to the ONNX file' if onnx_path is not None else ''}); "
+                            "name it with --recipe PATH")
 
 
 def _build(module: ModuleType, seed: int, random_offsets: bool, weights: str | None) -> nn.Module:
@@ -154,16 +183,19 @@ def check_state_dict(model: nn.Module, state: dict, what: str) -> None:
         raise ValueError(f"{what}: " + "; ".join(problems))
 
 
-def reference_for(onnx_model, recipe: str | None = None, seed: int | None = None):
+def reference_for(onnx_model, recipe: str | None = None, seed: int | None = None, onnx_path=None):
     """``(reference model, input shapes)`` for an ONNX exported by :func:`export_recipe`;
-    ``recipe`` and ``seed`` override what the file records."""
+    ``recipe`` and ``seed`` override what the file records. A recorded recipe path that is relative
+    (files exported before paths were recorded absolute) is tried from the working directory, then
+    from ``onnx_path``'s folder."""
 
     meta = get_metadata(onnx_model)
-    recipe = recipe or meta.get("recipe")
     if not recipe:
-        raise ValueError(
-            "the ONNX file records no recipe (it was not exported by dcn-deploy export); name one with --recipe"
-        )
+        recipe = meta.get("recipe")
+        if not recipe:
+            raise ValueError("the ONNX file records no recipe (it was not exported by dcn-deploy export); name one "
+                             "with --recipe, or give your own model with --reference file.py:factory")
+        recipe = _resolve_recorded(recipe, onnx_path)
     seed = int(meta.get("seed", 0)) if seed is None else seed
     module = load_recipe(recipe)
     model = _build(module, seed, meta.get("random_offsets", "true") == "true", meta.get("weights"))

@@ -18,7 +18,7 @@ from torch.utils._pytree import tree_flatten
 
 from dcn_deploy.backends.onnxruntime import ort_session
 from dcn_deploy.onnx import schema
-from dcn_deploy.onnx.model_info import random_inputs
+from dcn_deploy.onnx.model_info import get_metadata, graph_precision, load_model, onnx_inputs, random_inputs
 from dcn_deploy.op import int8
 from dcn_deploy.op.tolerances import Tolerance, baseline_bound, tolerance_for
 
@@ -52,6 +52,7 @@ class ParityReport:
     int8_nodes: list["Int8NodeParity"] = field(default_factory=list)  # INT8 models: the exact check per node
     rtol: float | None = None  # user overrides of the bounds (--rtol, --atol)
     atol: float | None = None
+    more_shapes: list[list[list[int]]] = field(default_factory=list)  # further input shape sets, each checked too
 
     @property
     def passed(self) -> bool:
@@ -123,15 +124,18 @@ def validate_onnx(
     backend: str | None = None,
     rtol: float | None = None,
     atol: float | None = None,
+    more_shapes: Sequence[Sequence[Sequence[int]]] = (),
 ) -> ParityReport:
-    """Run the model on ``num_inputs`` seeded random inputs in ONNX Runtime with the custom op
+    """Run the model on ``num_inputs`` seeded random inputs of ``input_shapes`` (and as many of each
+    shape set in ``more_shapes``: a dynamic model checked away from its export shape) in ONNX Runtime with the custom op
     (or ``run_backend``, named ``backend`` in the report, e.g. a TensorRT engine) and compare every
     output with ``reference`` evaluated in float64.
 
     Each output's errors are the worst over all inputs. The reference in float32 is measured the same way
     (the baseline); an output passes within the precision's fixed bound or within what its baseline predicts
     (:mod:`dcn_deploy.op.tolerances`). ``rtol`` replaces both relative bounds (max rel and rel L2); ``atol``
-    passes an output whose max abs error is at most it.
+    passes an output whose max abs error is at most it. An output whose shape differs from PyTorch's is a
+    ValueError that names shape specialisation.
     """
     for name, value in (("rtol", rtol), ("atol", atol)):
         if value is not None and not (value >= 0 and np.isfinite(value)):
@@ -145,7 +149,7 @@ def validate_onnx(
 
         session = ort_session(onnx_path)
         names = [i.name for i in session.get_inputs()]
-        if len(names) != len(input_shapes):
+        if any(len(names) != len(shapes) for shapes in [input_shapes, *more_shapes]):
             raise ValueError(f"{onnx_path} has {len(names)} inputs {names}, got {len(input_shapes)} input shapes")
         output_names = output_names or [o.name for o in session.get_outputs()]
         # A float16 graph exported without keep_io_types takes float16 inputs: the float32
@@ -165,8 +169,9 @@ def validate_onnx(
     baseline: dict[int, list[float]] = {}
     shapes: dict[int, list[int]] = {}
     times = []
-    for index in range(num_inputs):
-        arrays = random_inputs(input_shapes, seed + index)
+    runs = [(shapes, index) for shapes in [input_shapes, *more_shapes] for index in range(num_inputs)]
+    for run, (run_shapes, index) in enumerate(runs):
+        arrays = random_inputs(run_shapes, seed + index)
         start = time.perf_counter()
         outputs = run_backend(arrays)
         times.append(time.perf_counter() - start)
@@ -176,13 +181,20 @@ def validate_onnx(
         if len(outputs) != len(expected):
             raise ValueError(f"the backend returned {len(outputs)} outputs, the reference {len(expected)}")
         for k, (out, ref, ref32) in enumerate(zip(outputs, expected, expected32)):
+            if tuple(np.shape(out)) != tuple(ref.shape):
+                name = output_names[k] if output_names and k < len(output_names) else f"output {k}"
+                raise ValueError(
+                    f"output '{name}' has shape {_dims(np.shape(out))} in {backend or 'the backend'} but "
+                    f"{_dims(ref.shape)} in PyTorch for inputs {' '.join(_dims(s) for s in run_shapes)}: the export "
+                    "specialised a shape-dependent branch or size to the export shape (shape specialisation); "
+                    "export with --static for this shape, or make the model's size arithmetic traceable")
             errors = compare_arrays(out, ref.numpy())
             worst[k] = [max(a, b) for a, b in zip(worst.get(k, [0.0, 0.0, 0.0]), errors)]
             baseline[k] = [max(a, b) for a, b in zip(baseline.get(k, [0.0, 0.0, 0.0]),
                                                      compare_arrays(ref32.numpy(), ref.numpy()))]
-            shapes[k] = list(np.shape(out))
+            shapes.setdefault(k, list(np.shape(out)))  # the first shape set's
         if progress:
-            progress(index + 1)
+            progress(run + 1)
     int8_nodes: list[Int8NodeParity] = []
     if precision == "int8" and ort_int8_check is not None:
         int8_nodes = ort_int8_check(random_inputs(input_shapes, seed))
@@ -198,6 +210,7 @@ def validate_onnx(
         int8_nodes=int8_nodes,
         rtol=rtol,
         atol=atol,
+        more_shapes=[[list(s) for s in shapes] for shapes in more_shapes],
     )
     names = list(output_names or [f"output_{k}" for k in worst])
     for k, (max_abs, max_rel, rel_l2) in sorted(worst.items()):
@@ -206,6 +219,65 @@ def validate_onnx(
         report.outputs.append(OutputParity(names[k], shapes[k], max_abs, max_rel, rel_l2, passed, base_rel, base_l2,
                                            judged_by))
     return report
+
+
+def _dims(shape) -> str:
+    return "x".join(map(str, shape))
+
+
+def more_input_shapes(model, input_shapes: Sequence[Sequence[int]]) -> list[list[tuple[int, ...]]]:
+    """A second shape set for a model with dynamic inputs: each dynamic batch axis + 1 and each dynamic
+    axis after the channels + 32 (a multiple of every usual stride); [] for a static model."""
+    inputs = onnx_inputs(model)
+    if not any(i.dynamic for i in inputs):
+        return []
+    varied = []
+    for info, shape in zip(inputs, input_shapes):
+        dims = info.dims if info.dims is not None else (None,) * len(shape)
+        varied.append(tuple(size if isinstance(dim, int) else size + 1 if axis == 0 else
+                            size + 32 if axis >= 2 else size
+                            for axis, (dim, size) in enumerate(zip(dims, shape))))
+    return [varied] if varied != [tuple(s) for s in input_shapes] else []
+
+
+def model_precision(model) -> str:
+    """The precision that picks the tolerance: what the ONNX records (``export``: fp32/fp16, ``quantize``:
+    int8), else what its graph holds (float32 when it cannot tell)."""
+    proto = load_model(model)
+    recorded = get_metadata(proto).get("precision")
+    if recorded:
+        return recorded
+    found = graph_precision(proto)
+    return found if found in ("fp32", "fp16") else "fp32"
+
+
+def validate(
+    onnx_path: str | os.PathLike,
+    model: torch.nn.Module,
+    example_inputs: torch.Tensor | Sequence[torch.Tensor],
+    num_inputs: int = 3,
+    seed: int = 0,
+    more_shapes: bool | Sequence[Sequence[Sequence[int]]] = True,
+    precision: str | None = None,
+    rtol: float | None = None,
+    atol: float | None = None,
+) -> ParityReport:
+    """Parity of an exported ONNX with your own PyTorch ``model`` in float64, in ONNX Runtime with the
+    custom op: seeded random inputs shaped like ``example_inputs`` (their values are not used).
+
+    ``more_shapes=True`` also checks a second shape set when the ONNX has dynamic inputs
+    (:func:`more_input_shapes`); a list gives the shape sets, ``False`` none. ``precision`` defaults to the
+    ONNX's (recorded or seen in the graph). Check ``report.passed``; see :func:`validate_onnx`."""
+    if isinstance(example_inputs, torch.Tensor):
+        example_inputs = (example_inputs,)
+    shapes = [tuple(t.shape) for t in example_inputs]
+    proto = load_model(onnx_path)
+    if more_shapes is True:
+        more_shapes = more_input_shapes(proto, shapes)
+    elif more_shapes is False:
+        more_shapes = []
+    return validate_onnx(onnx_path, model, shapes, num_inputs=num_inputs, seed=seed,
+                         precision=precision or model_precision(proto), rtol=rtol, atol=atol, more_shapes=more_shapes)
 
 
 def judge(precision: str, tolerance: Tolerance, errors: tuple[float, float, float], baseline: tuple[float, float],
