@@ -12,7 +12,9 @@ from rich.table import Table
 
 # Each command imports what it runs, inside the command: onnx and onnxruntime are optional on a GPU-only
 # machine (bench --device cuda runs without them; tests/test_bench.py checks), and --help stays fast.
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Export, run and validate DCNv2 models.")
+# rich_markup_mode=None: a usage error is click's plain "Error: ..." line, not a panel that wraps it.
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+                  help="Export, run and validate DCNv2 models.")
 # Redirected output (logs, CI) has no terminal width: rich would cut wide tables at 80 columns.
 console = Console() if sys.stdout.isatty() or os.environ.get("COLUMNS") else Console(width=160)
 
@@ -28,8 +30,21 @@ def _parse_shape(text: str) -> tuple[int, ...]:
 
 
 def _fail(message: str) -> None:
-    console.print(f"[red]error:[/red] {message}")
+    """One line ``error: MESSAGE`` (never read as rich markup, never wrapped), exit code 2."""
+    from rich.markup import escape
+
+    line = " ".join(part.strip() for part in str(message).strip().splitlines() if part.strip())
+    console.print(f"[red]error:[/red] {escape(line)}", soft_wrap=True, highlight=False)
     raise typer.Exit(2)
+
+
+def _ort_errors() -> tuple[type[Exception], ...]:
+    """ONNX Runtime's own exception types (a model it cannot load or run): not Python's RuntimeError."""
+    from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
+
+    return tuple(getattr(ort_state, name) for name in ("Fail", "InvalidArgument", "InvalidGraph", "InvalidProtobuf",
+                                                        "NoSuchFile", "NoModel", "RuntimeException", "NotImplemented")
+                 if hasattr(ort_state, name))
 
 
 @app.command()
@@ -118,6 +133,7 @@ def quantize(
     import onnx
     from rich.progress import Progress
 
+    from dcn_deploy.onnx.model_info import check_onnx, read_onnx
     from dcn_deploy.onnx.quantize import (
         CalibrationError,
         load_calibration_folder,
@@ -127,10 +143,9 @@ def quantize(
 
     if (calib is None) == (synthetic is None):
         _fail("give exactly one of --calib FOLDER and --synthetic N")
-    if not model.is_file():
-        _fail(f"no ONNX file at {model}")
     try:
-        proto = onnx.load(str(model))
+        proto = read_onnx(model, load_external_data=True)
+        check_onnx(proto, str(model))
         samples = (load_calibration_folder(calib, proto) if calib is not None
                    else synthetic_calibration(proto, synthetic))
         with Progress(console=console, transient=True) as bar:
@@ -139,6 +154,8 @@ def quantize(
                                    progress=lambda done: bar.update(task, completed=done), keep_float=keep_float)
     except (FileNotFoundError, ValueError, CalibrationError) as error:
         _fail(str(error))
+    except _ort_errors() as error:
+        _fail(f"ONNX Runtime cannot run {model}: {error}")
     onnx.save(result.model, str(output))
     table = Table(title=f"INT8 DCN nodes ({result.method} calibration, {result.samples} samples)")
     for column in ("node", "input amax", "x_scale", "w_scale min..max"):
@@ -169,13 +186,13 @@ def validate(
     from rich.progress import Progress
 
     from dcn_deploy.backends.tensorrt.common import TensorRTError
+    from dcn_deploy.onnx.model_info import check_onnx, read_onnx
     from dcn_deploy.onnx.recipes import reference_for
     from dcn_deploy.parity.validate import validate_onnx
 
-    if not model.is_file():
-        _fail(f"no ONNX file at {model}")
     try:
-        proto = onnx.load(str(model), load_external_data=False)
+        proto = read_onnx(model)
+        check_onnx(proto, str(model))
         reference, shapes = reference_for(proto, recipe, seed)
         if shape:
             shapes = [_parse_shape(shape)]
@@ -194,6 +211,8 @@ def validate(
             )
     except (FileNotFoundError, ValueError, AttributeError, TensorRTError) as error:
         _fail(str(error))
+    except _ort_errors() as error:
+        _fail(f"ONNX Runtime cannot run {model}: {error}")
     table = Table(title=f"parity of {model.name} ({report.backend}, {report.precision}) vs PyTorch float64")
     for column in ("output", "shape", "max abs", "max rel", "rel L2", "result"):
         table.add_column(column)
@@ -249,9 +268,9 @@ def convert(
             expected = set(model.state_dict())
             missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
             if missing or unexpected:
-                _fail(f"the converted weights do not fit recipe '{recipe}': missing {missing[:8]}"
-                      f"{' ...' if len(missing) > 8 else ''}, unexpected {unexpected[:8]}"
-                      f"{' ...' if len(unexpected) > 8 else ''}")
+                raise ValueError(f"the converted weights do not fit recipe '{recipe}': missing {missing[:8]}"
+                                 f"{' ...' if len(missing) > 8 else ''}, unexpected {unexpected[:8]}"
+                                 f"{' ...' if len(unexpected) > 8 else ''}")
             model.load_state_dict(state, strict=True)
         save_weights(state, output)
     except (FileNotFoundError, ValueError, RuntimeError) as error:

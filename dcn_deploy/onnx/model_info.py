@@ -9,8 +9,9 @@ from typing import Sequence
 
 import numpy as np
 import onnx
+from google.protobuf.message import DecodeError
 
-from dcn_deploy.onnx.schema import CUSTOM_OP_TYPE
+from dcn_deploy.onnx.schema import CUSTOM_OP_TYPE, register_onnx_schema
 
 METADATA_PREFIX = "dcn_deploy."
 PRECISIONS = ("fp32", "fp16")
@@ -32,13 +33,39 @@ def get_metadata(model: onnx.ModelProto) -> dict[str, str]:
     return {p.key[n:]: p.value for p in model.metadata_props if p.key.startswith(METADATA_PREFIX)}
 
 
+def read_onnx(path, where: str = "", load_external_data: bool = False) -> onnx.ModelProto:
+    """The model in the file at ``path``; FileNotFoundError when there is none, ValueError naming the file
+    when it is not an ONNX model (truncated, corrupt, empty or another format)."""
+    path = Path(path)
+    prefix = f"{where}: " if where else ""
+    if not path.is_file():
+        raise FileNotFoundError(f"{prefix}no ONNX file at {path}")
+    try:
+        model = onnx.load(str(path), load_external_data=load_external_data)
+    except (DecodeError, ValueError, RuntimeWarning) as error:
+        raise ValueError(f"{prefix}{path} is not a readable ONNX model (truncated or corrupt?): "
+                         f"{error or type(error).__name__}") from None
+    if not model.graph.node and not model.graph.output:
+        raise ValueError(f"{prefix}{path} holds no ONNX graph ({path.stat().st_size} bytes: empty or not an "
+                         f"ONNX file)")
+    return model
+
+
+def check_onnx(model: onnx.ModelProto, what: str = "the model") -> None:
+    """``onnx.checker`` (this project's node schemas registered): a ValueError with the checker's message
+    on one line when the graph is not valid ONNX (a node input nothing produces, a cycle, an unknown opset)."""
+    register_onnx_schema()
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as error:
+        text = " ".join(line.strip() for line in str(error).splitlines() if line.strip()) or type(error).__name__
+        raise ValueError(f"{what} is not a valid ONNX model: {text[:600]}") from None
+
+
 def load_model(model):
     if isinstance(model, onnx.ModelProto):
         return model
-    path = Path(model)
-    if not path.is_file():
-        raise FileNotFoundError(f"no ONNX file at {path}")
-    return onnx.load(str(path), load_external_data=False)
+    return read_onnx(model)
 
 
 @dataclass(frozen=True)

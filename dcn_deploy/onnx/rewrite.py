@@ -16,6 +16,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from dcn_deploy.onnx import schema
+from dcn_deploy.onnx.model_info import check_onnx, read_onnx
 
 
 class RewriteError(ValueError):
@@ -194,10 +195,8 @@ def rewrite_onnx(
     if to not in ("custom", "standard"):
         raise ValueError(f"rewrite_onnx: 'to' must be 'custom' or 'standard', got {to!r}")
     if not isinstance(model, onnx.ModelProto):
-        path = Path(model)
-        if not path.is_file():
-            raise FileNotFoundError(f"rewrite_onnx: no ONNX file at {path}")
-        model = onnx.load(str(path))
+        model = read_onnx(model, "rewrite_onnx", load_external_data=True)
+    check_onnx(model, "rewrite_onnx: the input")
     count = 0
     types = _element_types(model) if to == "standard" else {}
     for graph, nodes in _node_lists(model):
@@ -229,8 +228,7 @@ def rewrite_onnx(
         kept = [e for e in model.opset_import if e.domain != schema.CUSTOM_DOMAIN]
         del model.opset_import[:]
         model.opset_import.extend(kept)
-    schema.register_onnx_schema()
-    onnx.checker.check_model(model)
+    check_onnx(model, "rewrite_onnx: the rewritten model")
     if output is not None:
         onnx.save(model, str(output))
     return model, count
