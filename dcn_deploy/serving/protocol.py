@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 import zlib
 from dataclasses import dataclass
 from typing import Any
@@ -39,6 +40,8 @@ def _json_object(raw: bytes, what: str) -> dict:
         value = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as error:
         raise BadRequest(f"malformed JSON in the {what}: {error}") from None
+    except RecursionError:
+        raise BadRequest(f"the {what} is JSON nested too deeply") from None
     if not isinstance(value, dict):
         raise BadRequest(f"the {what} must be a JSON object, got {type(value).__name__}")
     return value
@@ -75,7 +78,7 @@ def _input_array(entry: Any, index: int, binary: memoryview, offset: int, runtim
     dtype = numpy_dtype(datatype)
     if datatype != spec.datatype:
         raise BadRequest(f"{where} must be {spec.datatype}, got {datatype}")
-    count = int(np.prod(shape, dtype=np.int64))
+    count = math.prod(shape)  # exact: numpy's int64 product wraps for huge shapes
     parameters = _parameters(entry, where)
     size = parameters.get("binary_data_size")
     if size is not None:

@@ -37,7 +37,7 @@ from typing import Callable
 
 import uvicorn
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -110,6 +110,9 @@ def build_app(runtime: Runtime, model_name: str, batcher: DynamicBatcher, platfo
             parsed = parse_infer_request(body, request.headers.get(HEADER_LENGTH.lower()), runtime)
         except (BadRequest, InputError) as problem:
             return error(str(problem), getattr(problem, "status", 400))
+        except ClientDisconnect:  # the body ended before its Content-Length: nobody is left to answer
+            return error("the client closed the connection before sending the whole body (Content-Length "
+                         f"{request.headers.get('content-length')})")
         try:
             results = await batcher.infer(parsed.arrays, parsed.outputs)
         except InputError as problem:  # e.g. a shape outside a TensorRT engine's profile
