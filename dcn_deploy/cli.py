@@ -38,6 +38,14 @@ def _fail(message: str) -> None:
     raise typer.Exit(2)
 
 
+def _root_cause(error: BaseException) -> str:
+    """The message of the innermost exception that ``error`` was raised from (torch.export's wrappers
+    carry pages of advice; the cause is one line)."""
+    while (error.__cause__ or error.__context__) is not None:
+        error = error.__cause__ or error.__context__
+    return " ".join(str(error).split()) or type(error).__name__
+
+
 def _ort_errors() -> tuple[type[Exception], ...]:
     """ONNX Runtime's own exception types (a model it cannot load or run): not Python's RuntimeError."""
     from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
@@ -72,6 +80,8 @@ def export(
                                        help="fp16 only: float32 graph inputs and outputs, cast inside"),
 ) -> None:
     """Export a recipe to ONNX, one DeformConv node per DCN layer."""
+    from torch.onnx import OnnxExporterError
+
     from dcn_deploy.onnx.model_info import PRECISIONS
     from dcn_deploy.onnx.recipes import export_recipe
 
@@ -87,6 +97,8 @@ def export(
         )
     except (FileNotFoundError, ValueError, AttributeError) as error:
         _fail(str(error))
+    except OnnxExporterError as error:  # torch.export failed, e.g. an input too small for a layer
+        _fail(f"the model does not export at this input shape: {_root_cause(error)}")
     import json
 
     from dcn_deploy.onnx.model_info import get_metadata

@@ -312,6 +312,8 @@ def quantize_onnx(
         raise ValueError(f"unknown calibration method '{method}'; choose one of {list(METHODS)}")
     if not samples:
         raise CalibrationError("no calibration samples")
+    if method == "percentile" and not 0 < percentile <= 100:
+        raise ValueError(f"percentile must be in (0, 100], got {percentile}")
     if not isinstance(model, onnx.ModelProto):
         model = read_onnx(model, load_external_data=True)
     check_onnx(model)
