@@ -194,9 +194,11 @@ def rewrite_onnx(
     """
     if to not in ("custom", "standard"):
         raise ValueError(f"rewrite_onnx: 'to' must be 'custom' or 'standard', got {to!r}")
+    what = "rewrite_onnx: the input"
     if not isinstance(model, onnx.ModelProto):
+        what = f"rewrite_onnx: {model}"
         model = read_onnx(model, "rewrite_onnx", load_external_data=True)
-    check_onnx(model, "rewrite_onnx: the input")
+    check_onnx(model, what)
     count = 0
     types = _element_types(model) if to == "standard" else {}
     for graph, nodes in _node_lists(model):
