@@ -485,6 +485,9 @@ def _bench_shape(text: str):
     return parse_shape_spec(text)
 
 
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")  # uvicorn's
+
+
 @app.command()
 def serve(
     model: Path = typer.Argument(..., help="model.onnx (ONNX Runtime) or model.engine / .plan (TensorRT)"),
@@ -507,6 +510,8 @@ def serve(
     from dcn_deploy.backends.tensorrt.common import TensorRTError
     from dcn_deploy.serving.server import serve as serve_model
 
+    if log_level not in LOG_LEVELS:
+        _fail(f"--log-level must be one of {list(LOG_LEVELS)}, got '{log_level}'")
     try:
         kind = backend_for(model, backend)
         options = ({"device": device, "threads": threads} if kind == "onnxruntime" else

@@ -76,6 +76,8 @@ class OnnxRuntimeBackend(Runtime):
         available = ort.get_available_providers()
         if device not in ("cpu", "cuda", "auto"):
             raise ValueError(f"device must be cpu, cuda or auto, got '{device}'")
+        if threads is not None and threads < 1:
+            raise ValueError(f"threads must be at least 1, got {threads} (leave it out for all cores)")
         use_cuda = device == "cuda" or (device == "auto" and "CUDAExecutionProvider" in available)
         if use_cuda and "CUDAExecutionProvider" not in available:
             raise ValueError(f"--device cuda: this onnxruntime has no CUDAExecutionProvider (it has {available}); "
