@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, settings  # noqa: E402
 # Property-based fuzzing (tests/fuzz/): a fixed, derandomized budget in every run ("ci"), a longer random
 # one with `pytest --fuzz` ("fuzz"). max_examples is per test.
 FUZZ_PROFILES = {
-    "ci": dict(max_examples=25, derandomize=True, deadline=None, print_blob=True,
+    "ci": dict(max_examples=50, derandomize=True, deadline=None, print_blob=True,
                suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]),
     "fuzz": dict(max_examples=1000, derandomize=False, deadline=None, print_blob=True,
                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]),
@@ -23,7 +23,7 @@ for _name, _options in FUZZ_PROFILES.items():
 def pytest_addoption(parser):
     parser.addoption("--fuzz", action="store_true", default=False,
                      help="fuzz tests with the long hypothesis profile 'fuzz' (1000 random examples per test) "
-                          "instead of 'ci' (25 fixed examples)")
+                          "instead of 'ci' (50 fixed examples)")
 
 
 def pytest_configure(config):
