@@ -225,3 +225,14 @@ def test_non_finite_offsets_in_reference_give_zero_samples():
     got, expected = (_reference(t, attrs) for t in as64)
     assert torch.isfinite(got).all()
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-12)
+
+
+@pytest.mark.custom_op
+def test_empty_batch_gives_an_empty_output_like_the_custom_op():
+    """N = 0 is not an error: both the reference and the custom op return (0, M, Ho, Wo)."""
+    case = Case("empty_batch", n=0)
+    arrays = case.make()
+    t = {k: None if v is None else torch.from_numpy(v) for k, v in arrays.items()}
+    expected_shape = (0, case.m, *case.out_hw)
+    assert tuple(_reference(t, case.attributes).shape) == expected_shape
+    assert run_model(single_node_model(case, "custom", arrays=arrays), arrays, custom_op=True).shape == expected_shape

@@ -21,6 +21,7 @@ struct FieldList {
   std::vector<std::vector<int32_t>> int32_storage;
   std::vector<std::vector<int64_t>> int64_storage;
   std::vector<std::string> string_storage;
+  std::vector<std::string> name_storage;  // names that would not outlive the list otherwise
   std::vector<FieldView> fields;
 
   FieldList() {
@@ -28,6 +29,7 @@ struct FieldList {
     int32_storage.reserve(32);
     int64_storage.reserve(32);
     string_storage.reserve(32);
+    name_storage.reserve(32);
   }
 
   void add_int32(const char* name, std::vector<int32_t> values) {
@@ -86,7 +88,8 @@ FieldList onnx_parser_fields() {
 FieldList from_int64_fields(const std::vector<Int64Field>& serialized) {
   FieldList list;
   for (const Int64Field& field : serialized) {
-    list.add_int64(field.name.c_str(), field.values);
+    list.name_storage.push_back(field.name);  // `serialized` may be a temporary: the list keeps the name
+    list.add_int64(list.name_storage.back().c_str(), field.values);
   }
   return list;
 }
