@@ -45,11 +45,11 @@ def server(serving_onnx):
     logger.removeHandler(records)
 
 
-def _post(server, body: bytes, headers=None, path="/v2/models/demo/infer"):
+def _post(server, body: bytes, headers=None, path="/v2/models/demo/infer", method="POST"):
     host, port, _ = server
     connection = http.client.HTTPConnection(host, port, timeout=60)
     try:
-        connection.request("POST", path, body=body, headers=headers or {})
+        connection.request(method, path, body=body, headers=headers or {})
         response = connection.getresponse()
         return response.status, response.read()
     finally:
@@ -110,6 +110,26 @@ CASES = [
      "the classification extension is not supported"),
     ("unknown_endpoint", b"", None, "/v2/models/demo/train", 404, "no endpoint POST /v2/models/demo/train"),
 ]
+
+
+# GET on the model's other endpoints: (id, path, status, message)
+GETS = [
+    ("metadata_unknown_model", "/v2/models/other", 404, "no model 'other'; this server serves 'demo'"),
+    ("metadata_unknown_version", "/v2/models/demo/versions/2", 404, "model 'demo' has no version '2'"),
+    ("ready_unknown_model", "/v2/models/other/ready", 404, "no model 'other'"),
+    ("ready_unknown_version", "/v2/models/demo/versions/0/ready", 404, "model 'demo' has no version '0'"),
+    ("infer_by_get", "/v2/models/demo/infer", 405, "GET is not allowed on /v2/models/demo/infer"),
+]
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize("bad", GETS, ids=lambda b: b[0])
+def test_server_rejects_bad_get(bad, server):
+    _, path, status, message = bad
+    got, answer = _post(server, b"", path=path, method="GET")
+    assert got == status, answer
+    assert re.search(message, json.loads(answer)["error"]), answer
+    _good_request_succeeds(server)
 
 
 def _good_request_succeeds(server):

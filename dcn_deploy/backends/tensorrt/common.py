@@ -99,7 +99,7 @@ def tensorrt_major(version: str) -> int:
     return int(match.group(1))
 
 
-def _make_logger(trt, console=None, verbose: bool = False):
+def _make_logger(trt, console=None, verbose: bool = False):  # pragma: no cover - TensorRT only: a trt.ILogger
     """A TensorRT logger that prints warnings and errors through rich (everything with ``verbose``)
     and keeps the errors, so exceptions can carry TensorRT's own words."""
 
@@ -133,7 +133,7 @@ def _tensorrt_messages(logger) -> str:
     return ("; TensorRT said: " + " | ".join(logger.errors[-8:])) if logger.errors else ""
 
 
-def _creator_registered(registry, logger) -> bool | None:
+def _creator_registered(registry, logger) -> bool | None:  # pragma: no cover - TensorRT only: its plugin registry
     """Whether the registry holds our creator (None: this TensorRT cannot tell); a miss is not
     reported as a TensorRT error."""
 
@@ -148,7 +148,7 @@ def _creator_registered(registry, logger) -> bool | None:
         logger.buffer = buffer
 
 
-def _load_plugin_library(trt, registry, library: str, logger) -> None:
+def _load_plugin_library(trt, registry, library: str, logger) -> None:  # pragma: no cover - TensorRT only
     """Load the plugin library into ``registry``, unless its creator is already registered (an earlier
     build or run in this process): TensorRT's ``load_library`` fails when any creator is."""
     if _creator_registered(registry, logger):
@@ -166,7 +166,7 @@ def _load_plugin_library(trt, registry, library: str, logger) -> None:
         )
 
 
-def _registry(trt, owner):
+def _registry(trt, owner):  # pragma: no cover - TensorRT only: its plugin registry
     return owner.get_plugin_registry() if hasattr(owner, "get_plugin_registry") else trt.get_plugin_registry()
 
 
@@ -174,7 +174,7 @@ _NUMPY_DTYPES = {"FLOAT": np.float32, "HALF": np.float16, "INT32": np.int32, "IN
                  "INT8": np.int8, "UINT8": np.uint8, "BOOL": np.bool_}
 
 
-def numpy_dtype_of(trt, dtype) -> np.dtype:
+def numpy_dtype_of(trt, dtype) -> np.dtype:  # pragma: no cover - TensorRT only: trt.DataType
     """The numpy dtype of a TensorRT ``DataType``."""
     for name, np_dtype in _NUMPY_DTYPES.items():
         if hasattr(trt.DataType, name) and dtype == getattr(trt.DataType, name):
