@@ -12,6 +12,7 @@ from graphs import run_model, single_node_model
 from onnx import TensorProto, helper
 
 from dcn_deploy import deform_conv2d
+from dcn_deploy.backends import cuda_kernels
 from dcn_deploy.backends.onnxruntime import ort_session
 from dcn_deploy.onnx import schema
 
@@ -236,3 +237,32 @@ def test_empty_batch_gives_an_empty_output_like_the_custom_op():
     expected_shape = (0, case.m, *case.out_hw)
     assert tuple(_reference(t, case.attributes).shape) == expected_shape
     assert run_model(single_node_model(case, "custom", arrays=arrays), arrays, custom_op=True).shape == expected_shape
+
+
+def _problem(**change):
+    sizes = dict(batch=1, in_channels=4, in_height=8, in_width=8, out_channels=4, kernel_h=3, kernel_w=3, stride_h=1,
+                 stride_w=1, pad_top=1, pad_left=1, pad_bottom=1, pad_right=1, dilation_h=1, dilation_w=1, group=1,
+                 offset_group=1, has_mask=1, has_bias=1)
+    return cuda_kernels.Problem(**dict(sizes, **change))
+
+
+# Sizes handed to the CUDA kernels' C API as numbers (the TensorRT plugin's path): refused by the planner
+# before any memory exists. (id, change to a valid problem, message)
+CUDA_SIZES = [
+    ("cuda_input_plane_over_2_31", dict(in_height=1 << 24, in_width=1 << 24), "input X spatial size 16777216x16777216 is too large"),
+    ("cuda_input_side_over_2_24", dict(in_width=1 << 25), "input X spatial size 8x33554432 is too large"),
+    ("cuda_reduction_over_2_31", dict(in_channels=1 << 30), "problem too large for this kernel: .*C/group\\*kh\\*kw = 9663676416"),
+    ("cuda_zero_stride", dict(stride_h=0), "attribute 'strides' values must be >= 1"),
+    ("cuda_group_mismatch", dict(group=3), "input X has C=4 channels, not divisible by group=3"),
+]
+
+
+@pytest.mark.parametrize("bad", CUDA_SIZES, ids=lambda b: b[0])
+def test_cuda_kernel_plan_rejects_bad_sizes(bad):
+    try:
+        cuda_kernels.cuda_kernel_library()
+    except FileNotFoundError as error:  # no nvcc: the CUDA kernels are not built
+        pytest.skip(str(error))
+    _, change, message = bad
+    with pytest.raises(cuda_kernels.CudaKernelError, match=message):
+        cuda_kernels.launch_plan(_problem(**change), emulated=True)
