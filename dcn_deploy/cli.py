@@ -10,13 +10,16 @@ from typing import Callable, Optional
 import click
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from dcn_deploy.serving.limits import DEFAULT_LIMITS, ServeLimits  # standard library only: the flags' defaults
 
 # Each command imports what it runs, inside the command: onnx and onnxruntime are optional on a GPU-only
 # machine (bench --device cuda runs without them; tests/test_bench.py checks), and --help stays fast.
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Export, run and validate DCNv2 models.")
+# rich_markup_mode=None: a usage error is click's plain "Error: ..." line, not a panel that wraps it.
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+                  help="Export, run and validate DCNv2 models.")
 # Redirected output (logs, CI) has no terminal width: rich would cut wide tables at 80 columns.
 console = Console() if sys.stdout.isatty() or os.environ.get("COLUMNS") else Console(width=160)
 
@@ -44,11 +47,13 @@ def _options(debug: bool = typer.Option(False, "--debug", help="show the traceba
 
 
 def _fail(message: str) -> None:
-    """One error line (exit 2); with --debug, the exception being handled, if any, with its traceback."""
+    """One error line ``error: MESSAGE`` (never read as rich markup, never wrapped), exit code 2; with --debug,
+    the exception being handled, if any, with its traceback."""
     active = sys.exc_info()[1]
     if _state["debug"] and active is not None and not isinstance(active, _EXITS):
         raise active
-    console.print(f"[red]error:[/red] {message}", soft_wrap=True, highlight=False)  # one line, however long
+    line = " ".join(part.strip() for part in str(message).strip().splitlines() if part.strip())
+    console.print(f"[red]error:[/red] {escape(line)}", soft_wrap=True, highlight=False)
     raise typer.Exit(2)
 
 
@@ -74,6 +79,23 @@ def _command(*args, **kwargs) -> Callable:
         return app.command(*args, **kwargs)(run)
 
     return register
+
+
+def _root_cause(error: BaseException) -> str:
+    """The message of the innermost exception that ``error`` was raised from (torch.export's wrappers
+    carry pages of advice; the cause is one line)."""
+    while (error.__cause__ or error.__context__) is not None:
+        error = error.__cause__ or error.__context__
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+def _ort_errors() -> tuple[type[Exception], ...]:
+    """ONNX Runtime's own exception types (a model it cannot load or run): not Python's RuntimeError."""
+    from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
+
+    return tuple(getattr(ort_state, name) for name in ("Fail", "InvalidArgument", "InvalidGraph", "InvalidProtobuf",
+                                                        "NoSuchFile", "NoModel", "RuntimeException", "NotImplemented")
+                 if hasattr(ort_state, name))
 
 
 @_command()
@@ -103,6 +125,8 @@ def export(
                                          "metadata (stack traces with this machine's file paths)"),
 ) -> None:
     """Export a recipe to ONNX, one DeformConv node per DCN layer."""
+    from torch.onnx import OnnxExporterError
+
     from dcn_deploy.onnx.model_info import PRECISIONS
     from dcn_deploy.onnx.recipes import export_recipe
 
@@ -119,6 +143,8 @@ def export(
             )
     except (FileNotFoundError, ValueError, AttributeError) as error:
         _fail(str(error))
+    except OnnxExporterError as error:  # torch.export failed, e.g. an input too small for a layer
+        _fail(f"the model does not export at this input shape: {_root_cause(error)}")
     import json
 
     from dcn_deploy.onnx.model_info import get_metadata
@@ -144,11 +170,11 @@ def rewrite(
     from collections import Counter
 
     from dcn_deploy.onnx.flavours import find_dcn_nodes
-    from dcn_deploy.onnx.inspect import load_onnx
+    from dcn_deploy.onnx.model_info import read_onnx
     from dcn_deploy.onnx.rewrite import rewrite_onnx
 
     try:
-        found = Counter(flavour.name for _, _, flavour in find_dcn_nodes(load_onnx(model)) if flavour)
+        found = Counter(flavour.name for _, _, flavour in find_dcn_nodes(read_onnx(model)) if flavour)
         _, count = rewrite_onnx(model, to=to, output=output)
     except (FileNotFoundError, ValueError) as error:
         _fail(str(error))
@@ -244,10 +270,9 @@ def quantize(
 ) -> None:
     """Calibrate and write the INT8 model: DCN layers as DcnDeformConvInt8, other convs in Q/DQ form."""
     import onnx
-    from onnx.external_data_helper import load_external_data_for_model
     from rich.progress import Progress
 
-    from dcn_deploy.onnx.inspect import load_onnx
+    from dcn_deploy.onnx.model_info import check_onnx, read_onnx
     from dcn_deploy.onnx.quantize import (
         CalibrationError,
         load_calibration_folder,
@@ -258,8 +283,8 @@ def quantize(
     if (calib is None) == (synthetic is None):
         _fail("give exactly one of --calib FOLDER and --synthetic N")
     try:
-        proto = load_onnx(model)  # one error line for a missing, truncated or corrupt file
-        load_external_data_for_model(proto, str(model.parent))
+        proto = read_onnx(model, load_external_data=True)
+        check_onnx(proto, str(model))
         samples = (load_calibration_folder(calib, proto) if calib is not None
                    else synthetic_calibration(proto, synthetic))
         with Progress(console=console, transient=True) as bar:
@@ -268,6 +293,8 @@ def quantize(
                                    progress=lambda done: bar.update(task, completed=done), keep_float=keep_float)
     except (FileNotFoundError, ValueError, CalibrationError) as error:
         _fail(str(error))
+    except _ort_errors() as error:
+        _fail(f"ONNX Runtime cannot run {model}: {error}")
     onnx.save(result.model, str(output))
     table = Table(title=f"INT8 DCN nodes ({result.method} calibration, {result.samples} samples)")
     for column in ("node", "input amax", "x_scale", "w_scale min..max"):
@@ -306,8 +333,7 @@ def validate(
     from rich.progress import Progress
 
     from dcn_deploy.backends.tensorrt.common import TensorRTError
-    from dcn_deploy.onnx.inspect import load_onnx
-    from dcn_deploy.onnx.model_info import onnx_inputs, recorded_input_shapes
+    from dcn_deploy.onnx.model_info import check_onnx, onnx_inputs, read_onnx, recorded_input_shapes
     from dcn_deploy.onnx.recipes import reference_for
     from dcn_deploy.parity.reference import load_reference
     from dcn_deploy.parity.validate import model_precision, more_input_shapes, validate_onnx
@@ -317,7 +343,8 @@ def validate(
     if weights is not None and reference_spec is None:
         _fail("--weights goes with --reference (a recipe's weights are recorded by export --weights)")
     try:
-        proto = load_onnx(model)
+        proto = read_onnx(model)
+        check_onnx(proto, str(model))
         if reference_spec is not None:
             reference = load_reference(reference_spec, weights)
             shapes = recorded_input_shapes(proto)
@@ -346,6 +373,8 @@ def validate(
             )
     except (FileNotFoundError, ValueError, AttributeError, TensorRTError) as error:
         _fail(str(error))
+    except _ort_errors() as error:
+        _fail(f"ONNX Runtime cannot run {model}: {error}")
     table = Table(title=f"parity of {model.name} ({report.backend}, {report.precision}) vs PyTorch float64")
     for column in ("output", "shape", "max abs", "max rel", "rel L2", "PyTorch fp32 max rel / rel L2", "result"):
         table.add_column(column)
@@ -409,9 +438,9 @@ def convert(
             expected = set(model.state_dict())
             missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
             if missing or unexpected:
-                _fail(f"the converted weights do not fit recipe '{recipe}': missing {missing[:8]}"
-                      f"{' ...' if len(missing) > 8 else ''}, unexpected {unexpected[:8]}"
-                      f"{' ...' if len(unexpected) > 8 else ''}")
+                raise ValueError(f"the converted weights do not fit recipe '{recipe}': missing {missing[:8]}"
+                                 f"{' ...' if len(missing) > 8 else ''}, unexpected {unexpected[:8]}"
+                                 f"{' ...' if len(unexpected) > 8 else ''}")
             model.load_state_dict(state, strict=True)
         save_weights(state, output)
     except typer.Exit:  # _fail's own exit (click's Exit is a RuntimeError): not a second error line
@@ -635,6 +664,9 @@ def _bench_shape(text: str):
     return parse_shape_spec(text)
 
 
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")  # uvicorn's
+
+
 @_command()
 def serve(
     model: Path = typer.Argument(..., help="model.onnx (ONNX Runtime) or model.engine / .plan (TensorRT)"),
@@ -667,6 +699,8 @@ def serve(
     from dcn_deploy.backends.tensorrt.common import TensorRTError
     from dcn_deploy.serving.server import serve as serve_model
 
+    if log_level not in LOG_LEVELS:
+        _fail(f"--log-level must be one of {list(LOG_LEVELS)}, got '{log_level}'")
     try:
         limits = ServeLimits(max_request_bytes, max_input_elements, max_queue, request_timeout_s).check()
     except ValueError as error:

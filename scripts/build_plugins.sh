@@ -87,6 +87,8 @@ trt_header_version() {
 
 cmake "${configure_args[@]}" >> "${log}" 2>&1 || fail "cmake configure"
 cmake --build "${build_dir}" -j2 >> "${log}" 2>&1 || fail "build"
+# The sanitizer build counts line coverage (--coverage): start from zero counts every run.
+[[ "${sanitize}" == ON ]] && find "${build_dir}" -name '*.gcda' -delete
 (cd "${build_dir}" && ctest --output-on-failure) >> "${log}" 2>&1 || fail "C++ unit tests (ctest)"
 
 trt_summary="TensorRT plugin skipped (no TensorRT headers or no nvcc)"

@@ -6,9 +6,10 @@ from pathlib import Path
 from typing import Sequence
 
 import onnxruntime as ort
+from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
 
 from dcn_deploy.backends.native import native_library
-from dcn_deploy.backends.runtime import Runtime, TensorSpec
+from dcn_deploy.backends.runtime import InputError, Runtime, TensorSpec
 
 LIBRARY_ENV = "DCN_DEPLOY_ORT_LIB"
 LIBRARY_NAME = "libdcn_deploy_ort.so"
@@ -81,6 +82,8 @@ class OnnxRuntimeBackend(Runtime):
         available = ort.get_available_providers()
         if device not in ("cpu", "cuda", "auto"):
             raise ValueError(f"device must be cpu, cuda or auto, got '{device}'")
+        if threads is not None and threads < 1:
+            raise ValueError(f"threads must be at least 1, got {threads} (leave it out for all cores)")
         use_cuda = device == "cuda" or (device == "auto" and "CUDAExecutionProvider" in available)
         if use_cuda and "CUDAExecutionProvider" not in available:
             raise ValueError(f"--device cuda: this onnxruntime has no CUDAExecutionProvider (it has {available}); "
@@ -93,7 +96,10 @@ class OnnxRuntimeBackend(Runtime):
         self.backend = f"onnxruntime-{ort.__version__} ({self.providers[0]})"
 
     def _run(self, arrays, output_names):
-        return dict(zip(output_names, self.session.run(output_names, arrays)))
+        try:
+            return dict(zip(output_names, self.session.run(output_names, arrays)))
+        except InvalidArgument as error:  # ONNX Runtime's (or a custom op's) verdict on the inputs, e.g. too small
+            raise InputError(f"the model rejected the inputs: {error}") from None
 
     def close(self) -> None:
         super().close()

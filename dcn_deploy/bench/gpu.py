@@ -15,7 +15,7 @@ from dcn_deploy.op.geometry import normalize_pads
 
 
 def gpu_layer_functions(t16: dict, t32: dict | None, conv: dict,
-                        t8: dict | None = None) -> tuple[dict[str, Callable[[], Any]], dict[str, str]]:
+                        t8: dict | None = None) -> tuple[dict[str, Callable[[], Any]], dict[str, str]]:  # pragma: no cover - GPU only
     """The GPU implementations of one layer as zero-argument callables, and a note for each left out.
 
     ``t16``/``t32``: CUDA tensors ``X, W, offset, B, mask`` (B and mask may be None) in float16 /
@@ -77,13 +77,13 @@ def gpu_layer_functions(t16: dict, t32: dict | None, conv: dict,
 
 def time_gpu_layer(t16: dict, t32: dict | None, conv: dict, warmup: int = 5, repeat: int = GPU_REPEAT,
                    step: Callable[[], None] | None = None,
-                   t8: dict | None = None) -> tuple[dict[str, Timing], dict[str, str]]:
+                   t8: dict | None = None) -> tuple[dict[str, Timing], dict[str, str]]:  # pragma: no cover - GPU only
     """CUDA-event timings of every GPU implementation of one layer (see ``gpu_layer_functions``)."""
     functions, notes = gpu_layer_functions(t16, t32, conv, t8)
     return time_interleaved(functions, warmup, repeat, "cuda", step), notes
 
 
-def _gpu_problem(shape: LayerShape, batch: int, dtype, algorithm: str | None = None):
+def _gpu_problem(shape: LayerShape, batch: int, dtype, algorithm: str | None = None):  # pragma: no cover - GPU only
     k = shape.kernel
     fields = dict(
         batch=batch, in_channels=shape.in_channels, in_height=shape.height, in_width=shape.width,
@@ -97,7 +97,7 @@ def _gpu_problem(shape: LayerShape, batch: int, dtype, algorithm: str | None = N
     return cuda_kernels.Problem(**fields)
 
 
-def _gpu_workspace(shape: LayerShape, batch: int) -> dict:
+def _gpu_workspace(shape: LayerShape, batch: int) -> dict:  # pragma: no cover - GPU only
     """Workspace bytes: ours from the C API (per algorithm where it has them), im2col computed."""
 
     ho, wo = shape.out_hw
@@ -118,7 +118,7 @@ def _gpu_workspace(shape: LayerShape, batch: int) -> dict:
     return result
 
 
-def gpu_layer_row(shape: LayerShape, batch: int, config: BenchConfig, step) -> dict:
+def gpu_layer_row(shape: LayerShape, batch: int, config: BenchConfig, step) -> dict:  # pragma: no cover - GPU only
     arrays = layer_arrays(shape, batch, config.seed, config.offset_scale)
     t32 = {name: torch.from_numpy(value).cuda() for name, value in arrays.items()}
     t16 = {name: value.half() for name, value in t32.items()}

@@ -153,7 +153,7 @@ def print_tables(result: dict, console: Console) -> None:
                           *(ratio(row, k) for k in ("custom/native", "custom/reference",
                                                      *(("custom_int8/custom",) if int8 else ()))))
         console.print(table)
-    if result["gpu_layers"]:
+    if result["gpu_layers"]:  # pragma: no cover - GPU only: rows measured on a CUDA device
         rows = result["gpu_layers"]
         short = {"ours_fp16": "fp16", "ours_fp16_simt": "fp16\nsimt", "ours_fp16_tensor_core": "fp16\nTC",
                  "ours_fp16_tensor_core_nhwc": "fp16\nTC NHWC",

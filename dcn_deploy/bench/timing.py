@@ -46,7 +46,7 @@ def _cpu_measure() -> Callable[[Callable[[], Any]], float]:
     return measure
 
 
-def _cuda_measure() -> Callable[[Callable[[], Any]], float]:
+def _cuda_measure() -> Callable[[Callable[[], Any]], float]:  # pragma: no cover - GPU only: CUDA events
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     spin = getattr(torch.cuda, "_sleep", None)
 

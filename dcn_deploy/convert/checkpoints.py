@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -39,21 +40,23 @@ def load_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         try:
             return load_file(str(path))
         except (SafetensorError, OSError, ValueError) as error:
-            raise ValueError(f"{path}: not a readable safetensors file ({error})") from None
+            raise ValueError(f"{path}: not a valid safetensors file (truncated or corrupt?): {error}") from None
     if suffix == ".params":
 
         return {k: torch.from_numpy(v) for k, v in read_params(path).items()}
     if suffix == ".npz":
-        with np.load(path, allow_pickle=False) as arrays:
-            return {k: torch.from_numpy(arrays[k]) for k in arrays.files}
+        try:
+            with np.load(path, allow_pickle=False) as arrays:
+                return {k: _npz_tensor(path, k, arrays) for k in arrays.files}
+        except (OSError, EOFError, zipfile.BadZipFile) as error:
+            raise ValueError(f"{path}: not a valid .npz file (truncated or corrupt?): {error}") from None
     if suffix in (".pt", ".pth", ".ckpt", ".bin"):
         try:
             with torch.serialization.safe_globals(_numpy_safe_globals()):
                 data = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as error:  # the unpickler refuses anything but tensors, numpy values and containers
-            reason = " ".join(str(error).split())
-            raise ValueError(f"{path}: not loadable as plain weights (weights_only=True): "
-                             f"{reason[:300]}{'...' if len(reason) > 300 else ''}") from None
+            raise ValueError(f"{path}: not loadable as plain weights (weights_only=True, nothing in it was run): "
+                             f"{_unpickler_reason(error)}") from None
         for wrapper in _WRAPPERS:
             if isinstance(data, dict) and isinstance(data.get(wrapper), dict):
                 data = data[wrapper]
@@ -65,6 +68,23 @@ def load_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             raise ValueError(f"{path}: holds no tensors")
         return tensors
     raise ValueError(f"{path}: unknown weight file type '{suffix}' (use .safetensors, .pt/.pth, .params or .npz)")
+
+
+def _npz_tensor(path: Path, key: str, arrays) -> torch.Tensor:
+    try:
+        array = arrays[key]
+    except ValueError as error:  # an object array: it would need pickle
+        raise ValueError(f"{path}: array '{key}' is not numeric ({error}); only numeric arrays are loaded") from None
+    return torch.from_numpy(array)
+
+
+def _unpickler_reason(error: Exception) -> str:
+    """What torch's weights_only unpickler refused (e.g. "Trying to load unsupported GLOBAL posix.system"),
+    without its boilerplate, which advises loading with weights_only=False (this project never does)."""
+    boilerplate = ("Weights only load failed", "Check the documentation", "Please file an issue")
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    reason = [line for line in lines if not line.startswith(boilerplate)]
+    return " ".join(reason or lines[:1]) or type(error).__name__
 
 
 def save_weights(state: dict[str, torch.Tensor], path: str | os.PathLike) -> None:

@@ -107,9 +107,15 @@ class Uiiurz1Converter(SourceConverter):
         """Needs ``options``: ``padding`` (default 1, the library's) and ``floor_band``
         (default False: the current version)."""
         padding = int(options.get("padding", 1))
+        if padding < 0:
+            raise ValueError(f"4uiiurz1: padding must be >= 0, got {padding}")
         out = dict(state)
         for key in [k for k in state if k.endswith(".p_conv.weight") or k == "p_conv.weight"]:
             owner = key[: -len("p_conv.weight")]
+            missing = [owner + name for name in ("p_conv.bias", "conv.weight") if owner + name not in out]
+            if missing:
+                raise ValueError(f"4uiiurz1: the checkpoint has {key} but not {missing}: not a 4uiiurz1 "
+                                 f"DeformConv2d (p_conv, conv, m_conv)")
             p_weight, p_bias = out.pop(owner + "p_conv.weight"), out.pop(owner + "p_conv.bias")
             conv_weight = out.pop(owner + "conv.weight")
             k = conv_weight.shape[-1]

@@ -23,30 +23,13 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from pathlib import Path
 
 import onnx
-from google.protobuf.message import DecodeError
 from onnx import helper
 
 from dcn_deploy.onnx import flavours, schema
 from dcn_deploy.onnx.model_info import get_metadata, onnx_precision
-
-
-def load_onnx(path: str | os.PathLike) -> onnx.ModelProto:
-    """The model at ``path`` (external data not loaded), or a one-line error saying what is wrong."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"no ONNX file at {path}")
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is not a file")
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except (DecodeError, RuntimeWarning, ValueError) as error:
-        raise ValueError(f"{path} is not a readable ONNX model ({type(error).__name__}: {error})") from None
-    if not model.HasField("graph"):
-        raise ValueError(f"{path} is not a readable ONNX model (no graph in it)")
-    return model
+from dcn_deploy.onnx.model_info import read_onnx
 
 
 def _type_name(elem_type: int | None) -> str | None:
@@ -153,7 +136,7 @@ def inspect_onnx(model: str | os.PathLike | onnx.ModelProto) -> dict:
     path = None
     if not isinstance(model, onnx.ModelProto):
         path = str(model)
-        model = load_onnx(model)
+        model = read_onnx(model)
     context = flavours.ReadContext(flavours.ValueShapes(model), flavours.default_opset(model))
     dcn = [_dcn_node(model, graph, node, flavour, context)
            for graph, node, flavour in flavours.find_dcn_nodes(model)]

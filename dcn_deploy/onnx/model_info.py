@@ -2,6 +2,7 @@
 custom op, and its precision (``PRECISIONS``: the one list, from ``dcn-deploy export`` to the TensorRT build)."""
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,8 +10,9 @@ from typing import Sequence
 
 import numpy as np
 import onnx
+from google.protobuf.message import DecodeError
 
-from dcn_deploy.onnx.schema import CUSTOM_OP_TYPE, INT8_OP_TYPES
+from dcn_deploy.onnx.schema import CUSTOM_OP_TYPE, INT8_OP_TYPES, register_onnx_schema
 
 METADATA_PREFIX = "dcn_deploy."
 PRECISIONS = ("fp32", "fp16")
@@ -32,13 +34,55 @@ def get_metadata(model: onnx.ModelProto) -> dict[str, str]:
     return {p.key[n:]: p.value for p in model.metadata_props if p.key.startswith(METADATA_PREFIX)}
 
 
+def read_onnx(path, where: str = "", load_external_data: bool = False) -> onnx.ModelProto:
+    """The model in the file at ``path``; FileNotFoundError when there is none, ValueError naming the file
+    when it is not an ONNX model (truncated, corrupt, empty or another format)."""
+    path = Path(path)
+    prefix = f"{where}: " if where else ""
+    if not path.is_file():
+        raise FileNotFoundError(f"{prefix}no ONNX file at {path}")
+    try:
+        model = onnx.load(str(path), load_external_data=load_external_data)
+    except (DecodeError, ValueError, RuntimeWarning) as error:
+        raise ValueError(f"{prefix}{path} is not a readable ONNX model (truncated or corrupt?): "
+                         f"{error or type(error).__name__}") from None
+    if not model.graph.node and not model.graph.output:
+        raise ValueError(f"{prefix}{path} holds no ONNX graph ({path.stat().st_size} bytes: empty or not an "
+                         f"ONNX file)")
+    return model
+
+
+def check_onnx(model: onnx.ModelProto, what: str = "the model") -> None:
+    """``onnx.checker`` (this project's node schemas registered), lenient where ONNX Runtime is: a graph
+    output without a type (some exporters and hand-written graphs leave it out; ONNX Runtime runs such
+    models) must only be made by the graph, and the rest is checked on a copy without it. A ValueError with
+    the checker's message on one line when the graph is not valid ONNX (a node input nothing produces, a
+    cycle, an unknown opset)."""
+    register_onnx_schema()
+    checked = model
+    untyped = [output.name for output in model.graph.output if not output.HasField("type")]
+    if untyped:
+        made = {name for node in model.graph.node for name in node.output}
+        made |= {value.name for value in model.graph.input} | {t.name for t in model.graph.initializer}
+        missing = [name for name in untyped if name not in made]
+        if missing:
+            raise ValueError(f"{what} is not a valid ONNX model: graph output(s) {missing} are made by no node, "
+                             f"input or initializer")
+        checked = copy.deepcopy(model)
+        kept = [output for output in checked.graph.output if output.HasField("type")]
+        del checked.graph.output[:]
+        checked.graph.output.extend(kept)
+    try:
+        onnx.checker.check_model(checked)
+    except onnx.checker.ValidationError as error:
+        text = " ".join(line.strip() for line in str(error).splitlines() if line.strip()) or type(error).__name__
+        raise ValueError(f"{what} is not a valid ONNX model: {text[:600]}") from None
+
+
 def load_model(model):
     if isinstance(model, onnx.ModelProto):
         return model
-    path = Path(model)
-    if not path.is_file():
-        raise FileNotFoundError(f"no ONNX file at {path}")
-    return onnx.load(str(path), load_external_data=False)
+    return read_onnx(model)
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,8 @@ from onnxruntime.quantization.calibrate import save_tensors_data
 from dcn_deploy.onnx import schema
 from dcn_deploy.onnx.fp16 import offset_only_nodes
 from dcn_deploy.onnx.model_info import (
+    check_onnx,
+    read_onnx,
     InputInfo,
     get_metadata,
     onnx_inputs,
@@ -311,11 +313,11 @@ def quantize_onnx(
         raise ValueError(f"unknown calibration method '{method}'; choose one of {list(METHODS)}")
     if not samples:
         raise CalibrationError("no calibration samples")
+    if method == "percentile" and not 0 < percentile <= 100:
+        raise ValueError(f"percentile must be in (0, 100], got {percentile}")
     if not isinstance(model, onnx.ModelProto):
-        path = Path(model)
-        if not path.is_file():
-            raise FileNotFoundError(f"no ONNX file at {path}")
-        model = onnx.load(str(path))
+        model = read_onnx(model, load_external_data=True)
+    check_onnx(model)
     model = onnx.ModelProto.FromString(model.SerializeToString())  # Never modify the caller's model.
     if any(n.op_type in schema.INT8_OP_TYPES for n in model.graph.node):
         raise ValueError("the model is already quantized (it has DcnDeformConvInt8 nodes)")

@@ -10,9 +10,7 @@ with ``kernel_shape`` taken from the node or from the weight's shape.
 """
 from __future__ import annotations
 
-import copy
 import os
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -21,7 +19,7 @@ from onnx import helper, numpy_helper
 
 from dcn_deploy.onnx import flavours, schema
 from dcn_deploy.onnx.flavours import Canonical, RewriteError
-from dcn_deploy.onnx.model_info import get_metadata, set_metadata
+from dcn_deploy.onnx.model_info import check_onnx, get_metadata, read_onnx, set_metadata
 
 __all__ = ["RewriteError", "fill_empty_bias", "rewrite_onnx"]
 
@@ -100,30 +98,6 @@ def _set_opset(model: onnx.ModelProto, domain: str, version: int) -> None:
     model.opset_import.append(helper.make_opsetid(domain, version))
 
 
-def check_runnable(model: onnx.ModelProto) -> None:
-    """The ONNX checker, lenient where ONNX Runtime is: a graph output without a type (some exporters and
-    hand-written graphs leave it out; ONNX Runtime runs such models) must only be produced by the graph,
-    and the rest is checked on a copy without it. Raises :class:`RewriteError` naming what is wrong."""
-    schema.register_onnx_schema()
-    checked = model
-    untyped = [output.name for output in model.graph.output if not output.HasField("type")]
-    if untyped:
-        made = {name for node in model.graph.node for name in node.output}
-        made |= {value.name for value in model.graph.input} | {t.name for t in model.graph.initializer}
-        missing = [name for name in untyped if name not in made]
-        if missing:
-            raise RewriteError(f"the rewritten model fails the ONNX checker: graph output(s) {missing} are made by "
-                               f"no node, input or initializer")
-        checked = copy.deepcopy(model)
-        kept = [output for output in checked.graph.output if output.HasField("type")]
-        del checked.graph.output[:]
-        checked.graph.output.extend(kept)
-    try:
-        onnx.checker.check_model(checked)
-    except onnx.checker.ValidationError as error:
-        raise RewriteError(f"the rewritten model fails the ONNX checker: {str(error).strip()}") from None
-
-
 def rewrite_onnx(
     model: onnx.ModelProto | str | os.PathLike,
     to: Literal["custom", "standard"] = "custom",
@@ -139,11 +113,11 @@ def rewrite_onnx(
     """
     if to not in ("custom", "standard"):
         raise ValueError(f"rewrite_onnx: 'to' must be 'custom' or 'standard', got {to!r}")
+    what = "rewrite_onnx: the input"
     if not isinstance(model, onnx.ModelProto):
-        path = Path(model)
-        if not path.is_file():
-            raise FileNotFoundError(f"rewrite_onnx: no ONNX file at {path}")
-        model = onnx.load(str(path))
+        what = f"rewrite_onnx: {model}"
+        model = read_onnx(model, "rewrite_onnx", load_external_data=True)
+    check_onnx(model, what)
     target = flavours.CUSTOM if to == "custom" else flavours.STANDARD
     context = flavours.ReadContext(flavours.ValueShapes(model), flavours.default_opset(model))
     count = 0
@@ -184,7 +158,7 @@ def rewrite_onnx(
     _drop_unused_domains(model, foreign_domains | ({schema.CUSTOM_DOMAIN} if to == "standard" else set()))
     if count and "node_kind" in get_metadata(model):
         set_metadata(model, {"node_kind": to})  # what dcn-deploy export recorded must stay true
-    check_runnable(model)
+    check_onnx(model, "rewrite_onnx: the rewritten model")
     if output is not None:
         onnx.save(model, str(output))
     return model, count

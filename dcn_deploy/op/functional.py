@@ -27,8 +27,8 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from dcn_deploy.op.geometry import DeformConvGeometry
-from dcn_deploy.op.reference import deform_conv2d_reference
+from dcn_deploy.op.geometry import DeformConvGeometry, check_float_tensors
+from dcn_deploy.op.reference import check_reference_memory, deform_conv2d_reference
 from dcn_deploy.op.torch_op import deform_conv2d_node
 
 
@@ -60,7 +60,9 @@ def deform_conv2d(
     Differentiable in every tensor argument. While ``torch.onnx.export`` traces the
     model, the call is recorded as one ``dcn_deploy::deform_conv2d`` node instead.
     """
+    check_float_tensors(input, offset, weight, bias, mask)
     geo = DeformConvGeometry.check(input, offset, weight, bias, mask, stride, padding, dilation, groups, offset_groups)
     if torch.compiler.is_exporting():
         return deform_conv2d_node(input, offset, weight, bias, mask, geo)
+    check_reference_memory(input, geo)
     return deform_conv2d_reference(input, offset, weight, bias, mask, geo)

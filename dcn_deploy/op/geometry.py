@@ -2,19 +2,38 @@
 ``DeformConvGeometry.check`` names what is wrong; ``output_size`` is the formula every Python caller uses."""
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 from typing import Sequence
 
 from torch import Tensor
 
 
+# H, W <= 2^24 and H*W, Ho*Wo < 2^31: the limits of the native kernels (plugins/core/params.h), checked
+# here too so that every backend refuses the same sizes with the same reason.
+MAX_SPATIAL_EXTENT = 1 << 24
+MAX_PLANE = (1 << 31) - 1
+
+
+def _ints(value: int | Sequence[int], name: str, form: str) -> tuple[int, ...]:
+    """``value`` (an int or a sequence of ints, numpy ints too) as a tuple of ints; a ValueError naming
+    ``name`` and the accepted ``form`` otherwise (floats, strings, bools)."""
+    items = value if isinstance(value, Sequence) and not isinstance(value, str) else (value,)
+    try:
+        if any(isinstance(v, bool) for v in items):
+            raise TypeError
+        return tuple(operator.index(v) for v in items)
+    except TypeError:
+        raise ValueError(f"deform_conv2d: {name} must be {form}, got {value!r}") from None
+
+
 def as_pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
-    if isinstance(value, int):
-        return (value, value)
-    value = tuple(int(v) for v in value)
-    if len(value) != 2:
-        raise ValueError(f"deform_conv2d: {name} must be an int or a pair, got {value}")
-    return value  # type: ignore[return-value]
+    values = _ints(value, name, "an int or a pair of ints")
+    if len(values) == 1 and not isinstance(value, Sequence):
+        return (values[0], values[0])
+    if len(values) != 2:
+        raise ValueError(f"deform_conv2d: {name} must be an int or a pair, got {values}")
+    return values  # type: ignore[return-value]
 
 
 def normalize_pads(padding: int | Sequence[int]) -> tuple[int, int, int, int]:
@@ -23,15 +42,16 @@ def normalize_pads(padding: int | Sequence[int]) -> tuple[int, int, int, int]:
     Accepts an int (all sides), a pair ``(ph, pw)`` (symmetric, PyTorch style) or a
     4-tuple already in ONNX order ``(top, left, bottom, right)``.
     """
-    if isinstance(padding, int):
-        return (padding,) * 4  # type: ignore[return-value]
-    pads = tuple(int(p) for p in padding)
+    form = "an int, (ph, pw) or (top, left, bottom, right)"
+    pads = _ints(padding, "padding", form)
+    if not isinstance(padding, Sequence):
+        return pads * 4  # type: ignore[return-value]
     if len(pads) == 2:
         return (pads[0], pads[1], pads[0], pads[1])
     if len(pads) == 4:
         return pads  # type: ignore[return-value]
     raise ValueError(
-        f"deform_conv2d: padding must be an int, (ph, pw) or (top, left, bottom, right), got {pads}"
+        f"deform_conv2d: padding must be {form}, got {pads}"
     )
 
 
@@ -85,6 +105,11 @@ class DeformConvGeometry:
                 fail(f"{name} must be 4-D, got shape {tuple(tensor.shape)}")
         n, c, h, w = input.shape
         m, c_per_group, kh, kw = weight.shape
+        if c < 1 or h < 1 or w < 1:
+            fail(f"input must have C, H and W >= 1, got shape {tuple(input.shape)}")
+        if max(h, w) > MAX_SPATIAL_EXTENT or h * w > MAX_PLANE:
+            fail(f"input spatial size {h}x{w} is too large (each side <= {MAX_SPATIAL_EXTENT} and H*W < 2^31 "
+                 f"supported)")
         if kh <= 0 or kw <= 0:
             fail(f"weight has an empty kernel {kh}x{kw}")
         if groups <= 0:
@@ -122,6 +147,8 @@ class DeformConvGeometry:
                 f"output would be empty ({ho}x{wo}) for input {h}x{w}, kernel {kh}x{kw}, "
                 f"stride {stride}, dilation {dilation}, pads {pads}"
             )
+        if ho * wo > MAX_PLANE:
+            fail(f"output size {ho}x{wo} is too large (Ho*Wo < 2^31 supported)")
         if offset.shape[0] != n:
             fail(f"offset batch {offset.shape[0]} differs from input batch {n}")
         if tuple(offset.shape[2:]) != (ho, wo):
@@ -141,3 +168,14 @@ class DeformConvGeometry:
         if bias is not None and tuple(bias.shape) != (m,):
             fail(f"bias has shape {tuple(bias.shape)}, expected ({m},)")
         return DeformConvGeometry(stride, pads, dilation, groups, offset_groups, (kh, kw), (ho, wo))
+
+
+def check_float_tensors(input: Tensor, offset: Tensor, weight: Tensor, bias: Tensor | None, mask: Tensor | None,
+                        where: str = "deform_conv2d") -> None:
+    """The float op's dtype rule: input, weight and bias one floating dtype; offset and mask floating."""
+    for name, tensor in (("input", input), ("offset", offset), ("weight", weight), ("bias", bias), ("mask", mask)):
+        if tensor is not None and not tensor.is_floating_point():
+            raise ValueError(f"{where}: {name} must be a floating-point tensor, got {tensor.dtype}")
+    for name, tensor in (("weight", weight), ("bias", bias)):
+        if tensor is not None and tensor.dtype != input.dtype:
+            raise ValueError(f"{where}: {name} has dtype {tensor.dtype}, expected the input's {input.dtype}")

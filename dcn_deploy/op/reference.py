@@ -2,6 +2,8 @@
 then one grouped multiply (shared with the INT8 and fake-quant references in ``dcn_deploy.op.int8``)."""
 from __future__ import annotations
 
+import os
+
 import torch
 from torch import Tensor
 
@@ -68,6 +70,27 @@ def grouped_convolution(weight: Tensor, columns: Tensor, geo: DeformConvGeometry
     columns = columns.reshape(n, geo.groups, (c // geo.groups) * taps, ho * wo)
     weight_groups = weight.reshape(geo.groups, m // geo.groups, (c // geo.groups) * taps)
     return torch.einsum("gmk,ngkl->ngml", weight_groups, columns).reshape(n, m, ho, wo)
+
+
+def _physical_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX: no check
+        return None
+
+
+def check_reference_memory(input: Tensor, geo: DeformConvGeometry, where: str = "deform_conv2d") -> None:
+    """A clean error before allocating when the sampled columns ``(N, C, kh*kw, Ho*Wo)`` (the reference
+    holds about three such tensors at once) would not fit in this machine's memory."""
+    memory = _physical_memory()
+    n, c = input.shape[:2]
+    elements = n * c * geo.kernel[0] * geo.kernel[1] * geo.out_hw[0] * geo.out_hw[1]
+    needed = 3 * elements * input.element_size()
+    if memory is not None and needed > memory:
+        raise ValueError(
+            f"{where}: the reference would need about {needed / 2**30:.1f} GiB for its sampled columns "
+            f"(N*C*kh*kw*Ho*Wo = {elements} elements of {input.dtype}), more than this machine's "
+            f"{memory / 2**30:.1f} GiB")
 
 
 def deform_conv2d_reference(

@@ -45,6 +45,8 @@ def _json_object(raw: bytes, what: str) -> dict:
         value = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as error:
         raise BadRequest(f"malformed JSON in the {what}: {error}") from None
+    except RecursionError:
+        raise BadRequest(f"the {what} is JSON nested too deeply") from None
     if not isinstance(value, dict):
         raise BadRequest(f"the {what} must be a JSON object, got {type(value).__name__}")
     return value

@@ -229,6 +229,8 @@ def build_app(runtime: Runtime, model_name: str, batcher: DynamicBatcher, platfo
 
 def _listening_socket(host: str, port: int) -> socket.socket:
     """A bound socket (port 0: a free one, read back from the socket), so the URL is known before serving."""
+    if not 0 <= port <= 65535:
+        raise ValueError(f"cannot listen on {host}:{port}: the port must be 0-65535 (0: a free one)")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # proto IPPROTO_TCP: asyncio sets TCP_NODELAY only on such sockets, and without it Nagle + delayed ACKs
     # hold every response ~40 ms

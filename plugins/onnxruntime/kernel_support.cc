@@ -19,8 +19,16 @@ bool scalar_attribute_exists(const OrtKernelInfo* info, const char* name) {
          call_succeeds(api.KernelInfoGetAttribute_string(info, name, nullptr, &size));
 }
 
-// ORT has no "does this attribute exist" query for kernels, so probe every
-// attribute type the node could carry.
+// True when the attribute is a non-empty list of the other kind than the one
+// asked for: ORT reads it as an empty list of the kind asked for.
+bool other_list_exists(const OrtKernelInfo* info, const char* name, bool asked_ints) {
+  const OrtApi& api = Ort::GetApi();
+  size_t size = 0;
+  const bool read = asked_ints ? call_succeeds(api.KernelInfoGetAttributeArray_float(info, name, nullptr, &size))
+                               : call_succeeds(api.KernelInfoGetAttributeArray_int64(info, name, nullptr, &size));
+  return read && size > 0;
+}
+
 }  // namespace
 
 // ORT has no "does this attribute exist" query for kernels, so probe every
@@ -60,8 +68,9 @@ std::vector<int64_t> read_ints_attribute(const OrtKernelInfo* info, const std::s
   if (!call_succeeds(api.KernelInfoGetAttributeArray_int64(info, name, nullptr, &size))) {
     throw_attribute_error(info, node_label, name, "ints");
   }
-  // ORT reads a scalar attribute as an empty list; report the type, not the length.
-  if (size == 0 && scalar_attribute_exists(info, name)) {
+  // ORT reads a scalar attribute, or a list of floats, as an empty list of
+  // ints; report the type, not the length.
+  if (size == 0 && (scalar_attribute_exists(info, name) || other_list_exists(info, name, true))) {
     throw NodeError(ORT_INVALID_ARGUMENT,
                     node_error(node_label, std::string("attribute '") + name + "' must be of type ints"));
   }
@@ -117,7 +126,7 @@ std::vector<float> read_floats_attribute(const OrtKernelInfo* info, const std::s
   if (!call_succeeds(api.KernelInfoGetAttributeArray_float(info, name, nullptr, &size))) {
     throw_attribute_error(info, node_label, name, "floats");
   }
-  if (size == 0 && scalar_attribute_exists(info, name)) {
+  if (size == 0 && (scalar_attribute_exists(info, name) || other_list_exists(info, name, false))) {
     throw NodeError(ORT_INVALID_ARGUMENT,
                     node_error(node_label, std::string("attribute '") + name + "' must be of type floats"));
   }

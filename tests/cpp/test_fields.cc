@@ -1,6 +1,9 @@
 // Plugin fields <-> attributes (the TensorRT plugin's creator and its
 // serialisation) and the input layout after TensorRT's ONNX parser.
 #include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -18,6 +21,7 @@ struct FieldList {
   std::vector<std::vector<int32_t>> int32_storage;
   std::vector<std::vector<int64_t>> int64_storage;
   std::vector<std::string> string_storage;
+  std::vector<std::string> name_storage;  // names that would not outlive the list otherwise
   std::vector<FieldView> fields;
 
   FieldList() {
@@ -25,6 +29,7 @@ struct FieldList {
     int32_storage.reserve(32);
     int64_storage.reserve(32);
     string_storage.reserve(32);
+    name_storage.reserve(32);
   }
 
   void add_int32(const char* name, std::vector<int32_t> values) {
@@ -83,7 +88,8 @@ FieldList onnx_parser_fields() {
 FieldList from_int64_fields(const std::vector<Int64Field>& serialized) {
   FieldList list;
   for (const Int64Field& field : serialized) {
-    list.add_int64(field.name.c_str(), field.values);
+    list.name_storage.push_back(field.name);  // `serialized` may be a temporary: the list keeps the name
+    list.add_int64(list.name_storage.back().c_str(), field.values);
   }
   return list;
 }
@@ -367,4 +373,112 @@ TEST(input_layout_errors) {
   CHECK_CONTAINS(resolve_input_layout(kNode, 3, nullptr, &layout), "input ranks are missing");
 }
 
-TEST_MAIN()
+// The bad-input catalogue of the plugin fields (tests/bad_inputs/test_plugin_fields.py runs each case by
+// id, `test_fields --case ID`, and checks its message; `--list` prints the ids). A case builds a field
+// list as TensorRT's ONNX parser would pass it (build phase) or as the plugin serialised it (engine
+// deserialisation, int64 fields) and damages it; the parse must fail with a message naming the field.
+namespace {
+
+struct FieldCase {
+  const char* id;
+  std::function<std::string()> run;  // the parse's error message ("" would be a failure to reject)
+};
+
+FieldList serialized_fields() {
+  DeformConvAttributes attributes;
+  onnx_parser_fields().parse(&attributes);
+  return from_int64_fields(attributes_to_fields(attributes));
+}
+
+std::string replace_int32(const char* name, std::vector<int32_t> values) {
+  FieldList list = onnx_parser_fields();
+  list.remove(name);
+  list.add_int32(name, std::move(values));
+  return list.parse_error();
+}
+
+std::string replace_serialized(const char* name, std::vector<int64_t> values) {
+  FieldList list = serialized_fields();
+  list.remove(name);
+  list.add_int64(name, std::move(values));
+  return list.parse_error();
+}
+
+const std::vector<FieldCase>& field_cases() {
+  static const std::vector<FieldCase> cases = {
+      {"missing_kernel_shape", [] { FieldList l = onnx_parser_fields(); l.remove("kernel_shape"); return l.parse_error(); }},
+      {"missing_offset_group", [] { FieldList l = onnx_parser_fields(); l.remove("offset_group"); return l.parse_error(); }},
+      {"strides_as_float32", [] {
+         FieldList l = onnx_parser_fields();
+         l.find("strides")->type = FieldType::kOther;
+         l.find("strides")->type_label = "kFLOAT32";
+         return l.parse_error();
+       }},
+      {"group_as_string", [] { FieldList l = onnx_parser_fields(); l.find("group")->type = FieldType::kChar; return l.parse_error(); }},
+      {"pads_three_values", [] { return replace_int32("pads", {1, 1, 1}); }},
+      {"dilations_one_value", [] { return replace_int32("dilations", {1}); }},
+      {"pads_negative_length", [] { FieldList l = onnx_parser_fields(); l.find("pads")->length = -4; return l.parse_error(); }},
+      {"strides_null_data", [] { FieldList l = onnx_parser_fields(); l.find("strides")->data = nullptr; return l.parse_error(); }},
+      {"group_twice", [] { FieldList l = onnx_parser_fields(); l.add_int32("group", {1}); return l.parse_error(); }},
+      {"unknown_field_stride", [] { FieldList l = onnx_parser_fields(); l.add_int32("stride", {1, 1}); return l.parse_error(); }},
+      {"unnamed_field", [] { FieldList l = onnx_parser_fields(); l.fields[2].name = nullptr; return l.parse_error(); }},
+      {"zero_stride", [] { return replace_int32("strides", {0, 1}); }},
+      {"plugin_namespace_as_int", [] {
+         FieldList l = onnx_parser_fields();
+         l.remove("plugin_namespace");
+         l.add_int32("plugin_namespace", {1});
+         return l.parse_error();
+       }},
+      {"null_field_list", [] {
+         DeformConvAttributes attributes;
+         return attributes_from_fields(kNode, nullptr, 3, &attributes);
+       }},
+      // Serialised (int64) fields, corrupted as a damaged engine file would bring them back.
+      {"serialized_negative_kernel", [] { return replace_serialized("kernel_shape", {-7, 3}); }},
+      {"serialized_truncated_pads", [] { return replace_serialized("pads", {1, 0}); }},
+      {"serialized_huge_pad", [] { return replace_serialized("pads", {0, int64_t{1} << 40, 0, 0}); }},
+      {"serialized_zero_group", [] { return replace_serialized("group", {0}); }},
+      {"serialized_last_field_lost", [] { FieldList l = serialized_fields(); l.fields.pop_back(); return l.parse_error(); }},
+      {"serialized_name_garbled", [] {
+         FieldList l = serialized_fields();
+         l.fields[3].name = "dil\xff\xfetions";
+         return l.parse_error();
+       }},
+      {"serialized_count_too_large", [] {
+         FieldList l = serialized_fields();
+         l.find("dilations")->length = int64_t{1} << 40;
+         return l.parse_error();
+       }},
+  };
+  return cases;
+}
+
+}  // namespace
+
+TEST(catalogue_cases_are_all_rejected_naming_the_node) {
+  for (const FieldCase& field_case : field_cases()) {
+    const std::string error = field_case.run();
+    if (error.empty()) test_harness::report_failure(__FILE__, __LINE__, std::string(field_case.id) + " was accepted");
+    CHECK_CONTAINS(error, "DcnDeformConv node '" + kNode + "'");
+  }
+}
+
+// `test_fields`: every TEST; `test_fields --list`: the catalogue's ids; `test_fields --case ID`: that case's
+// message on stdout (exit 0 when the fields were rejected, 1 when accepted, 2 for an unknown id).
+int main(int argc, char** argv) {
+  if (argc == 2 && std::strcmp(argv[1], "--list") == 0) {
+    for (const FieldCase& field_case : field_cases()) std::printf("%s\n", field_case.id);
+    return 0;
+  }
+  if (argc == 3 && std::strcmp(argv[1], "--case") == 0) {
+    for (const FieldCase& field_case : field_cases()) {
+      if (std::strcmp(argv[2], field_case.id) != 0) continue;
+      const std::string error = field_case.run();
+      std::printf("%s\n", error.c_str());
+      return error.empty() ? 1 : 0;
+    }
+    std::fprintf(stderr, "test_fields: no catalogue case '%s' (--list names them)\n", argv[2]);
+    return 2;
+  }
+  return test_harness::run_all_tests();
+}

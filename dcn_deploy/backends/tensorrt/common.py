@@ -142,7 +142,7 @@ def tensorrt_major(version: str) -> int:
     return int(match.group(1))
 
 
-def make_logger(trt, console=None, verbose: bool = False):
+def make_logger(trt, console=None, verbose: bool = False):  # pragma: no cover - TensorRT only: a trt.ILogger
     """A TensorRT logger that prints warnings and errors through rich (everything with ``verbose``)
     and keeps the errors, so exceptions can carry TensorRT's own words."""
 
@@ -176,7 +176,7 @@ def tensorrt_messages(logger) -> str:
     return ("; TensorRT said: " + " | ".join(logger.errors[-8:])) if logger.errors else ""
 
 
-def creator_registered(registry, logger) -> bool | None:
+def creator_registered(registry, logger) -> bool | None:  # pragma: no cover - TensorRT only: its plugin registry
     """Whether the registry holds our creator (None: this TensorRT cannot tell); a miss is not
     reported as a TensorRT error."""
 
@@ -191,7 +191,7 @@ def creator_registered(registry, logger) -> bool | None:
         logger.buffer = buffer
 
 
-def load_plugin_library(trt, registry, library: str, logger) -> None:
+def load_plugin_library(trt, registry, library: str, logger) -> None:  # pragma: no cover - TensorRT only
     """Load the plugin library into ``registry``, unless its creator is already registered (an earlier
     build or run in this process): TensorRT's ``load_library`` fails when any creator is."""
     if creator_registered(registry, logger):
@@ -209,7 +209,7 @@ def load_plugin_library(trt, registry, library: str, logger) -> None:
         )
 
 
-def plugin_registry(trt, owner):
+def plugin_registry(trt, owner):  # pragma: no cover - TensorRT only: its plugin registry
     return owner.get_plugin_registry() if hasattr(owner, "get_plugin_registry") else trt.get_plugin_registry()
 
 
@@ -217,7 +217,7 @@ _NUMPY_DTYPES = {"FLOAT": np.float32, "HALF": np.float16, "INT32": np.int32, "IN
                  "INT8": np.int8, "UINT8": np.uint8, "BOOL": np.bool_}
 
 
-def numpy_dtype_of(trt, dtype) -> np.dtype:
+def numpy_dtype_of(trt, dtype) -> np.dtype:  # pragma: no cover - TensorRT only: trt.DataType
     """The numpy dtype of a TensorRT ``DataType``."""
     for name, np_dtype in _NUMPY_DTYPES.items():
         if hasattr(trt.DataType, name) and dtype == getattr(trt.DataType, name):

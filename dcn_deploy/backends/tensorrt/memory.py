@@ -10,7 +10,7 @@ import torch
 from dcn_deploy.backends.tensorrt.common import TensorRTError
 
 
-class _TorchCudaBuffers:
+class _TorchCudaBuffers:  # pragma: no cover - GPU only: CUDA memory through torch
     """PyTorch's CUDA allocator, streams and graphs (``torch.cuda.CUDAGraph``)."""
 
     name = "torch.cuda"
@@ -64,7 +64,7 @@ class _TorchCudaBuffers:
         return _Graph()
 
 
-class _CudaPythonBuffers:
+class _CudaPythonBuffers:  # pragma: no cover - GPU only: CUDA memory through cuda-python
     """cuda-python's runtime bindings (``cuda.bindings.runtime``, or ``cuda.cudart``)."""
 
     name = "cuda-python"

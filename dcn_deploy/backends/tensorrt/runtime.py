@@ -256,7 +256,7 @@ class TensorRTBackend(Runtime):
         self.engine = None
 
 
-class TensorRTRunner:
+class TensorRTRunner:  # pragma: no cover - TensorRT only: runs a deserialized engine
     """Runs a serialized engine: ``runner(arrays) -> outputs`` (numpy in, numpy out), the
     ``run_backend`` of :func:`dcn_deploy.parity.validate.validate_onnx`: one execution context of
     :class:`dcn_deploy.backends.runtime.TensorRTBackend`, no CUDA graphs. The plugin is found as
