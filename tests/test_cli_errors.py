@@ -51,10 +51,10 @@ def test_a_truncated_onnx_is_one_line(broken, command):
 def test_a_truncated_safetensors_is_one_line(broken, name):
     runner = CliRunner()
     result = runner.invoke(app, ["convert", str(broken / name), "-o", str(broken / "out.safetensors")], env=ENV)
-    check_one_error(result, name, "not a readable safetensors file")
+    check_one_error(result, name, "not a valid safetensors file")
     result = runner.invoke(app, ["export", "--recipe", "demo", "--weights", str(broken / name), "-o",
                                  str(broken / "x.onnx")], env=ENV)
-    check_one_error(result, name, "not a readable safetensors file")
+    check_one_error(result, name, "not a valid safetensors file")
 
 
 def test_debug_shows_the_traceback(broken):

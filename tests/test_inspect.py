@@ -114,7 +114,7 @@ def test_unknown_deformable_node_is_reported_and_runs_nowhere(tmp_path):
 @pytest.mark.parametrize("content, message", [
     (None, "no ONNX file at"),
     (b"\x08\x07garbage that is no protobuf \xff\xff", "is not a readable ONNX model"),
-    (b"", "is not a readable ONNX model"),
+    (b"", "holds no ONNX graph"),
 ])
 def test_missing_and_corrupt_files_get_one_line_errors(tmp_path, content, message):
     path = tmp_path / "model.onnx"

@@ -113,11 +113,12 @@ def rewrite_onnx(
     """
     if to not in ("custom", "standard"):
         raise ValueError(f"rewrite_onnx: 'to' must be 'custom' or 'standard', got {to!r}")
-    what = "rewrite_onnx: the input"
+    where = "rewrite_onnx"
     if not isinstance(model, onnx.ModelProto):
-        what = f"rewrite_onnx: {model}"
+        where = f"rewrite_onnx: {model}"
         model = read_onnx(model, "rewrite_onnx", load_external_data=True)
-    check_onnx(model, what)
+    # no checker on the input: other exporters' nodes (TensorRT's plugins in the default domain) have no
+    # ONNX schema; the rewritten model is checked below
     target = flavours.CUSTOM if to == "custom" else flavours.STANDARD
     context = flavours.ReadContext(flavours.ValueShapes(model), flavours.default_opset(model))
     count = 0
@@ -151,14 +152,14 @@ def rewrite_onnx(
             default = flavours.default_opset(model)
             if default < schema.STANDARD_OPSET:
                 raise RewriteError(
-                    f"the model imports ai.onnx opset {default}; standard DeformConv needs opset "
+                    f"{where}: the model imports ai.onnx opset {default}; standard DeformConv needs opset "
                     f">= {schema.STANDARD_OPSET}. Convert the model first "
                     f"(onnx.version_converter.convert_version(model, {schema.STANDARD_OPSET}))"
                 )
     _drop_unused_domains(model, foreign_domains | ({schema.CUSTOM_DOMAIN} if to == "standard" else set()))
     if count and "node_kind" in get_metadata(model):
         set_metadata(model, {"node_kind": to})  # what dcn-deploy export recorded must stay true
-    check_onnx(model, "rewrite_onnx: the rewritten model")
+    check_onnx(model, f"{where}, rewritten,")
     if output is not None:
         onnx.save(model, str(output))
     return model, count
