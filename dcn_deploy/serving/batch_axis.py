@@ -131,8 +131,8 @@ def probe_batch_axis(run: RunFn, arrays: dict[str, np.ndarray], outputs: Sequenc
     return BatchAxis(STACK, f"a probe showed that axis 0 of output(s) {names} follows the batch")
 
 
-def random_inputs(specs: Sequence, shapes: Mapping[str, Sequence[int]], seed: int = 0) -> dict[str, np.ndarray]:
-    """Random arrays for a probe: ``shapes`` by input name (every input), float normal, integers in [0, 8)."""
+def probe_inputs(specs: Sequence, shapes: Mapping[str, Sequence[int]], seed: int = 0) -> dict[str, np.ndarray]:
+    """Random arrays to probe the batch axis with: ``shapes`` by input name (every input), float normal, integers in [0, 8)."""
     rng = np.random.default_rng(seed)
     arrays = {}
     for spec in specs:

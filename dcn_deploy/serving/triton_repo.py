@@ -42,7 +42,7 @@ from dcn_deploy.serving.batch_axis import (
     BatchAxis,
     batch_axis_from_graph,
     probe_batch_axis,
-    random_inputs,
+    probe_inputs,
 )
 from dcn_deploy.serving.protocol import MODEL_VERSION
 
@@ -187,7 +187,7 @@ def _probe_onnx(onnx_model: Path | None, inputs, axis: BatchAxis) -> BatchAxis:
         return BatchAxis(ALONE, f"{axis.reason}, and the ONNX records no input shape to probe it with")
     shapes = {spec.name: [1, *shape[1:]] for spec, shape in zip(inputs, json.loads(recorded))}
     with load_runtime(onnx_model, "onnxruntime") as runtime:
-        verdict = probe_batch_axis(runtime.run_checked, random_inputs(inputs, shapes), axis.unproven)
+        verdict = probe_batch_axis(runtime.run_checked, probe_inputs(inputs, shapes), axis.unproven)
     return verdict if verdict.stack else BatchAxis(ALONE, f"{axis.reason}; {verdict.reason}")
 
 
