@@ -113,10 +113,6 @@ def class_name(module: nn.Module) -> str:
     return type(module).__name__
 
 
-def has_params(module: nn.Module, *names: str) -> bool:
-    return all(getattr(module, name, None) is not None for name in names)
-
-
 def pair(value, name: str, path: str) -> tuple[int, int]:
     if isinstance(value, int):
         return (value, value)

@@ -54,10 +54,6 @@ def convert_to_fp16(model: onnx.ModelProto, keep_io_types: bool = False, fp32_of
     return converted
 
 
-def _is_custom_dcn(node: onnx.NodeProto) -> bool:
-    return node.op_type == schema.CUSTOM_OP_TYPE and node.domain == schema.CUSTOM_DOMAIN
-
-
 _SAMPLING_INPUTS = (2, 4)  # offset, mask
 
 
@@ -96,7 +92,7 @@ def offset_only_nodes(graph: onnx.GraphProto) -> list[str]:
             continue
         selected[k] = all(
             uses.get(name) and all(
-                selected[c] or (_is_custom_dcn(graph.node[c]) and i in _SAMPLING_INPUTS) for c, i in uses[name]
+                selected[c] or (schema.is_custom_node(graph.node[c]) and i in _SAMPLING_INPUTS) for c, i in uses[name]
             )
             for name in outputs
         )
@@ -151,7 +147,7 @@ def _drop_float16_round_trips(graph: onnx.GraphProto, fp32_nodes: set[str]) -> N
                 for c2, i2 in uses.get(reader.output[0], []):  # Read the float32 value directly.
                     graph.node[c2].input[i2] = fp32_value
                 removed.add(c)
-            elif _is_custom_dcn(reader) and i in _SAMPLING_INPUTS:
+            elif schema.is_custom_node(reader) and i in _SAMPLING_INPUTS:
                 reader.input[i] = fp32_value
             else:
                 kept_uses += 1

@@ -323,7 +323,7 @@ def quantize_onnx(
         raise ValueError("the model is already quantized (it has DcnDeformConvInt8 nodes)")
     if get_metadata(model).get("precision", "fp32") != "fp32":
         raise ValueError(f"quantize a float32 export; this model is {get_metadata(model)['precision']}")
-    custom = [n for n in model.graph.node if n.op_type == schema.CUSTOM_OP_TYPE and n.domain == schema.CUSTOM_DOMAIN]
+    custom = [n for n in model.graph.node if schema.is_custom_node(n)]
     standard = [n for n in model.graph.node
                 if n.op_type == schema.STANDARD_OP_TYPE and n.domain in schema.STANDARD_DOMAINS]
     if not custom and not standard:

@@ -24,10 +24,6 @@ from dcn_deploy.onnx.model_info import check_onnx, get_metadata, read_onnx, set_
 __all__ = ["RewriteError", "fill_empty_bias", "rewrite_onnx"]
 
 
-def _is_custom(node: onnx.NodeProto) -> bool:
-    return node.op_type == schema.CUSTOM_OP_TYPE and node.domain == schema.CUSTOM_DOMAIN
-
-
 def _weight_initializer(node: onnx.NodeProto, graph: onnx.GraphProto | None) -> onnx.TensorProto | None:
     if graph is None or len(node.input) < 2:
         return None
@@ -45,7 +41,7 @@ def fill_empty_bias(model: onnx.ModelProto) -> int:
     changed = 0
     for graph, nodes in flavours.node_lists(model):
         for node in nodes:
-            if not (_is_custom(node) and len(node.input) == 5 and not node.input[3]):
+            if not (schema.is_custom_node(node) and len(node.input) == 5 and not node.input[3]):
                 continue
             weight = _weight_initializer(node, graph)
             if weight is None or len(weight.dims) != 4:

@@ -48,6 +48,11 @@ ATTRIBUTES = ("dilations", "group", "kernel_shape", "offset_group", "pads", "str
 PLUGIN_ATTRIBUTES = {"plugin_namespace": PLUGIN_NAMESPACE, "plugin_version": PLUGIN_VERSION}
 
 
+def is_custom_node(node: onnx.NodeProto) -> bool:
+    """Whether ``node`` is this project's float custom node (``DcnDeformConv`` in domain ``dcn_deploy``)."""
+    return node.op_type == CUSTOM_OP_TYPE and node.domain == CUSTOM_DOMAIN
+
+
 def register_onnx_schema() -> None:
     """Register the custom node's schema with the ``onnx`` package (once per process).
 

@@ -177,7 +177,7 @@ def infer_response(model_name: str, request: InferRequest, results: dict[str, np
     outputs, chunks = [], []
     for name in request.outputs:
         array = np.ascontiguousarray(results[name])
-        entry = {"name": name, "datatype": _datatype(array), "shape": list(array.shape)}
+        entry = {"name": name, "datatype": datatype_of(array.dtype), "shape": list(array.shape)}
         if name in request.binary_outputs:
             data = array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
             entry["parameters"] = {"binary_data_size": len(data)}
@@ -193,10 +193,6 @@ def infer_response(model_name: str, request: InferRequest, results: dict[str, np
     if not chunks:
         return header, None
     return b"".join([header, *chunks]), len(header)
-
-
-def _datatype(array: np.ndarray) -> str:
-    return datatype_of(array.dtype)
 
 
 _NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
