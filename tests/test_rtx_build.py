@@ -321,3 +321,104 @@ def test_a_plugin_library_of_another_tensorrt_layout_is_refused(models, tmp_path
     text = _refused(models["demo"], tmp_path / "x.plan", "--plugin-lib", trt_plugin_library(10))
     assert "was compiled against TensorRT 10.16 headers, but TensorRT-RTX 1." in text
     assert "needs the TensorRT 11.x interface layout: use libdcn_deploy_trt11.so" in text
+
+
+# --------------------------------------------------------------------------------------
+# Registration when the library is only dlopen'ed (Triton's plugins=, LD_PRELOAD), in the real
+# TensorRT-RTX registry, and no double registration when loadLibrary follows
+# --------------------------------------------------------------------------------------
+
+_REGISTRATION_SCRIPT = r"""
+import ctypes, json, sys
+from dcn_deploy.backends.tensorrt.build import build_engine
+from dcn_deploy.backends.tensorrt.rtx import import_tensorrt_rtx
+
+library, model, engine = sys.argv[1:4]
+trt = import_tensorrt_rtx()  # TensorRT-RTX loaded first, as a server loads TensorRT before the plugins
+registry = trt.get_plugin_registry()
+ours = lambda: sorted([c.name, c.plugin_version, c.plugin_namespace] for c in registry.all_creators
+                      if c.plugin_namespace == "dcn_deploy")
+report = {"before": ours()}
+ctypes.CDLL(library, mode=ctypes.RTLD_GLOBAL)  # dlopen only: no entry point is called
+report["after_dlopen"] = ours()
+builder_registry = trt.Builder(trt.Logger(trt.Logger.ERROR)).get_plugin_registry()
+report["builder_sees"] = builder_registry.get_creator("DcnDeformConv", "1", "dcn_deploy") is not None
+# the plan does not carry the library: the build can only use the creator the dlopen registered
+result = build_engine(model, engine, shapes=["x:1x4x8x8/2x4x16x16/4x4x32x32"], plugin_lib=library,
+                      serialize_plugin=False, target="rtx")
+report["plugin_layers"] = result.plugin_layers
+handle = registry.load_library(library)  # TensorRT's own loader: getCreators after the dlopen registration
+report["load_library_ok"] = handle is not None
+report["after_load_library"] = ours()
+registry.deregister_library(handle)
+report["after_deregister_library"] = ours()
+print("REPORT " + json.dumps(report))
+"""
+
+
+def test_a_dlopen_only_load_registers_the_creators_once(tmp_path):
+    library = trt_plugin_library(RTX_INTERFACE_MAJOR)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    result = subprocess.run([sys.executable, "-c", _REGISTRATION_SCRIPT, library, str(_one_layer(tmp_path, "good")),
+                             str(tmp_path / "good.plan")], capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, f"rc={result.returncode}\n{result.stdout}\n{result.stderr}"
+    report = json.loads(result.stdout.split("REPORT ", 1)[1])
+    ours = [[name, schema.PLUGIN_VERSION, schema.PLUGIN_NAMESPACE]
+            for name in ("DcnDeformConv", "DcnDeformConvInt8", "DcnDeformConvInt8Requantized")]
+    assert report["before"] == []
+    assert report["after_dlopen"] == ours
+    assert report["builder_sees"] is True
+    assert report["plugin_layers"] == [{"name": "dcn_bad", "output_shape": [-1, 6, -1, -1], "output_dtype": "FLOAT"}]
+    assert (tmp_path / "good.plan").stat().st_size > 0
+    assert report["load_library_ok"] is True
+    assert report["after_load_library"] == ours  # one of each: loadLibrary took over the registration
+    assert report["after_deregister_library"] == []  # and they were its own, not left over from the dlopen
+
+
+_LISTING = ("from dcn_deploy.backends.tensorrt.rtx import import_tensorrt_rtx\n"
+            "trt = import_tensorrt_rtx(); registry = trt.get_plugin_registry()\n"
+            "ours = lambda: sorted(c.name for c in registry.all_creators if c.plugin_namespace == 'dcn_deploy')\n")
+
+
+def _python(script: str, *args: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(REPO), **env})
+
+
+def test_dlclose_and_process_exit_after_a_dlopen_only_load():
+    """The creators leave the registry when the library is unloaded, and the process exits cleanly (the
+    registry is still alive when they are deregistered at exit)."""
+    script = _LISTING + (
+        "import ctypes, _ctypes, sys\n"
+        "lib = ctypes.CDLL(sys.argv[1], mode=ctypes.RTLD_GLOBAL); print('LOADED', ours())\n"
+        "_ctypes.dlclose(lib._handle); print('CLOSED', ours())\n"
+        "lib = ctypes.CDLL(sys.argv[1], mode=ctypes.RTLD_GLOBAL); print('AGAIN', len(ours()))\n")
+    result = _python(script, trt_plugin_library(RTX_INTERFACE_MAJOR))
+    assert result.returncode == 0, f"rc={result.returncode}\n{result.stdout}\n{result.stderr}"
+    assert "LOADED ['DcnDeformConv', 'DcnDeformConvInt8', 'DcnDeformConvInt8Requantized']" in result.stdout
+    assert "CLOSED []" in result.stdout and "AGAIN 3" in result.stdout
+
+
+@pytest.mark.parametrize("with_tensorrt", [True, False], ids=["tensorrt_preloaded_too", "plugin_alone"])
+def test_ld_preload(with_tensorrt):
+    """LD_PRELOAD registers when TensorRT's library is preloaded too; alone it loads before TensorRT and
+    registers nothing (and must not fail)."""
+    import tensorrt_rtx_libs  # noqa: F401  optional heavy dependency: where the wheel keeps libtensorrt_rtx.so.1
+
+    preload = [trt_plugin_library(RTX_INTERFACE_MAJOR)]
+    if with_tensorrt:
+        preload.insert(0, str(Path(tensorrt_rtx_libs.__file__).parent / "libtensorrt_rtx.so.1"))
+    result = _python(_LISTING + "print('LISTED', len(ours()))", LD_PRELOAD=" ".join(preload))
+    assert result.returncode == 0, f"rc={result.returncode}\n{result.stdout}\n{result.stderr}"
+    assert f"LISTED {3 if with_tensorrt else 0}" in result.stdout
+
+
+def test_the_library_loads_without_tensorrt_and_registers_nothing():
+    """No TensorRT in the process (getPluginRegistry nowhere): the load must neither fail nor crash."""
+    script = ("import ctypes, sys; lib = ctypes.CDLL(sys.argv[1], mode=ctypes.RTLD_GLOBAL); n = ctypes.c_int32(0); "
+              "lib.getCreators.restype = ctypes.c_void_p; p = lib.getCreators(ctypes.byref(n)); "
+              "print('CREATORS', n.value, p is not None)")
+    result = subprocess.run([sys.executable, "-c", script, trt_plugin_library(RTX_INTERFACE_MAJOR)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "CREATORS 3 True" in result.stdout
