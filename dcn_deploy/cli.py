@@ -737,6 +737,8 @@ def triton_repo(
     model: Path = typer.Argument(..., help="model.onnx or a TensorRT engine (model.engine / .plan)"),
     output: Path = typer.Option(..., "-o", "--output", help="the repository directory (created or added to)"),
     model_name: Optional[str] = typer.Option(None, "--model-name", help="the model's name (default: file stem)"),
+    backend: Optional[str] = typer.Option(None, "--backend", help="onnxruntime | tensorrt (default: by suffix) | "
+                                          "python (Triton's Python backend running this project's runtime)"),
     onnx: Optional[Path] = typer.Option(None, "--onnx", help="engine only: the ONNX it was built from (its I/O)"),
     max_batch_size: int = typer.Option(8, "--max-batch-size", help="Triton's dynamic batching limit (0: none)"),
     max_delay_ms: float = typer.Option(1.0, "--max-delay-ms", help="Triton's max queue delay"),
@@ -752,7 +754,8 @@ def triton_repo(
     from dcn_deploy.serving.triton_repo import TritonRepoError, write_triton_repo
 
     try:
-        repo = write_triton_repo(model, output, model_name=model_name, onnx_model=onnx, max_batch_size=max_batch_size,
+        repo = write_triton_repo(model, output, model_name=model_name, backend=backend, onnx_model=onnx,
+                                 max_batch_size=max_batch_size,
                                  max_delay_ms=max_delay_ms, instances=instances, kind=kind, library=library,
                                  mount=mount, force=force)
     except (FileNotFoundError, ValueError, TritonRepoError) as error:

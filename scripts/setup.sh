@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # All the set-up, idempotent: .venv at the repository root with the pinned packages,
 # this project installed (editable), the optional TensorRT-RTX extra where pip can get it,
+# the optional Triton extra (.venv-triton: tritonserver from nvidia-pytriton) likewise,
 # and the plugins built (with the libtensorrt_rtx.so alias TensorRT-RTX's wheel lacks,
 # plugins/tensorrt/rtx_soname/). Sourced by demo.sh and test.sh.
 set -euo pipefail
@@ -30,6 +31,23 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
       echo "setup: installed the optional TensorRT-RTX extra (${rtx_packages[*]})"
     else
       echo "setup: optional TensorRT-RTX extra not installed (pip could not install ${rtx_packages[*]}; see .venv/.rtx-install.log): dcn-deploy build --target rtx and tests/test_rtx_build.py are unavailable"
+    fi
+  fi
+  # The optional extra "triton" (the "#triton " lines of requirements.txt): the tritonserver binary with its
+  # Python backend that the nvidia-pytriton wheel bundles, for tests/test_tritonserver.py. Its own
+  # environment .venv-triton (nvidia-pytriton pins numpy < 2), which is also the Python of the backend's
+  # model: onnxruntime (the version pinned above) and this project (editable, --no-deps: no torch) go there too.
+  mapfile -t triton_packages < <(sed -n 's/^#triton //p' requirements.txt)
+  if [ "${#triton_packages[@]}" -gt 0 ]; then
+    triton_log=.venv/.triton-install.log
+    if { [ -x .venv-triton/bin/python ] || "$python" -m venv .venv-triton; } > "$triton_log" 2>&1 \
+        && .venv-triton/bin/python -m pip install --quiet --disable-pip-version-check "${triton_packages[@]}" \
+           "$(grep -E '^onnxruntime==' requirements.txt)" "$(grep -E '^setuptools==' requirements.txt)" >> "$triton_log" 2>&1 \
+        && .venv-triton/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation \
+           -e . >> "$triton_log" 2>&1; then
+      echo "setup: installed the optional Triton extra into .venv-triton (${triton_packages[*]})"
+    else
+      echo "setup: optional Triton extra not installed (see $triton_log): tests/test_tritonserver.py skips its tritonserver test"
     fi
   fi
   echo "$want" > "$stamp"

@@ -5,10 +5,13 @@ import os
 import queue
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -115,3 +118,109 @@ def memory_mib(pid: int) -> dict[str, float]:
             if key in ("VmRSS", "VmHWM"):
                 values[key] = int(rest.split()[0]) / 1024
     return values
+
+
+# The bundled tritonserver of nvidia-pytriton (scripts/setup.sh installs it into .venv-triton; it pins
+# numpy < 2, hence its own environment). Its Python backend's stub embeds the system's libpython of that
+# Python version and finds its packages through the first python3 on PATH: .venv-triton's, where setup.sh
+# installed onnxruntime and this project (--no-deps).
+REPO = Path(__file__).resolve().parents[1]
+TRITON_ENV = REPO / ".venv-triton"
+
+
+def tritonserver_unavailable() -> str | None:
+    """Why the bundled tritonserver cannot run here (None: it can)."""
+    packages = sorted(TRITON_ENV.glob("lib/python3.*/site-packages/pytriton/tritonserver"))
+    if not packages:
+        log = REPO / ".venv" / ".triton-install.log"
+        return (f"no tritonserver in {TRITON_ENV} (./scripts/setup.sh installs nvidia-pytriton there"
+                + (f"; its log {log} ends: {log.read_text()[-300:]!r}" if log.is_file() else "") + ")")
+    version = packages[0].parents[2].name.removeprefix("python")
+    stub = packages[0] / "python_backend_stubs" / version / "triton_python_backend_stub"
+    if not stub.is_file():
+        return f"nvidia-pytriton has no Python backend stub for Python {version} ({stub})"
+    missing = [line.split()[0] for line in subprocess.run(
+        ["ldd", str(stub)], capture_output=True, text=True,
+        env={**os.environ, "LD_LIBRARY_PATH": str(packages[0].parents[1] / "nvidia_pytriton.libs")}).stdout.splitlines()
+        if "not found" in line]
+    if missing:
+        return f"the Python backend stub for Python {version} needs {missing} (e.g. Debian's libpython{version})"
+    return None
+
+
+def _free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+class TritonServer:
+    """The bundled tritonserver on ``repository`` (``--model-control-mode none``) on free loopback ports;
+    ``url`` once ``/v2/health/ready`` answers 200. Always :meth:`stop` it (it kills after a grace period)."""
+
+    def __init__(self, repository: Path, workdir: Path, timeout: float = 120.0):
+        server = sorted(TRITON_ENV.glob("lib/python3.*/site-packages/pytriton/tritonserver"))[0]
+        version = server.parents[2].name.removeprefix("python")
+        backends = workdir / "backends"
+        (backends / "python").mkdir(parents=True, exist_ok=True)
+        for name in ("libtriton_python.so", "triton_python_backend_utils.py"):
+            link = backends / "python" / name
+            if not link.exists():
+                link.symlink_to(server / "backends" / "python" / name)
+        stub = backends / "python" / "triton_python_backend_stub"
+        if not stub.exists():  # the backend runs the stub from its own directory
+            stub.symlink_to(server / "python_backend_stubs" / version / "triton_python_backend_stub")
+        self.log_path = workdir / "tritonserver.log"
+        env = {**os.environ, "LD_LIBRARY_PATH": str(server.parents[1] / "nvidia_pytriton.libs"),
+               "PATH": f"{TRITON_ENV / 'bin'}:{os.environ.get('PATH', '')}"}
+        env.pop("PYTHONPATH", None)
+        http, grpc, metrics = _free_ports(3)
+        with open(self.log_path, "w") as log:
+            self.process = subprocess.Popen(
+                [str(server / "bin" / "tritonserver"), f"--model-repository={repository}",
+                 f"--backend-directory={backends}", "--model-control-mode=none", f"--http-port={http}",
+                 f"--grpc-port={grpc}", f"--metrics-port={metrics}", "--exit-timeout-secs=5",
+                 # shared-memory regions of this server only: other tritonservers may run beside it
+                 f"--backend-config=python,shm-region-prefix-name=dcn{os.getpid()}x{http}"],
+                stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        self.url = f"http://127.0.0.1:{http}"
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"tritonserver exited ({self.process.returncode}):\n{self.log()}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/v2/health/ready", timeout=2) as answer:
+                    if answer.status == 200:
+                        break
+            except (OSError, urllib.error.URLError):
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"tritonserver was not ready after {timeout:.0f} s:\n{self.log()}")
+            time.sleep(0.25)
+
+    @property
+    def address(self) -> str:
+        return self.url.removeprefix("http://")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-6000:]
+
+    def stop(self) -> None:
+        """SIGTERM to the server's process group (its Python stubs included), SIGKILL after 20 s."""
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        try:  # stubs left behind by a crash
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

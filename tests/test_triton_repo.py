@@ -106,7 +106,8 @@ def test_tensorrt_repository_with_the_onnx_given(serving_onnx, tmp_path):
     assert (tmp_path / "repo" / "demo" / "libdcn_deploy_trt.so").read_bytes() == b"plugin bytes"
     readme = (tmp_path / "repo" / "README.md").read_text()
     assert "--backend-config=tensorrt,plugins=/models/demo/libdcn_deploy_trt.so" in readme
-    assert "LD_PRELOAD=/models/demo/libdcn_deploy_trt.so tritonserver" in readme
+    assert 'LD_PRELOAD="libnvinfer.so.<major> /models/demo/libdcn_deploy_trt.so" tritonserver' in readme
+    assert "the library then registers its creators" in readme  # on dlopen: no getCreators call needed
 
 
 def test_tensorrt_io_from_the_build_record_and_its_profile(serving_onnx, tmp_path):

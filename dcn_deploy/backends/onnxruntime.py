@@ -25,14 +25,18 @@ def ort_session(
     providers: Sequence[str] | None = None,
     sess_options=None,
     intra_op_threads: int | None = None,
+    library: str | os.PathLike | None = None,
 ):
     """An ``onnxruntime.InferenceSession`` with the custom op registered.
 
-    ``model_path`` may be a path or serialized model bytes; ``providers`` defaults to CPU.
+    ``model_path`` may be a path or serialized model bytes; ``providers`` defaults to CPU;
+    ``library``: the custom-op library (default :func:`ort_custom_op_library`).
     """
 
+    if library is not None and not Path(library).is_file():
+        raise FileNotFoundError(f"no custom-op library at {library}")
     options = sess_options or ort.SessionOptions()
-    options.register_custom_ops_library(ort_custom_op_library())
+    options.register_custom_ops_library(str(library) if library is not None else ort_custom_op_library())
     if intra_op_threads is not None:
         options.intra_op_num_threads = intra_op_threads
     if not isinstance(model_path, bytes):
@@ -68,12 +72,13 @@ class OnnxRuntimeBackend(Runtime):
     ``memory_arena=False`` turns ONNX Runtime's CPU memory arena off: each run's buffers are freed
     when it ends instead of being kept for the next runs, so that a server's memory can go back to
     the system after a large request (``dcn-deploy serve`` does; no slower on this project's models).
+    ``library``: the custom-op library to register (default :func:`ort_custom_op_library`).
     """
 
     backend = "onnxruntime"
 
     def __init__(self, model: str | os.PathLike | bytes, device: str = "cpu", threads: int | None = None,
-                 sess_options=None, memory_arena: bool = True):
+                 sess_options=None, memory_arena: bool = True, library: str | os.PathLike | None = None):
         super().__init__()
         if not memory_arena:
             sess_options = sess_options or ort.SessionOptions()
@@ -89,7 +94,8 @@ class OnnxRuntimeBackend(Runtime):
             raise ValueError(f"--device cuda: this onnxruntime has no CUDAExecutionProvider (it has {available}); "
                              f"install onnxruntime-gpu on a machine with an NVIDIA GPU")
         providers = (["CUDAExecutionProvider"] if use_cuda else []) + ["CPUExecutionProvider"]
-        self.session = ort_session(model, providers=providers, sess_options=sess_options, intra_op_threads=threads)
+        self.session = ort_session(model, providers=providers, sess_options=sess_options, intra_op_threads=threads,
+                                   library=library)
         self.providers = self.session.get_providers()
         self.inputs = [_ort_spec(a) for a in self.session.get_inputs()]
         self.outputs = [_ort_spec(a) for a in self.session.get_outputs()]

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-import torch
 
 BACKENDS = ("onnxruntime", "tensorrt")
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
@@ -175,6 +174,7 @@ class Runtime(ABC):
         names = [s.name for s in self.outputs] if outputs is None else [self.output_spec(n).name for n in outputs]
         results = self._run(arrays, names)
         if torch_device is not None:
+            import torch  # optional heavy dependency: only torch inputs need it (Triton's Python backend has none)
 
             return {name: torch.from_numpy(results[name]).to(torch_device) for name in names}
         return {name: results[name] for name in names}

@@ -4,8 +4,14 @@ Layout written (``<repo>/README.md`` says how to start tritonserver with it)::
 
     <repo>/README.md
     <repo>/<model>/config.pbtxt
-    <repo>/<model>/1/model.onnx | model.plan
+    <repo>/<model>/1/model.onnx | model.plan | model.onnx + model.py   (onnxruntime | tensorrt | python)
     <repo>/<model>/libdcn_deploy_ort.so | libdcn_deploy_trt.so   (the custom op / plugin library)
+
+Backends: ``onnxruntime`` and ``tensorrt`` are Triton's own (the model runs inside Triton's ONNX Runtime or
+TensorRT); ``python`` is Triton's Python backend running this project's runtime
+(:mod:`dcn_deploy.serving.triton_python`, ONNX Runtime with the custom-op library) through a generated
+``model.py``: the route when Triton's ONNX Runtime is too old for the library, and the one CI runs against a
+real tritonserver (``tests/test_tritonserver.py``).
 
 The library is copied into the model's directory so the repository is self-contained, and the
 config names it by the path tritonserver will see (``mount``: the repository's absolute path here
@@ -45,6 +51,22 @@ from dcn_deploy.serving.batch_axis import (
     probe_inputs,
 )
 from dcn_deploy.serving.protocol import MODEL_VERSION
+from dcn_deploy.serving.triton_python import MODEL_FILE
+
+TRITON_BACKENDS = ("onnxruntime", "tensorrt", "python")
+# The Python backend's model.py: a shim, the model itself is dcn_deploy.serving.triton_python.
+PYTHON_MODEL = '''# Written by dcn-deploy triton-repo --backend python. Triton's Python backend runs this file; the model
+# is dcn_deploy.serving.triton_python (ONNX Runtime with this project's custom-op library, copied beside
+# config.pbtxt), which the backend's Python must be able to import: README.md at the repository's root.
+import triton_python_backend_utils as pb_utils
+
+from dcn_deploy.serving.triton_python import DcnTritonModel
+
+
+class TritonPythonModel(DcnTritonModel):
+    def __init__(self):
+        super().__init__(pb_utils)
+'''
 
 
 class TritonRepoError(ValueError):
@@ -89,12 +111,12 @@ def model_config_text(name: str, backend: str, inputs: Sequence[TensorSpec], out
                       op_library: str | None = None, source: str = "") -> str:
     """Triton's config.pbtxt. ``max_batch_size`` 0: the model has no batch axis (dims are whole shapes,
     no dynamic batching); else dims leave axis 0 out and Triton stacks requests up to it."""
-    platform = {"onnxruntime": ("onnxruntime_onnx", "onnxruntime"), "tensorrt": ("tensorrt_plan", "tensorrt")}[backend]
+    platform = {"onnxruntime": "onnxruntime_onnx", "tensorrt": "tensorrt_plan", "python": None}[backend]
     batched = max_batch_size > 0
     lines = [f"# Written by dcn-deploy triton-repo{' from ' + source if source else ''}; README.md at the "
              f"repository's root says how to start tritonserver.",
-             f'name: "{name}"', f'platform: "{platform[0]}"', f'backend: "{platform[1]}"',
-             f"max_batch_size: {max_batch_size}"]
+             f'name: "{name}"'] + ([f'platform: "{platform}"'] if platform else []) + [
+             f'backend: "{backend}"', f"max_batch_size: {max_batch_size}"]
     lines += _tensors("input", inputs, batched)
     lines += _tensors("output", outputs, batched)
     if batched:
@@ -199,11 +221,13 @@ def write_triton_repo(model: str | os.PathLike, repo: str | os.PathLike, model_n
     """Write (or add to) a Triton model repository for ``model`` (.onnx or a TensorRT engine).
 
     Args:
+        backend: onnxruntime | tensorrt (default: by the file's suffix) | python (an ONNX model run by this
+            project's runtime in Triton's Python backend).
         model_name: the model's directory and name (default: the file's stem).
         onnx_model: for an engine, the ONNX it was built from (its I/O; needed where TensorRT is missing
             and the engine has no ``dcn-deploy build`` record naming it).
         max_batch_size, max_delay_ms: Triton's dynamic batching (0: none); capped by the engine's profile.
-        instances, kind: the instance group (kind: cpu | gpu; default cpu for ONNX, gpu for TensorRT).
+        instances, kind: the instance group (kind: cpu | gpu; default gpu for TensorRT, else cpu).
         library: the custom-op (ONNX) or plugin (TensorRT) library to copy (default: this checkout's build).
         mount: the repository's path as tritonserver sees it (default: its absolute path here).
         force: replace an existing model directory of that name.
@@ -212,22 +236,30 @@ def write_triton_repo(model: str | os.PathLike, repo: str | os.PathLike, model_n
     model = Path(model)
     if not model.is_file():
         raise FileNotFoundError(f"no model file at {model}")
-    backend = backend_for(model, backend)
+    if backend == "python":
+        if model.suffix.lower() != ".onnx":
+            raise TritonRepoError(f"--backend python runs an ONNX model, got '{model.name}'")
+    elif backend is not None and backend not in TRITON_BACKENDS:
+        raise TritonRepoError(f"backend must be one of {list(TRITON_BACKENDS)}, got '{backend}'")
+    else:
+        backend = backend_for(model, backend)
     name = model_name or model.stem
     if not name or "/" in name or name.startswith("."):
         raise TritonRepoError(f"'{name}' is not a usable model name (a directory name without '/')")
-    kind = (kind or ("cpu" if backend == "onnxruntime" else "gpu")).lower()
+    kind = (kind or ("gpu" if backend == "tensorrt" else "cpu")).lower()
     if kind not in ("cpu", "gpu"):
         raise TritonRepoError(f"instance kind must be cpu or gpu, got '{kind}'")
     if backend == "tensorrt" and kind != "gpu":
         raise TritonRepoError("a TensorRT plan runs on the GPU only: instance kind must be gpu")
+    if backend == "python" and kind != "cpu":
+        raise TritonRepoError("the python backend's model runs ONNX Runtime on the CPU: instance kind must be cpu")
     if instances < 1:
         raise TritonRepoError(f"instances must be at least 1, got {instances}")
     if max_delay_ms < 0:
         raise TritonRepoError(f"max_delay_ms must be >= 0, got {max_delay_ms}")
 
     notes: list[str] = []
-    if backend == "onnxruntime":
+    if backend in ("onnxruntime", "python"):
         inputs, outputs = onnx_io(model)
         info, source, probe_model = None, model.name, model
         needs_library = uses_custom_op(model)
@@ -255,7 +287,7 @@ def write_triton_repo(model: str | os.PathLike, repo: str | os.PathLike, model_n
             try:
                 library_path = Path(find_library())
             except FileNotFoundError as error:
-                if backend == "onnxruntime":
+                if backend != "tensorrt":
                     raise
                 notes.append(f"no plugin library copied ({error}); the plan must carry it, or load it as README.md says")
 
@@ -266,8 +298,10 @@ def write_triton_repo(model: str | os.PathLike, repo: str | os.PathLike, model_n
             raise TritonRepoError(f"{model_dir} exists: pass --force to replace it, or choose another --model-name")
         shutil.rmtree(model_dir)
     (model_dir / MODEL_VERSION).mkdir(parents=True)
-    model_file = model_dir / MODEL_VERSION / ("model.onnx" if backend == "onnxruntime" else "model.plan")
+    model_file = model_dir / MODEL_VERSION / (MODEL_FILE if backend != "tensorrt" else "model.plan")
     shutil.copyfile(model, model_file)
+    if backend == "python":
+        (model_dir / MODEL_VERSION / "model.py").write_text(PYTHON_MODEL)
     copied = None
     if library_path is not None:
         copied = model_dir / library_name
@@ -285,6 +319,10 @@ def write_triton_repo(model: str | os.PathLike, repo: str | os.PathLike, model_n
     return result
 
 
+_BACKEND_TITLES = {"onnxruntime": "ONNX Runtime", "tensorrt": "TensorRT",
+                   "python": "Python backend running dcn_deploy's ONNX Runtime runtime"}
+
+
 def _readme(repo: TritonRepository, server_root: str) -> str:
     """How to start tritonserver with this repository (the last model written is the example)."""
     name = repo.model_name
@@ -296,7 +334,7 @@ def _readme(repo: TritonRepository, server_root: str) -> str:
         f"sees them: `{server_root}` is this repository (`--mount` changes it; a container that mounts it "
         "elsewhere needs the repository written again with that `--mount`).",
         "",
-        f"Model `{name}` ({'ONNX Runtime' if repo.backend == 'onnxruntime' else 'TensorRT'}), "
+        f"Model `{name}` ({_BACKEND_TITLES[repo.backend]}), "
         f"max_batch_size {repo.max_batch_size}:",
         "",
         "| | name | datatype | dims (-1: any size) |",
@@ -323,27 +361,51 @@ def _readme(repo: TritonRepository, server_root: str) -> str:
             "container with `./scripts/build_plugins.sh` when in doubt). Its kernels run on the CPU; with "
             "`KIND_GPU` instances ONNX Runtime runs the other nodes on the GPU and these on the CPU.",
         ]
+    elif repo.backend == "python":
+        lines += [
+            "Triton's Python backend runs `model.py`, which imports `dcn_deploy.serving.triton_python`: the "
+            "Python of the backend (its stub finds its packages through the first `python3` on `PATH`, a "
+            "virtual environment's included) needs `dcn_deploy` (installed with `--no-deps`: no torch or onnx "
+            "is needed), `onnxruntime` and `numpy`. The custom-op library is loaded from this model's "
+            "directory, so the repository can move (no path in `config.pbtxt`):",
+            "",
+            "```bash",
+            "python3.11 -m venv triton-env && triton-env/bin/pip install onnxruntime nvidia-pytriton",
+            "triton-env/bin/pip install --no-deps /path/to/dcn-deploy",
+            f"PATH=$PWD/triton-env/bin:$PATH tritonserver --model-repository={server_root}",
+            "```",
+            "",
+            "The `tritonserver` of the `nvidia-pytriton` wheel (`pytriton/tritonserver/`) runs this on a CPU-only "
+            "machine: give it `--backend-directory` with `python/` holding `libtriton_python.so`, "
+            "`triton_python_backend_utils.py` and the `triton_python_backend_stub` of your Python version "
+            "(`python_backend_stubs/3.11/`), and `LD_LIBRARY_PATH` with the wheel's `nvidia_pytriton.libs/`; "
+            "the stub links the system's `libpython3.11.so.1.0`. `tests/test_tritonserver.py` does exactly this.",
+        ]
     else:
         library = repo.library_in_server or "/path/to/libdcn_deploy_trt.so"
         lines += [
             "TensorRT must find the `DcnDeformConv` plugin when it deserializes the plan. A plan built by "
             "`dcn-deploy build` carries the plugin library when that TensorRT could serialize it; otherwise "
-            "load the library into tritonserver, in one of two ways:",
+            "load the library into tritonserver with the tensorrt backend's plugin option:",
             "",
             "```bash",
-            "# the tensorrt backend's plugin option (several libraries: separated by ';')",
+            "# several libraries: separated by ';'",
             f"tritonserver --model-repository={server_root} --backend-config=tensorrt,plugins={library}",
-            "# or preloaded into the process",
-            f"LD_PRELOAD={library} tritonserver --model-repository={server_root}",
+            "# or preloaded, TensorRT's own library first (the major version the plan and plugin were built for)",
+            f'LD_PRELOAD="libnvinfer.so.<major> {library}" tritonserver --model-repository={server_root}',
             "```",
             "",
-            "Both only `dlopen` the library, so TensorRT finds the plugin only if the library registers its "
-            "creator while it is loaded. `libdcn_deploy_trt.so` registers through `getCreators`, the entry point "
-            "of TensorRT's own loader (`IPluginRegistry::loadLibrary`, `trtexec --dynamicPlugins`), which "
-            "neither of these calls: until the library also registers on load, the plan must carry the "
-            "plugin. Not yet tried in a real tritonserver (no GPU or TensorRT where this was written). The "
-            "plan, the plugin and tritonserver must share one TensorRT version and GPU architecture: build the "
-            "plan on the serving GPU with the TensorRT of the Triton release.",
+            "The backend only `dlopen`s the library, after loading TensorRT; the library then registers its "
+            "creators (`DcnDeformConv`, `DcnDeformConvInt8`, `DcnDeformConvInt8Requantized`, version 1, namespace "
+            "`dcn_deploy`) with the registry of the TensorRT already in the process (found by its soname, "
+            "never loaded by the library). `LD_PRELOAD` works the same way only when TensorRT's library is "
+            "preloaded too, as above: a plugin library preloaded alone loads before TensorRT and registers "
+            "nothing. TensorRT's own loader (`loadLibrary`, `trtexec "
+            "--dynamicPlugins`) still works and takes the registration over, one creator of each. Tested with "
+            "the real TensorRT-RTX registry (dlopen only, then `loadLibrary`), not yet in a real tritonserver "
+            "with TensorRT (no GPU where this was written). The plan, the plugin (`libdcn_deploy_trt10.so` for "
+            "TensorRT 10.x, `libdcn_deploy_trt11.so` for 11.x) and tritonserver must share one TensorRT major "
+            "version; build the plan on the serving GPU with the TensorRT of the Triton release.",
         ]
     lines += [
         "",

@@ -47,6 +47,8 @@ CASES = [
     ("serve_log_level", ["serve", "MODEL", "--log-level", "loud"], "--log-level must be one of \\[.*\\], got 'loud'"),
     ("triton_repo_kind", ["triton-repo", "MODEL", "-o", "TMP/repo", "--kind", "tpu"], "instance kind must be cpu or gpu, got 'tpu'"),
     ("triton_repo_instances", ["triton-repo", "MODEL", "-o", "TMP/repo", "--instances", "0"], "instances must be at least 1, got 0"),
+    ("triton_repo_backend", ["triton-repo", "MODEL", "-o", "TMP/repo", "--backend", "tflite"], "backend must be one of \\['onnxruntime', 'tensorrt', 'python'\\], got 'tflite'"),
+    ("triton_repo_python_gpu", ["triton-repo", "MODEL", "-o", "TMP/repo", "--backend", "python", "--kind", "gpu"], "the python backend's model runs ONNX Runtime on the CPU: instance kind must be cpu"),
     ("build_precision", ["build", "MODEL", "-o", "TMP/e.engine", "--precision", "int4"], "--precision must be one of \\['fp32', 'fp16'\\], got 'int4'"),
     ("build_shapes_rank", ["build", "MODEL", "-o", "TMP/e.engine", "--shapes", "x:1x2"], "input 'x' has rank 4 .*its shape spec 1x2 has rank 2"),
     ("bench_shape", ["bench", "--shape", "64xx"], "bad shape spec '64xx'"),
