@@ -262,7 +262,7 @@ def write_triton_repo(model: str | os.PathLike, repo: str | os.PathLike, model_n
     if backend in ("onnxruntime", "python"):
         inputs, outputs = onnx_io(model)
         info, source, probe_model = None, model.name, model
-        needs_library = uses_custom_op(model)
+        needs_library = uses_custom_op(model) or backend == "python"  # our runtime always registers it
         library_name = "libdcn_deploy_ort.so"
         find_library = ort_custom_op_library
     else:
