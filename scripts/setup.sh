@@ -46,6 +46,15 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
         && .venv-triton/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation \
            -e . >> "$triton_log" 2>&1; then
       echo "setup: installed the optional Triton extra into .venv-triton (${triton_packages[*]})"
+      # The backend's stub links the system's shared libpython of this Python version (Debian libpython3.X).
+      pyver="$("$python" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')"
+      if ! ldconfig -p | grep -q "libpython${pyver}.so.1.0 " && command -v apt-get > /dev/null && [ "$(id -u)" = 0 ]; then
+        if { apt-get install -y -q "libpython${pyver}" || { apt-get update -q && apt-get install -y -q "libpython${pyver}"; }; } >> "$triton_log" 2>&1; then
+          echo "setup: installed Debian's libpython${pyver} (the tritonserver Python backend stub links it)"
+        else
+          echo "setup: could not install Debian's libpython${pyver} (see $triton_log): the tritonserver test will skip"
+        fi
+      fi
     else
       echo "setup: optional Triton extra not installed (see $triton_log): tests/test_tritonserver.py skips its tritonserver test"
     fi
