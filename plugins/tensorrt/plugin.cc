@@ -52,9 +52,10 @@ DcnElementType to_element_type(DataType type) {
 //   kLINEAR  all                planar NCHW
 //   kHWC8    float16            NHWC, C padded to 8       TensorRT's float16 convolutions' channels-last
 //                                                         format; read in place by 16-byte gathers
+//   kHWC16   float16            NHWC, C padded to 16      the same gathers
 //   kCHW32   int8 (Y: + fp32)   NC/32HW32                 TensorRT's int8 (IMMA) convolutions' format
 //   kCHW4    int8               NC/4HW4                   TensorRT's int8 (dp4a) convolutions' format
-//   kHWC16   int8               NHWC, C padded to 16      int8 channels-last
+//   kHWC16   int8               NHWC, C padded to 16      int8 channels-last (TensorRT offers it)
 // The INT8 kernel gathers one channel at a time in every layout (bitwise the planar result).
 bool format_layout(TensorFormat format, DataType type, TensorLayout* layout) {
   switch (format) {
@@ -66,7 +67,7 @@ bool format_layout(TensorFormat format, DataType type, TensorLayout* layout) {
       return type == DataType::kHALF;
     case TensorFormat::kHWC16:
       *layout = TensorLayout{ChannelLayout::kChannelsLast, 16};
-      return type == DataType::kINT8;
+      return type == DataType::kINT8 || type == DataType::kHALF;
     case TensorFormat::kCHW4:
       *layout = TensorLayout{ChannelLayout::kBlocked, 4};
       return type == DataType::kINT8;
@@ -376,8 +377,8 @@ std::string DcnDeformConvPlugin::check_tensors(const PluginTensorDesc* in, int32
   TensorLayout tensor_layout;
   if (!format_layout(in[0].format, data_type, &tensor_layout)) {
     return node_error(layer_name_, concat("input X has format ", format_name(in[0].format), " with type ",
-                                          data_type_name(data_type), ", expected kLINEAR, kHWC8 (float16), or kCHW32, "
-                                          "kCHW4, kHWC16 (int8)"));
+                                          data_type_name(data_type), ", expected kLINEAR, kHWC8 or kHWC16 (float16), "
+                                          "or kCHW32, kCHW4, kHWC16 (int8)"));
   }
   for (int32_t pos = 0; pos <= nbInputs; ++pos) {
     const PluginTensorDesc& desc = pos < nbInputs ? in[pos] : out[0];
