@@ -122,4 +122,7 @@ rtx_summary="no libtensorrt_rtx.so alias"
 ctest_summary="$(grep -E 'tests passed' "${log}" | tail -n 1)"
 cuda_summary="no CUDA kernels in this build"
 [ -f "${build_dir}/lib/libdcn_deploy_cuda.so" ] && cuda_summary="CUDA kernels lib/libdcn_deploy_cuda.so"
+# The Jetson compile check (plugins/cuda/CMakeLists.txt): compiled, never run.
+arch_check="$(sed -n 's/.*dcn_deploy: CUDA compile check (not run) for //p' "${log}" | tail -n 1)"
+[ -n "${arch_check}" ] && cuda_summary+=" (+ compile check of ${arch_check//-real/}, not run)"
 echo "build_plugins: ${build_dir#"${repo_root}/"}/lib/libdcn_deploy_ort.so (${build_type}, sanitize=${sanitize}); ${cuda_summary}; ${trt_summary}; ${rtx_summary}; ctest: ${ctest_summary}"

@@ -1,21 +1,30 @@
 #!/usr/bin/env bash
 # One-call GPU check, for a machine with an NVIDIA GPU, PyTorch with CUDA and nvcc:
 #   1. builds the CUDA kernels for this GPU (CMake; ONNX Runtime headers not needed)
-#   2. runs the C++ unit tests of the shared core (ctest)
-#   3. runs tests/test_cuda_kernels.py and tests/test_cuda_int8.py on the GPU (INT8: bitwise
-#      against dcn_deploy.op.int8.deform_conv2d_int8, both algorithms); FP32 and FP16 parity against the float64
-#      reference on every configuration, large coordinates (200x272, offsets up to +-8 px),
-#      GPU vs the CPU emulation of the same kernel, bad input
-#   4. compute-sanitizer memcheck and racecheck on small cases, if compute-sanitizer is installed
+#   2. runs the C++ unit tests of the shared core (ctest; the TensorRT plugin's enqueue on the GPU
+#      when TensorRT headers are found)
+#   3. runs tests/test_cuda_kernels.py, tests/test_cuda_int8.py and tests/test_cuda_layouts.py on the
+#      GPU: FP32 and FP16 (planar and channels-last: NHWC padded to 8/16, NC/32HW32, torch.channels_last)
+#      parity against the float64 reference and bitwise against the planar path, INT8 (both
+#      algorithms, every layout) bitwise against dcn_deploy.op.int8.deform_conv2d_int8, large
+#      coordinates (200x272, offsets up to +-8 px), GPU vs the CPU emulation of the same kernel, bad input
+#   4. compute-sanitizer memcheck and racecheck on small cases (every kernel and layout), if installed
 #   5. prints a parity and timing table (scripts/gpu_parity.py)
-#   5b. times the layer benchmark on the GPU (dcn-deploy bench --device cuda: bench_gpu.json/.png)
+#   5b. times the layer benchmark on the GPU (dcn-deploy bench --device cuda): ours FP16 (planar,
+#      channels-last X in place) and INT8 (planar, channels-last) against torchvision and cuDNN
 #   6. if TensorRT's Python package imports: builds the plugin, builds an engine of the demo
 #      recipe in FP32 and FP16, and validates it against the reference
 #   7. if TensorRT-RTX imports and this GPU is one it builds for: builds the demo for this
 #      compute capability with --target rtx, runs it (scripts/rtx_run.py) against the float64 reference
 #   Steps 6 and 7 otherwise say in one line why they were skipped.
-# Uses the system python3 (the one with CUDA PyTorch), not .venv. Finishes in a few minutes.
-# The full log goes to $OUT/gpu_check.log when OUT is set, else build-gpu/gpu_check.log.
+# Uses the system python3 (the one with CUDA PyTorch), not .venv.
+# Time: every step runs under its own timeout, and all of them within one budget
+# (GPU_CHECK_BUDGET_S, default 450 s: the script ends before 8 minutes however steps hang);
+# a step that fails or times out is recorded and the next one runs. Estimated on an H100 with
+# 16 cores: build ~1.5 min, CUDA tests ~1.5 min, sanitizers ~1.5 min, parity + bench ~1.5 min.
+# Writes two files: $OUT/gpu_check.log (everything) and $OUT/gpu_check.json (every step's status
+# and seconds, the parity table and the benchmark rows; scripts/gpu_check_summary.py), OUT
+# defaulting to build-gpu/. Exit status: 0 when every step that ran passed.
 set -uo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -23,31 +32,47 @@ python="${PYTHON:-python3}"
 build_dir="${root}/build-gpu"
 mkdir -p "$build_dir"
 log_dir="${OUT:-$build_dir}"
+mkdir -p "$log_dir"
 log="${log_dir}/gpu_check.log"
 : > "$log"
 export PYTHONPATH="${root}${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1
 export DCN_DEPLOY_CUDA_LIB="${build_dir}/lib/libdcn_deploy_cuda.so"
 
-declare -a summary=()
 failures=0
+budget="${GPU_CHECK_BUDGET_S:-450}"
+steps_tsv="${build_dir}/gpu_check_steps.tsv"  # name, status, seconds, exit code, limit, note
+: > "$steps_tsv"
+parity_json="${build_dir}/gpu_parity.json"
+bench_json="${build_dir}/bench_gpu.json"
+rm -f "$parity_json" "$bench_json"
 
-# step NAME TIMEOUT_S COMMAND...: runs, logs, records PASS/FAIL with seconds.
+record() { printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >> "$steps_tsv"; }
+
+# step NAME TIMEOUT_S COMMAND...: runs under min(TIMEOUT_S, what is left of the budget), logs,
+# records PASS/FAIL/TIMEOUT with seconds; never stops the script.
 step() {
     local name="$1" limit="$2"
     shift 2
-    echo "== ${name}" | tee -a "$log"
-    local start=$SECONDS
-    if timeout "$limit" "$@" >> "$log" 2>&1; then
-        summary+=("$(printf '%-34s PASS  %4ds' "$name" $((SECONDS - start)))")
-    else
-        local rc=$?
-        summary+=("$(printf '%-34s FAIL  %4ds  (exit %d, see log)' "$name" $((SECONDS - start)) "$rc")")
+    local left=$((budget - SECONDS - 15))  # 15 s kept for the summary
+    if [ "$left" -lt 20 ]; then
+        skip "$name" "time budget of ${budget}s spent"
+        return
+    fi
+    [ "$limit" -gt "$left" ] && limit="$left"
+    echo "== ${name} (limit ${limit}s)" | tee -a "$log"
+    local start=$SECONDS rc=0
+    timeout -k 10 "$limit" "$@" >> "$log" 2>&1 || rc=$?
+    local took=$((SECONDS - start)) status=PASS
+    if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then status=TIMEOUT; elif [ "$rc" -ne 0 ]; then status=FAIL; fi
+    record "$name" "$status" "$took" "$rc" "$limit" ""
+    if [ "$status" != PASS ]; then
         failures=$((failures + 1))
+        echo "-- ${name}: ${status} after ${took}s (exit ${rc}); last lines:" | tee -a "$log"
         tail -n 30 "$log"
     fi
 }
-skip() { summary+=("$(printf '%-34s SKIP        %s' "$1" "$2")"); echo "== $1: skipped ($2)" | tee -a "$log"; }
+skip() { record "$1" SKIP 0 "" "" "$2"; echo "== $1: skipped ($2)" | tee -a "$log"; }
 
 {
     echo "gpu_check $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(hostname)"
@@ -63,60 +88,32 @@ fi
 
 arch="$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -n 1 | tr -d ' .')"
 trt_include=()
-for candidate in "${TENSORRT_INCLUDE_DIR:-}" /usr/include/x86_64-linux-gnu /usr/local/tensorrt/include; do
+for candidate in "${TENSORRT_INCLUDE_DIR:-}" /usr/include/x86_64-linux-gnu /usr/local/tensorrt/include \
+        "${root}/.deps/tensorrt/v11.1/include"; do
     if [ -n "$candidate" ] && [ -f "$candidate/NvInfer.h" ]; then trt_include=(-DTENSORRT_INCLUDE_DIR="$candidate"); break; fi
 done
-step "build (sm_${arch:-75..90})" 300 bash -c "cmake -S . -B '$build_dir' -DCMAKE_BUILD_TYPE=Release \
+jobs="$(nproc 2>/dev/null || echo 8)"
+step "build (sm_${arch:-75..90})" 200 bash -c "cmake -S . -B '$build_dir' -DCMAKE_BUILD_TYPE=Release \
     -DDCN_DEPLOY_BUILD_ORT=OFF -DDCN_DEPLOY_BUILD_CUDA=ON ${arch:+-DDCN_DEPLOY_CUDA_ARCHITECTURES=$arch} \
-    ${trt_include[*]} && cmake --build '$build_dir' -j8"
-step "C++ unit tests (ctest)" 120 ctest --test-dir "$build_dir" --output-on-failure
-step "CUDA kernel tests (pytest)" 300 "$python" -m pytest -q -p no:cacheprovider tests/test_cuda_kernels.py \
-    tests/test_cuda_int8.py -rs
+    -DDCN_DEPLOY_CUDA_CHECK_ARCHITECTURES= ${trt_include[*]} && cmake --build '$build_dir' -j$jobs"
+step "C++ unit tests (ctest)" 60 ctest --test-dir "$build_dir" --output-on-failure
+step "CUDA kernel tests (pytest)" 240 "$python" -m pytest -q -p no:cacheprovider tests/test_cuda_kernels.py \
+    tests/test_cuda_int8.py tests/test_cuda_layouts.py -rs
 
 sanitizer="$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null || true)"
-small_case='
-import sys; sys.path[:0] = ["tests"]
-import torch
-from cases import CASES
-from dcn_deploy.backends.cuda_kernels import deform_conv2d_cuda
-for case in (CASES[0], CASES[-1], CASES[-3]):
-    for dtype in (torch.float32, torch.float16):
-        t = {k: (torch.from_numpy(v).to("cuda", dtype) if v is not None else None) for k, v in case.make().items()}
-        deform_conv2d_cuda(t["X"], t["offset"], t["W"], t["B"], mask=t["mask"], stride=case.stride,
-                           padding=case.pads, dilation=case.dilation, groups=case.group,
-                           offset_groups=case.offset_group)
-    t8 = {k: (torch.from_numpy(v).to("cuda") if v is not None else None) for k, v in case.make().items()}
-    xq, wq = (t8[k].mul(20).round().clamp(-127, 127).to(torch.int8) for k in ("X", "W"))
-    for algorithm in ("tensor_core", "simt"):  # INT8: float32 Y and int8 Yq
-        for y_scale in (None, 0.5):
-            deform_conv2d_cuda(xq, t8["offset"], wq, t8["B"], mask=t8["mask"], stride=case.stride,
-                               padding=case.pads, dilation=case.dilation, groups=case.group,
-                               offset_groups=case.offset_group, algorithm=algorithm, x_scale=0.05,
-                               w_scale=[0.01], y_scale=y_scale)
-torch.cuda.synchronize()
-print("sanitized cases ran")
-'
 if [ -n "$sanitizer" ]; then
-    step "compute-sanitizer memcheck" 300 "$sanitizer" --tool memcheck --error-exitcode 1 "$python" -c "$small_case"
-    step "compute-sanitizer racecheck" 300 "$sanitizer" --tool racecheck --error-exitcode 1 "$python" -c "$small_case"
+    step "compute-sanitizer memcheck" 120 "$sanitizer" --tool memcheck --error-exitcode 1 "$python" scripts/gpu_sanitize_cases.py
+    step "compute-sanitizer racecheck" 150 "$sanitizer" --tool racecheck --error-exitcode 1 "$python" scripts/gpu_sanitize_cases.py
 else
     skip "compute-sanitizer" "not installed"
 fi
 
-parity_json="${log_dir}/gpu_parity.json"
-echo "== parity and timing table" | tee -a "$log"
-start=$SECONDS
-if timeout 300 "$python" scripts/gpu_parity.py --json "$parity_json" 2>&1 | tee -a "$log"; then
-    summary+=("$(printf '%-34s PASS  %4ds' "parity table" $((SECONDS - start)))")
-else
-    summary+=("$(printf '%-34s FAIL  %4ds' "parity table" $((SECONDS - start)))")
-    failures=$((failures + 1))
-fi
+step "parity and timing table" 120 "$python" scripts/gpu_parity.py --json "$parity_json"
 
-# Timings of the layer shapes of issue 7 (ours FP16/FP32, torchvision, cuDNN dense; workspace bytes):
-# two files in $OUT (at most 8 come back from a lent machine), about half a minute on an H100.
-step "bench --device cuda" 180 "$python" -m dcn_deploy.cli bench --device cuda \
-    --json "$log_dir/bench_gpu.json" --plot "$log_dir/bench_gpu.png"
+# Timings of the layer shapes of issue 7 at batch 1 and 8 (ours FP16 planar and channels-last,
+# FP32, INT8 planar and channels-last; torchvision; cuDNN dense; workspace bytes), about a minute
+# on an H100; the rows go into gpu_check.json.
+step "bench --device cuda" 150 "$python" -m dcn_deploy.cli bench --device cuda --json "$bench_json"
 
 # TensorRT: the plugin library of the installed TensorRT's interface layout (libdcn_deploy_trt<major>.so,
 # from the headers found above); otherwise one line says why not.
@@ -165,10 +162,12 @@ else
         && '$rtx_python' scripts/rtx_run.py '$rtx_dir/demo.onnx' '$rtx_dir/demo.plan' --shape 2x3x64x80"
 fi
 
-{
-    echo
-    echo "gpu_check summary"
-    printf '%s\n' "${summary[@]}"
-    echo "log: ${log}"
-} | tee -a "$log"
+# The final table and $OUT/gpu_check.json; should Python itself fail, the raw step table.
+echo | tee -a "$log"
+if ! timeout 30 "$python" scripts/gpu_check_summary.py --steps "$steps_tsv" --parity "$parity_json" \
+        --bench "$bench_json" --log "$log" --json "${log_dir}/gpu_check.json" 2>&1 | tee -a "$log"; then
+    echo "gpu_check summary (raw; scripts/gpu_check_summary.py failed)" | tee -a "$log"
+    tee -a "$log" < "$steps_tsv"
+fi
+echo "gpu_check: ${failures} step(s) failed or timed out in $((SECONDS))s; log: ${log}" | tee -a "$log"
 [ "$failures" -eq 0 ]

@@ -44,16 +44,16 @@ R50_SHAPES = "x:1x3x64x64/2x3x64x64/2x3x96x96"
 FIELDS = ("kernel_shape", "strides", "pads", "dilations", "group", "offset_group")
 
 
-def _rtx_build(onnx_path: Path, engine: Path, *args: str) -> subprocess.CompletedProcess:
+def _rtx_build(onnx_path: Path, engine: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     """``dcn-deploy build --target rtx`` in a fresh interpreter (an abort stays there)."""
-    env = {**os.environ, "COLUMNS": "400", "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "COLUMNS": "400", "PYTHONPATH": str(REPO), **(env or {})}
     command = [sys.executable, "-c", "from dcn_deploy.cli import main; main()", "build", str(onnx_path), "-o",
                str(engine), "--target", "rtx", *args]
     return subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, cwd=REPO)
 
 
-def _built(onnx_path: Path, engine: Path, *args: str) -> dict:
-    result = _rtx_build(onnx_path, engine, *args)
+def _built(onnx_path: Path, engine: Path, *args: str, env: dict | None = None) -> dict:
+    result = _rtx_build(onnx_path, engine, *args, env=env)
     assert result.returncode == 0, f"rc={result.returncode}\n{result.stdout}\n{result.stderr}"
     assert engine.stat().st_size > 0
     return json.loads(Path(str(engine) + ".json").read_text())
@@ -422,3 +422,81 @@ def test_the_library_loads_without_tensorrt_and_registers_nothing():
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "CREATORS 3 True" in result.stdout
+
+
+# --------------------------------------------------------------------------------------
+# Format negotiation next to real convolutions: what the builder offers our plugin for X,
+# what the plugin accepts, and the configurations the builder then makes
+# (DCN_DEPLOY_TRT_FORMAT_LOG, written by the plugin's supportsFormatCombination and
+# configurePlugin)
+# --------------------------------------------------------------------------------------
+
+def _conv_dcn_conv(channels: int = 13) -> onnx.ModelProto:
+    """x [N, 3, H, W] -> Conv -> Relu -> h [N, 13, H, W] -> DcnDeformConv (offset and mask from Convs on h,
+    10 output channels) -> Conv -> y: TensorRT's own convolutions on both sides of our node, C and M not
+    multiples of 8 (the padded formats' padding is exercised)."""
+    rng = np.random.default_rng(0)
+    shapes = {"w_in": (channels, 3, 3, 3), "b_in": (channels,), "w_off": (18, channels, 3, 3),
+              "w_mask": (9, channels, 3, 3), "W": (10, channels, 3, 3), "B": (10,), "w_out": (8, 10, 3, 3)}
+    init = [numpy_helper.from_array((rng.normal(size=shape) * 0.1).astype(np.float32), name)
+            for name, shape in shapes.items()]
+    conv = dict(pads=[1, 1, 1, 1])
+    nodes = [
+        helper.make_node("Conv", ["x", "w_in", "b_in"], ["h0"], name="conv_in", **conv),
+        helper.make_node("Relu", ["h0"], ["h"], name="relu"),
+        helper.make_node("Conv", ["h", "w_off"], ["offset"], name="conv_offset", **conv),
+        helper.make_node("Conv", ["h", "w_mask"], ["mask_logits"], name="conv_mask", **conv),
+        helper.make_node("Sigmoid", ["mask_logits"], ["mask"], name="sigmoid"),
+        helper.make_node(schema.CUSTOM_OP_TYPE, ["h", "W", "offset", "B", "mask"], ["d"], name="dcn",
+                         domain=schema.CUSTOM_DOMAIN, kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1],
+                         dilations=[1, 1], group=1, offset_group=1, **schema.PLUGIN_ATTRIBUTES),
+        helper.make_node("Conv", ["d", "w_out"], ["y"], name="conv_out", **conv),
+    ]
+    graph = helper.make_graph(
+        nodes, "conv_dcn_conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "H", "W"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 8, "H", "W"])], init)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", schema.STANDARD_OPSET),
+                                                   helper.make_opsetid(schema.CUSTOM_DOMAIN, 1)], ir_version=10)
+
+
+def _format_log(path: Path) -> tuple[dict[str, bool], list[list[dict]]]:
+    """X's formats the builder asked about (format -> accepted) and the tensors of every configuration."""
+    events = [json.loads(line) for line in path.read_text().splitlines()]
+    assert events and all(e["layer"] == "dcn" for e in events)
+    offered = {e["tensor"]["format"]: e["accepted"] for e in events if e["event"] == "query" and e["pos"] == 0}
+    configured = [e["tensors"] for e in events if e["event"] == "configure"]
+    assert all(e["accepted"] for e in events if e["event"] == "configure")
+    return offered, configured
+
+
+# precision: (X's channels-last format the plugin must accept, every format it must accept for X, Y type)
+CHANNELS_LAST = {
+    "fp16": ("kHWC8", {"kLINEAR", "kHWC8", "kHWC16"}, "float16"),
+    "int8": ("kCHW32", {"kLINEAR", "kCHW32", "kCHW4", "kHWC16"}, "float32"),  # DcnDeformConvInt8: float32 Y
+}
+
+
+@pytest.mark.parametrize("precision", sorted(CHANNELS_LAST))
+def test_the_builder_configures_channels_last_formats_next_to_real_convolutions(tmp_path, precision):
+    model = _conv_dcn_conv()
+    if precision == "fp16":
+        model = convert_to_fp16(model)
+    else:
+        model = quantize_onnx(model, synthetic_calibration(model, 2, shapes=[(1, 3, 16, 16)])).model
+        assert [n.op_type for n in model.graph.node if n.name == "dcn"] == [schema.INT8_OP_TYPE]
+    path = tmp_path / f"{precision}.onnx"
+    onnx.save(model, str(path))
+    log = tmp_path / "formats.jsonl"
+    _built(path, tmp_path / f"{precision}.plan", "--shapes", "x:1x3x16x16/2x3x32x32/4x3x64x64",
+           env={"DCN_DEPLOY_TRT_FORMAT_LOG": str(log)})
+    offered, configured = _format_log(log)
+    channels_last, accepted, y_type = CHANNELS_LAST[precision]
+    # TensorRT-RTX 1.7 offers X in every format of its type; the plugin takes exactly its table's.
+    assert {f for f, ok in offered.items() if ok} == accepted, offered
+    assert len(offered) > len(accepted)
+    # It configures the plugin with the channels-last format (and with kLINEAR): Y follows X, the rest linear.
+    x_formats = {tensors[0]["format"] for tensors in configured}
+    assert channels_last in x_formats and x_formats <= accepted, configured
+    for tensors in configured:
+        assert tensors[-1] == {"format": tensors[0]["format"], "type": y_type}
+        assert all(t["format"] == "kLINEAR" for t in tensors[1:-1])

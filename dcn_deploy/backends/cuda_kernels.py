@@ -34,9 +34,29 @@ tensor_core    fp16          samples rounded to float16 once, tensor-core produc
                              float32 accumulation; split-K over a thread-block cluster
                              (sm_90) when the tile grid is smaller than the GPU
 tensor_core_   fp16          the same on channels-last gathers (8 channels per 16-byte
-nhwc                         load); C/group and C/offset_group multiples of 8; a workspace
-                             (X in NHWC + W tap-major) allocated here from torch
+nhwc                         load); planar X: C/group and C/offset_group multiples of 8 and
+                             a workspace (X in NHWC + W tap-major) allocated here from
+                             torch; NHWC X (C padded to 8): read in place, no workspace
 =============  ============  ==============================================================
+
+Layouts of X and Y (``layout=``; offset, mask, W and B are always planar). Element (n, c, pixel)
+lies at ``n*Cp*P + (c // B)*P*B + pixel*B + c % B`` (plugins/core/params.h):
+
+============  ============================  =====================  ===========================
+layout        memory                        TensorRT format        kernels
+============  ============================  =====================  ===========================
+nchw          [N][C][H][W]                  kLINEAR                all
+nhwc          [N][H][W][C]                  (torch.channels_last)  fp16 tensor core, INT8
+nhwc8         [N][H][W][C padded to 8]      kHWC8 (fp16)           fp16 tensor core, INT8
+nhwc16        [N][H][W][C padded to 16]     kHWC16                 fp16 tensor core, INT8
+nc4hw4        [N][C/4][H][W][4]             kCHW4 (int8)           fp16 tensor core, INT8
+nc32hw32      [N][C/32][H][W][32]           kCHW32 (int8)          fp16 tensor core, INT8
+============  ============================  =====================  ===========================
+
+With ``layout=None`` a 4-D input in ``torch.channels_last`` memory format runs as ``nhwc`` (no copy)
+and the output comes back in ``torch.channels_last`` too. The padded layouts are packed here
+(:func:`pack_layout`, a copy: this is a test harness; inside TensorRT the tensors arrive packed);
+their padding channels are never read, and the output's are written as zeros.
 """
 from __future__ import annotations
 
@@ -56,6 +76,8 @@ ELEMENT_TYPES = {torch.float32: 0, torch.float16: 1}  # DcnElementType of float 
 INT8_ELEMENT_TYPE = 2  # DCN_INT8
 _STATUS_NAMES = {1: "invalid argument", 2: "unsupported", 3: "CUDA error"}
 ALGORITHMS = {"auto": 0, "simt": 1, "tensor_core": 2, "tensor_core_nhwc": 3}  # DcnAlgorithm
+# name: (DcnLayout, layout_vector)
+LAYOUTS = {"nchw": (0, 1), "nhwc": (1, 1), "nhwc8": (1, 8), "nhwc16": (1, 16), "nc4hw4": (2, 4), "nc32hw32": (2, 32)}
 _ALGORITHM_NAMES = {value: name for name, value in ALGORITHMS.items()}
 
 
@@ -85,6 +107,8 @@ class Problem(ctypes.Structure):
         ("algorithm", ctypes.c_int),
         ("split_k", ctypes.c_int32),
         ("y_scale", ctypes.c_float),
+        ("layout", ctypes.c_int),
+        ("layout_vector", ctypes.c_int32),
     ]
 
 
@@ -157,6 +181,36 @@ def _element_type(tensors: dict[str, Tensor | None], role: str) -> int:
     return ELEMENT_TYPES[dtype]
 
 
+def _layout_code(layout: str) -> tuple[int, int]:
+    try:
+        return LAYOUTS[layout]
+    except KeyError:
+        raise ValueError(f"deform_conv2d_cuda: layout must be one of {sorted(LAYOUTS)}, got {layout!r}") from None
+
+
+def _padded(channels: int, layout: str) -> tuple[int, int]:
+    """(Cp, B): padded channels and channels per block of ``layout`` (module docstring)."""
+    kind, vector = _layout_code(layout)
+    padded = channels if kind == 0 else -(-channels // vector) * vector
+    return padded, (1 if kind == 0 else padded if kind == 1 else vector)
+
+
+def pack_layout(x: Tensor, layout: str, fill: float = 0.0) -> Tensor:
+    """The buffer of an [N, C, H, W] tensor in ``layout``, padding channels set to ``fill``:
+    shape [N, Cp/B, H, W, B] (contiguous; planar: B = 1)."""
+    n, c, h, w = x.shape
+    padded, block = _padded(c, layout)
+    full = torch.full((n, padded, h, w), fill, dtype=x.dtype, device=x.device)
+    full[:, :c] = x
+    return full.reshape(n, padded // block, block, h, w).permute(0, 1, 3, 4, 2).contiguous()
+
+
+def unpack_layout(buffer: Tensor, layout: str, channels: int) -> Tensor:
+    """The [N, C, H, W] tensor (contiguous) held by a :func:`pack_layout`-shaped ``buffer``."""
+    n, blocks, h, w, block = buffer.shape
+    return buffer.permute(0, 1, 4, 2, 3).reshape(n, blocks * block, h, w)[:, :channels].contiguous()
+
+
 def workspace_size(problem: Problem) -> int:
     return int(_load().dcn_deform_conv_cuda_workspace_size(ctypes.byref(problem)))
 
@@ -197,6 +251,10 @@ def deform_conv2d_cuda(
     x_scale: float | None = None,
     w_scale: Sequence[float] | Tensor | float | None = None,
     y_scale: float | None = None,
+    layout: str | None = None,
+    padding_fill: float = 0.0,
+    packed_output: bool = False,
+    output_fill: float | None = None,
 ) -> Tensor:
     """Runs the CUDA kernel (or its CPU emulation) with :func:`dcn_deploy.deform_conv2d`'s arguments.
 
@@ -205,7 +263,11 @@ def deform_conv2d_cuda(
     is ordered like any torch operation. ``algorithm`` picks the kernel (see the module's
     table); ``split_k`` > 0 forces that many K splits on the tensor-core kernel (0: the
     kernel's own choice). ``x_scale``, ``w_scale`` and ``y_scale``: the INT8 form, for int8
-    ``input`` and ``weight`` only (module docstring).
+    ``input`` and ``weight`` only (module docstring). ``layout``: how X and Y are laid out for
+    the kernel (module docstring; None: ``nhwc`` for a ``torch.channels_last`` input, else
+    ``nchw``); padded layouts get ``padding_fill`` in X's padding channels, and
+    ``packed_output=True`` returns Y's packed buffer [N, Mp/B, Ho, Wo, B] instead of [N, M, Ho, Wo];
+    ``output_fill`` fills Y before the launch (tests: what the kernel leaves unwritten shows).
     """
     where = "deform_conv2d_cuda"
     algorithm_code = _algorithm_code(algorithm)
@@ -247,11 +309,27 @@ def deform_conv2d_cuda(
             f"deform_conv2d_cuda: tensors are on {input.device}; pass CUDA tensors, or emulate=True for CPU tensors"
         )
 
+    if layout is None:  # torch.channels_last (and not also plain contiguous, as for C == 1 or H*W == 1)
+        channels_last = input.is_contiguous(memory_format=torch.channels_last) and not input.is_contiguous()
+        layout = "nhwc" if channels_last else "nchw"
+    layout_code, layout_vector = _layout_code(layout)
     contiguous = {name: (t.contiguous() if t is not None else None) for name, t in tensors.items()}
     n, c, h, w = input.shape
     m = weight.shape[0]
     kh, kw = geo.kernel
-    output = torch.empty((n, m, *geo.out_hw), dtype=output_dtype, device=input.device)
+    out_padded, out_block = _padded(m, layout)
+    packed = out_block > 1 and layout != "nhwc"
+    if layout == "nhwc":  # torch's own channels-last strides: no copy of a channels_last input
+        contiguous["input"] = input.contiguous(memory_format=torch.channels_last)
+        output = torch.empty((n, m, *geo.out_hw), dtype=output_dtype, device=input.device,
+                             memory_format=torch.channels_last)
+    else:
+        if packed:
+            contiguous["input"] = pack_layout(input, layout, padding_fill)
+        shape = (n, out_padded // out_block, *geo.out_hw, out_block) if packed else (n, m, *geo.out_hw)
+        output = torch.empty(shape, dtype=output_dtype, device=input.device)
+    if output_fill is not None:
+        output.fill_(output_fill)
     problem = Problem(
         batch=n, in_channels=c, in_height=h, in_width=w, out_channels=m, kernel_h=kh, kernel_w=kw,
         stride_h=geo.stride[0], stride_w=geo.stride[1],
@@ -259,7 +337,7 @@ def deform_conv2d_cuda(
         dilation_h=geo.dilation[0], dilation_w=geo.dilation[1], group=geo.groups, offset_group=geo.offset_groups,
         has_mask=int(mask is not None), has_bias=int(bias is not None),
         data_type=data_type, offset_type=offset_type, algorithm=algorithm_code, split_k=split_k,
-        y_scale=y_scale_value,
+        y_scale=y_scale_value, layout=layout_code, layout_vector=layout_vector,
     )
 
     def pointer(tensor: Tensor | None) -> int | None:
@@ -276,6 +354,8 @@ def deform_conv2d_cuda(
     )
     if status != 0:
         raise CudaKernelError(status, message)
+    if packed and not packed_output:
+        return unpack_layout(output, layout, m)
     return output
 
 

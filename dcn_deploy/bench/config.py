@@ -68,11 +68,16 @@ IMPLEMENTATIONS = {
     "ours_fp16_tensor_core": "dcn_deploy.backends.cuda_kernels.deform_conv2d_cuda, float16, algorithm='tensor_core'",
     "ours_fp16_tensor_core_nhwc": "dcn_deploy.backends.cuda_kernels.deform_conv2d_cuda, float16, algorithm='tensor_core_nhwc' "
     "(channels-last gathers; workspace: X in NHWC + W tap-major)",
+    "ours_fp16_channels_last": "dcn_deploy.backends.cuda_kernels.deform_conv2d_cuda, float16, X in torch.channels_last "
+    "(layout 'nhwc', as TensorRT's kHWC8 hands it over): 16-byte gathers of X in place, no workspace",
     "ours_fp32": "dcn_deploy.backends.cuda_kernels.deform_conv2d_cuda, float32 storage",
     "ours_int8": "dcn_deploy.backends.cuda_kernels.deform_conv2d_cuda, INT8 (dcn_deploy/int8.py: int8 X and W, per-channel "
     "w_scale, float32 Y), default algorithm (integer tensor cores)",
     "ours_int8_simt": "dcn_deploy.backends.cuda_kernels.deform_conv2d_cuda, INT8, algorithm='simt' (dp4a)",
     "ours_int8_requantized": "dcn_deploy.backends.cuda_kernels.deform_conv2d_cuda, INT8 with int8 Yq output (y_scale)",
+    "ours_int8_channels_last": "dcn_deploy.backends.cuda_kernels.deform_conv2d_cuda, INT8, X in torch.channels_last "
+    "(layout 'nhwc'; one channel per gather), default algorithm",
+    "ours_int8_channels_last_simt": "as ours_int8_channels_last, algorithm='simt' (dp4a)",
     "torchvision_fp16": "torchvision.ops.deform_conv2d, float16",
     "cudnn_fp16": "torch.nn.functional.conv2d (cuDNN), float16, channels_last: dense conv of the same shape (floor)",
 }

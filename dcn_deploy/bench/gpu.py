@@ -34,6 +34,8 @@ def gpu_layer_functions(t16: dict, t32: dict | None, conv: dict,
         "ours_fp16_simt": ours(t16, algorithm="simt"),
         "ours_fp16_tensor_core": ours(t16, algorithm="tensor_core"),
         "ours_fp16_tensor_core_nhwc": ours(t16, algorithm="tensor_core_nhwc"),
+        # X in torch.channels_last, as TensorRT's kHWC8 hands it to the plugin: read in place, no workspace
+        "ours_fp16_channels_last": ours({**t16, "X": t16["X"].contiguous(memory_format=torch.channels_last)}),
     }
     if t32 is not None:
         candidates["ours_fp32"] = ours(t32)
@@ -42,6 +44,9 @@ def gpu_layer_functions(t16: dict, t32: dict | None, conv: dict,
         candidates["ours_int8"] = ours(t8, **scales)
         candidates["ours_int8_simt"] = ours(t8, algorithm="simt", **scales)
         candidates["ours_int8_requantized"] = ours(t8, y_scale=t8["y_scale"], **scales)
+        x8_last = {**t8, "X": t8["X"].contiguous(memory_format=torch.channels_last)}  # one channel per gather
+        candidates["ours_int8_channels_last"] = ours(x8_last, **scales)
+        candidates["ours_int8_channels_last_simt"] = ours(x8_last, algorithm="simt", **scales)
     notes: dict[str, str] = {}
     top, left, bottom, right = normalize_pads(conv.get("padding", 0))
     symmetric = top == bottom and left == right
@@ -83,7 +88,8 @@ def time_gpu_layer(t16: dict, t32: dict | None, conv: dict, warmup: int = 5, rep
     return time_interleaved(functions, warmup, repeat, "cuda", step), notes
 
 
-def _gpu_problem(shape: LayerShape, batch: int, dtype, algorithm: str | None = None):  # pragma: no cover - GPU only
+def _gpu_problem(shape: LayerShape, batch: int, dtype, algorithm: str | None = None,
+                 layout: str = "nchw"):  # pragma: no cover - GPU only
     k = shape.kernel
     fields = dict(
         batch=batch, in_channels=shape.in_channels, in_height=shape.height, in_width=shape.width,
@@ -91,6 +97,7 @@ def _gpu_problem(shape: LayerShape, batch: int, dtype, algorithm: str | None = N
         pad_top=shape.pad, pad_left=shape.pad, pad_bottom=shape.pad, pad_right=shape.pad,
         dilation_h=1, dilation_w=1, group=1, offset_group=1, has_mask=1, has_bias=1,
         data_type=cuda_kernels.ELEMENT_TYPES[dtype], offset_type=cuda_kernels.ELEMENT_TYPES[dtype],
+        layout=cuda_kernels.LAYOUTS[layout][0], layout_vector=cuda_kernels.LAYOUTS[layout][1],
     )
     if algorithm is not None:
         fields["algorithm"] = cuda_kernels.ALGORITHMS[algorithm]
@@ -106,15 +113,17 @@ def _gpu_workspace(shape: LayerShape, batch: int) -> dict:  # pragma: no cover -
             "fp32": cuda_kernels.workspace_size(_gpu_problem(shape, batch, torch.float32))}
     for algorithm in ("simt", "tensor_core", "tensor_core_nhwc"):
         ours[f"fp16_{algorithm}"] = cuda_kernels.workspace_size(_gpu_problem(shape, batch, torch.float16, algorithm))
+    ours["fp16_channels_last"] = cuda_kernels.workspace_size(_gpu_problem(shape, batch, torch.float16, None, "nhwc"))
     result = {
         "ours_bytes": ours,
         "im2col_elements_per_image": columns,
         "im2col_bytes_per_image": {"fp16": columns * 2, "fp32": columns * 4},
     }
-    try:  # what the default ("auto") FP16 launch does on this GPU
-        result["ours_fp16_launch"] = cuda_kernels.launch_plan(_gpu_problem(shape, batch, torch.float16))._asdict()
-    except cuda_kernels.CudaKernelError as error:
-        result["ours_fp16_launch"] = str(error)[:200]
+    for key, layout in (("ours_fp16_launch", "nchw"), ("ours_fp16_channels_last_launch", "nhwc")):
+        try:  # what the default ("auto") FP16 launch does on this GPU
+            result[key] = cuda_kernels.launch_plan(_gpu_problem(shape, batch, torch.float16, None, layout))._asdict()
+        except cuda_kernels.CudaKernelError as error:
+            result[key] = str(error)[:200]
     return result
 
 

@@ -28,7 +28,7 @@ _PART_TITLES = {
 _COLORS = {
     "custom": "#d62728", "native": "#1f77b4", "dense": "#7f7f7f", "reference": "#9467bd",
     "ours_fp16": "#d62728", "ours_fp16_simt": "#ff9896", "ours_fp16_tensor_core": "#8c1c13",
-    "ours_fp16_tensor_core_nhwc": "#e377c2",
+    "ours_fp16_tensor_core_nhwc": "#e377c2", "ours_fp16_channels_last": "#bcbd22",
     "ours_fp32": "#ff7f0e", "torchvision_fp16": "#1f77b4", "cudnn_fp16": "#7f7f7f",
     "custom_int8": "#2ca02c", "ours_int8": "#2ca02c",
 }
@@ -38,6 +38,7 @@ _LABELS = {
     "custom": "custom op (DcnDeformConv, ORT)", "native": "ORT native DeformConv", "dense": "ORT dense Conv (floor)",
     "reference": "PyTorch reference", "ours_fp16": "ours fp16 (default)", "ours_fp16_simt": "ours fp16 simt",
     "ours_fp16_tensor_core": "ours fp16 tensor core", "ours_fp16_tensor_core_nhwc": "ours fp16 tensor core NHWC",
+    "ours_fp16_channels_last": "ours fp16 channels_last X",
     "ours_fp32": "ours fp32", "torchvision_fp16": "torchvision fp16",
     "cudnn_fp16": "cuDNN dense fp16 (floor)", "custom_int8": "INT8 op (DcnDeformConvInt8, ORT)",
     "ours_int8": "ours int8 (default)",
@@ -156,7 +157,8 @@ def print_tables(result: dict, console: Console) -> None:
     if result["gpu_layers"]:  # pragma: no cover - GPU only: rows measured on a CUDA device
         rows = result["gpu_layers"]
         short = {"ours_fp16": "fp16", "ours_fp16_simt": "fp16\nsimt", "ours_fp16_tensor_core": "fp16\nTC",
-                 "ours_fp16_tensor_core_nhwc": "fp16\nTC NHWC",
+                 "ours_fp16_tensor_core_nhwc": "fp16\nTC NHWC", "ours_fp16_channels_last": "fp16\nCL X",
+                 "ours_int8": "int8", "ours_int8_channels_last": "int8\nCL X",
                  "ours_fp32": "fp32", "torchvision_fp16": "tv\nfp16", "cudnn_fp16": "cuDNN\nfp16"}
         names = [n for n in short if any(n in row["implementations"] for row in rows)]
         table = Table(title=f"GPU layer, median ms of {settings['repeat_gpu']} ({machine.get('gpu')})",
@@ -169,6 +171,9 @@ def print_tables(result: dict, console: Console) -> None:
         console.print(table)
         ratio_columns = {"ours_fp16/cudnn_fp16": "fp16\n/cuDNN", "ours_fp16_tensor_core/cudnn_fp16": "fp16 TC\n/cuDNN",
                          "ours_fp16_tensor_core_nhwc/cudnn_fp16": "TC NHWC\n/cuDNN",
+                         "ours_fp16_channels_last/cudnn_fp16": "CL X\n/cuDNN",
+                         "torchvision_fp16/ours_fp16_channels_last": "tv\n/CL X",
+                         "ours_int8_channels_last/ours_fp16_tensor_core": "int8 CL\n/fp16 TC",
                          "ours_fp32/cudnn_fp16": "fp32\n/cuDNN", "torchvision_fp16/ours_fp16": "tv\n/fp16"}
         keys = [k for k in ratio_columns if any(k in row["ratios"] for row in rows)]
         table = Table(title="GPU layer: ratios of medians, workspace", caption="every ratio is in the JSON",

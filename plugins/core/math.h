@@ -90,6 +90,14 @@ DCN_HOST_DEVICE inline BilinearCorners sample_corners(float y, float x, int32_t 
   return sample_is_inside(y, x, height, width) ? bilinear_corners(y, x, height, width) : outside_corners();
 }
 
+// Index of element (image, channel, pixel) of X or Y in a layout of
+// core/params.h (TensorLayout): `padded` channels Cp, `block` channels per
+// block B, `pixels` = H*W. Planar: padded = C, block = 1.
+DCN_HOST_DEVICE inline int64_t layout_offset(int64_t image, int64_t channel, int64_t pixel, int64_t pixels,
+                                             int64_t padded, int64_t block) {
+  return (image * padded + channel - channel % block) * pixels + pixel * block + channel % block;
+}
+
 // Storage types are widened to float32 on load and narrowed (round to nearest
 // even) on store: all arithmetic is float32 whatever the tensors hold.
 DCN_HOST_DEVICE inline float load_as_float(float value) { return value; }

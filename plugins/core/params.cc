@@ -305,6 +305,55 @@ std::string infer_shape_from_sizes(const std::string& node_name, const DeformCon
   return "";
 }
 
+std::string check_layout(const std::string& node_name, const TensorLayout& layout) {
+  const int32_t v = layout.vector;
+  const bool power_of_two = v >= 1 && v <= 32 && (v & (v - 1)) == 0;
+  switch (layout.kind) {
+    case ChannelLayout::kPlanar:
+      if (v == 0 || v == 1) return "";
+      return node_error(node_name, concat("the planar (NCHW) layout takes layout_vector 0 or 1, got ", v));
+    case ChannelLayout::kChannelsLast:
+      if (power_of_two) return "";
+      return node_error(node_name, concat("the channels-last (NHWC) layout pads C to a multiple of layout_vector, "
+                                          "which must be 1, 2, 4, 8, 16 or 32, got ", v));
+    case ChannelLayout::kBlocked:
+      if (power_of_two && v >= 2) return "";
+      return node_error(node_name, concat("the blocked (NC/vHWv) layout takes layout_vector 2, 4, 8, 16 or 32, got ",
+                                          v));
+  }
+  return node_error(node_name, concat("layout must be 0 (NCHW), 1 (NHWC) or 2 (NC/vHWv), got ",
+                                      static_cast<int32_t>(layout.kind)));
+}
+
+int64_t padded_channels(const TensorLayout& layout, int64_t channels) {
+  if (layout.kind == ChannelLayout::kPlanar) return channels;
+  return (channels + layout.vector - 1) / layout.vector * layout.vector;
+}
+
+int64_t channel_block(const TensorLayout& layout, int64_t channels) {
+  switch (layout.kind) {
+    case ChannelLayout::kChannelsLast:
+      return padded_channels(layout, channels);
+    case ChannelLayout::kBlocked:
+      return layout.vector;
+    case ChannelLayout::kPlanar:
+      break;
+  }
+  return 1;
+}
+
+std::string describe_layout(const TensorLayout& layout) {
+  switch (layout.kind) {
+    case ChannelLayout::kChannelsLast:
+      return layout.vector <= 1 ? std::string("NHWC") : concat("NHWC (C padded to ", layout.vector, ")");
+    case ChannelLayout::kBlocked:
+      return concat("NC/", layout.vector, "HW", layout.vector);
+    case ChannelLayout::kPlanar:
+      break;
+  }
+  return "NCHW";
+}
+
 std::vector<int64_t> output_dims(const DeformConvShape& shape) {
   return {shape.batch, shape.out_channels, shape.out_height, shape.out_width};
 }

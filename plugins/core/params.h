@@ -107,6 +107,30 @@ struct DeformConvSizes {
 std::string infer_shape_from_sizes(const std::string& node_name, const DeformConvAttributes& attributes,
                                    const DeformConvSizes& sizes, DeformConvShape* shape);
 
+// Memory layout of X and Y (offset, mask, W and B are always planar). Element
+// (n, c, pixel) of a tensor with C channels and P = H*W pixels lies at
+//   n*Cp*P + (c / B)*P*B + pixel*B + c % B            (layout_offset, core/math.h)
+// with Cp the channels padded to a multiple of `vector` and B the channels of one block:
+//   kind            layout                   B    Cp                  TensorRT / torch
+//   kPlanar         NCHW                     1    C                   kLINEAR; torch contiguous
+//   kChannelsLast   NHWC, C padded to vector Cp   roundup(C, vector)  vector 1: torch.channels_last,
+//                                                                     8: kHWC8, 16: kHWC16
+//   kBlocked        NC/vHWv                  v    roundup(C, vector)  4: kCHW4, 32: kCHW32
+// Padding channels of X are never read; those of Y are written as zeros.
+enum class ChannelLayout : int32_t { kPlanar = 0, kChannelsLast = 1, kBlocked = 2 };
+struct TensorLayout {
+  ChannelLayout kind = ChannelLayout::kPlanar;
+  int32_t vector = 1;  // kPlanar: 1 (0 is taken as 1); else a power of two <= 32 (kBlocked: >= 2)
+};
+
+// "" when `layout` is a known kind with an allowed vector, else a message naming both.
+std::string check_layout(const std::string& node_name, const TensorLayout& layout);
+// Cp and B of the table above for a tensor of `channels` channels (layout checked).
+int64_t padded_channels(const TensorLayout& layout, int64_t channels);
+int64_t channel_block(const TensorLayout& layout, int64_t channels);
+// "NCHW", "NHWC", "NHWC (C padded to 8)", "NC/32HW32".
+std::string describe_layout(const TensorLayout& layout);
+
 // Output dimensions [N, M, Ho, Wo] of a validated shape.
 std::vector<int64_t> output_dims(const DeformConvShape& shape);
 

@@ -91,6 +91,9 @@ int problem_from_c(const DcnDeformConvProblem* p, Problem* problem, std::string*
   sizes.has_mask = p->has_mask != 0;
   std::string error = infer_shape_from_sizes(kCallerName, attributes, sizes, &problem->shape);
   if (error.empty() && p->data_type == DCN_INT8) error = check_int8_shape(kCallerName, attributes, problem->shape);
+  problem->layout.kind = static_cast<ChannelLayout>(p->layout);
+  problem->layout.vector = p->layout_vector == 0 && p->layout == DCN_LAYOUT_NCHW ? 1 : p->layout_vector;
+  if (error.empty()) error = check_layout(kCallerName, problem->layout);
   if (!error.empty()) {
     *message = error;
     return DCN_STATUS_INVALID_ARGUMENT;

@@ -5,7 +5,21 @@
  *
  * Semantics are those of the DcnDeformConv node (ONNX DeformConv-19 with
  * asymmetric pads): Y = conv(bilinear samples of X at offset positions,
- * scaled by mask) + B. All tensors are contiguous NCHW.
+ * scaled by mask) + B. W, offset, mask and B are contiguous NCHW; X and Y
+ * share the problem's `layout`:
+ *   DCN_LAYOUT_NCHW           planar (the default, zero-initialised)
+ *   DCN_LAYOUT_NHWC           [N][H][W][Cp], Cp = C rounded up to layout_vector
+ *                             (1: torch.channels_last; 8: TensorRT kHWC8;
+ *                             16: kHWC16)
+ *   DCN_LAYOUT_NC_VECTOR_HW   [N][Cp/v][H][W][v], v = layout_vector
+ *                             (4: TensorRT kCHW4; 32: kCHW32)
+ * (Y with M for C). Padding channels of X are never read, those of Y are
+ * written as zeros. Non-planar layouts run the tensor-core kernels only
+ * (float16, or DCN_INT8 with either algorithm): for float16,
+ * DCN_ALGORITHM_TENSOR_CORE_NHWC reads an NHWC X in place (16-byte gathers,
+ * no workspace; needs Cp % 8 == 0 and 8-channel-aligned groups) and AUTO
+ * takes it where it fits; DCN_ALGORITHM_TENSOR_CORE gathers one channel at
+ * a time from any layout (bitwise the planar result).
  *
  * Precision: X, W, B and Y share one element type (float32 or float16),
  * offset and mask share another (float32 or float16). Whatever the storage
@@ -74,6 +88,12 @@ typedef enum DcnAlgorithm {
   DCN_ALGORITHM_TENSOR_CORE_NHWC = 3,
 } DcnAlgorithm;
 
+typedef enum DcnLayout {
+  DCN_LAYOUT_NCHW = 0,
+  DCN_LAYOUT_NHWC = 1,
+  DCN_LAYOUT_NC_VECTOR_HW = 2,
+} DcnLayout;
+
 typedef enum DcnStatus {
   DCN_STATUS_OK = 0,
   DCN_STATUS_INVALID_ARGUMENT = 1, /* shapes, attributes, types or null pointers */
@@ -100,6 +120,9 @@ typedef struct DcnDeformConvProblem {
   DcnAlgorithm algorithm;                 /* 0 (zero-initialised): automatic */
   int32_t split_k;                        /* 0: automatic; n >= 1 forces n K splits (tensor-core kernel) */
   float y_scale;                          /* DCN_INT8: 0 for float32 Y, > 0 for int8 Yq; must be 0 otherwise */
+  DcnLayout layout;                       /* of X and Y (see above); 0: NCHW */
+  int32_t layout_vector;                  /* NHWC: C padded to a multiple of it (1, 2, 4, 8, 16, 32);
+                                             NC_VECTOR_HW: channels per block (2..32); NCHW: 0 or 1 */
 } DcnDeformConvProblem;
 
 /* What a launch of a problem does, from dcn_deform_conv_cuda_plan. */
@@ -114,12 +137,12 @@ typedef struct DcnLaunchInfo {
 /* Device (or, for the emulator, host) pointers. mask and bias may be NULL
  * when the problem says they are absent. */
 typedef struct DcnDeformConvBuffers {
-  const void* input;  /* X [N, C, H, W] */
+  const void* input;  /* X [N, C, H, W] in the problem's layout */
   const void* weight; /* W [M, C/group, kh, kw] */
   const void* offset; /* [N, 2*offset_group*kh*kw, Ho, Wo], (dy, dx) interleaved per tap */
   const void* mask;   /* [N, offset_group*kh*kw, Ho, Wo] */
   const void* bias;   /* [M] */
-  void* output;       /* Y [N, M, Ho, Wo] (DCN_INT8: float32, or int8 when y_scale > 0) */
+  void* output;       /* Y [N, M, Ho, Wo] in the problem's layout (DCN_INT8: float32, or int8 when y_scale > 0) */
   const void* output_scale; /* DCN_INT8 only: [M] float32, x_scale * w_scale[o] (see above) */
 } DcnDeformConvBuffers;
 

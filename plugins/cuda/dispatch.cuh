@@ -28,17 +28,25 @@ auto dispatch_types(DcnElementType data_type, DcnElementType offset_type, Args&&
   return Body::template run<__half, __half>(args...);
 }
 
-// Calls Body::template run<tile_m, TOffset>(args...) for the plan's tile and offset type.
+// Calls Body::template run<Fp16Variant<tile_m, gather, TOffset>>(args...) for the plan's tile, gather and offset type.
+template <typename Body, Gather G, typename TOffset, typename... Args>
+auto dispatch_fp16_tile(const LaunchPlan& plan, Args&&... args) {
+  if (plan.tile_m == 128) return Body::template run<Fp16Variant<128, G, TOffset>>(args...);
+  if (plan.tile_m == 256) return Body::template run<Fp16Variant<256, G, TOffset>>(args...);
+  return Body::template run<Fp16Variant<512, G, TOffset>>(args...);
+}
+
+template <typename Body, typename TOffset, typename... Args>
+auto dispatch_fp16_gather(const LaunchPlan& plan, Args&&... args) {
+  if (plan.gather == Gather::kWorkspaceNhwc) return dispatch_fp16_tile<Body, Gather::kWorkspaceNhwc, TOffset>(plan, args...);
+  if (plan.gather == Gather::kNhwc) return dispatch_fp16_tile<Body, Gather::kNhwc, TOffset>(plan, args...);
+  return dispatch_fp16_tile<Body, Gather::kPlanar, TOffset>(plan, args...);
+}
+
 template <typename Body, typename... Args>
 auto dispatch_mma(const LaunchPlan& plan, DcnElementType offset_type, Args&&... args) {
-  if (offset_type == DCN_FLOAT32) {
-    if (plan.tile_m == 128) return Body::template run<128, float>(args...);
-    if (plan.tile_m == 256) return Body::template run<256, float>(args...);
-    return Body::template run<512, float>(args...);
-  }
-  if (plan.tile_m == 128) return Body::template run<128, __half>(args...);
-  if (plan.tile_m == 256) return Body::template run<256, __half>(args...);
-  return Body::template run<512, __half>(args...);
+  if (offset_type == DCN_FLOAT32) return dispatch_fp16_gather<Body, float>(plan, args...);
+  return dispatch_fp16_gather<Body, __half>(plan, args...);
 }
 
 inline cuda_mma::Int8Pointers int8_pointers(const Problem& problem, const DcnDeformConvBuffers& b) {

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 #include <vector>
 
 #include "cuda/dispatch.cuh"
@@ -100,11 +101,12 @@ void emulate_blocks(const LaunchPlan& plan, const typename V::Tensors& tensors) 
   }
 }
 
-template <int TileM, typename TOffset>
+template <class V>
 void emulate_mma(const LaunchPlan& plan, const DcnDeformConvBuffers& buffers) {
   using namespace cuda_mma;
-  TilePointers<__half, TOffset> tensors = typed_pointers<__half, TOffset>(buffers);
-  if (!plan.channels_last) return emulate_blocks<Fp16Variant<TileM, false, TOffset>>(plan, tensors);
+  using TOffset = std::remove_cv_t<std::remove_pointer_t<decltype(V::Tensors::offset)>>;
+  typename V::Tensors tensors = typed_pointers<__half, TOffset>(buffers);
+  if (plan.gather != Gather::kWorkspaceNhwc) return emulate_blocks<V>(plan, tensors);
   // The channels-last copies, made by the passes' element functions.
   std::vector<float4> workspace(channels_last_workspace(plan) / sizeof(float4) + 1);
   const ChannelsLastCopies copies = channels_last_copies(plan, workspace.data());
@@ -118,13 +120,13 @@ void emulate_mma(const LaunchPlan& plan, const DcnDeformConvBuffers& buffers) {
   }
   tensors.input = copies.input;
   tensors.weight = copies.weight;
-  emulate_blocks<Fp16Variant<TileM, true, TOffset>>(plan, tensors);
+  emulate_blocks<V>(plan, tensors);
 }
 
 struct EmulateMma {
-  template <int TileM, typename TOffset>
+  template <class V>
   static void run(const LaunchPlan& plan, const DcnDeformConvBuffers& buffers) {
-    emulate_mma<TileM, TOffset>(plan, buffers);
+    emulate_mma<V>(plan, buffers);
   }
 };
 

@@ -1,6 +1,7 @@
 #include "cuda/launch.h"
 
 #include <algorithm>
+#include <type_traits>
 
 #include "cuda/dispatch.cuh"
 
@@ -128,28 +129,32 @@ cudaError_t launch_blocks(const LaunchPlan& plan, const typename V::Tensors& ten
   return cudaGetLastError();
 }
 
-template <int TileM, typename TOffset>
+// The float16 block kernel; kWorkspaceNhwc first copies X to NHWC and W to
+// tap-major order into `workspace`.
+template <class V>
 cudaError_t launch_mma(const LaunchPlan& plan, const DcnDeformConvBuffers& buffers, void* workspace,
                        cudaStream_t stream) {
-  TilePointers<__half, TOffset> tensors = typed_pointers<__half, TOffset>(buffers);
-  if (!plan.channels_last) return launch_blocks<Fp16Variant<TileM, false, TOffset>>(plan, tensors, stream);
-  const ChannelsLastCopies copies = channels_last_copies(plan, workspace);
-  constexpr int kPassThreads = 256;
-  const auto pass_blocks = [](size_t elements) {
-    return static_cast<unsigned>(std::min<size_t>((elements + kPassThreads - 1) / kPassThreads, 65535 * 8));
-  };
-  const TileProblem& t = plan.problem;
-  to_channels_last_kernel<<<pass_blocks(plan.input_elements), kPassThreads, 0, stream>>>(
-      tensors.input, copies.input, static_cast<int64_t>(plan.input_elements), t.in_channels,
-      static_cast<int64_t>(t.height) * t.width);
-  to_tap_major_kernel<<<pass_blocks(plan.weight_elements), kPassThreads, 0, stream>>>(
-      tensors.weight, copies.weight, static_cast<int64_t>(plan.weight_elements), t.channels_per_group,
-      t.kernel_area);
-  const cudaError_t status = cudaGetLastError();
-  if (status != cudaSuccess) return status;
-  tensors.input = copies.input;
-  tensors.weight = copies.weight;
-  return launch_blocks<Fp16Variant<TileM, true, TOffset>>(plan, tensors, stream);
+  using TOffset = std::remove_cv_t<std::remove_pointer_t<decltype(V::Tensors::offset)>>;
+  typename V::Tensors tensors = typed_pointers<__half, TOffset>(buffers);
+  if (plan.gather == cuda_mma::Gather::kWorkspaceNhwc) {
+    const ChannelsLastCopies copies = channels_last_copies(plan, workspace);
+    constexpr int kPassThreads = 256;
+    const auto pass_blocks = [](size_t elements) {
+      return static_cast<unsigned>(std::min<size_t>((elements + kPassThreads - 1) / kPassThreads, 65535 * 8));
+    };
+    const TileProblem& t = plan.problem;
+    to_channels_last_kernel<<<pass_blocks(plan.input_elements), kPassThreads, 0, stream>>>(
+        tensors.input, copies.input, static_cast<int64_t>(plan.input_elements), t.in_channels,
+        static_cast<int64_t>(t.height) * t.width);
+    to_tap_major_kernel<<<pass_blocks(plan.weight_elements), kPassThreads, 0, stream>>>(
+        tensors.weight, copies.weight, static_cast<int64_t>(plan.weight_elements), t.channels_per_group,
+        t.kernel_area);
+    const cudaError_t status = cudaGetLastError();
+    if (status != cudaSuccess) return status;
+    tensors.input = copies.input;
+    tensors.weight = copies.weight;
+  }
+  return launch_blocks<V>(plan, tensors, stream);
 }
 
 struct Launch {
@@ -162,10 +167,10 @@ struct Launch {
 };
 
 struct LaunchMma {
-  template <int TileM, typename TOffset>
+  template <class V>
   static cudaError_t run(const LaunchPlan& plan, const DcnDeformConvBuffers& buffers, void* workspace,
                          cudaStream_t stream) {
-    return launch_mma<TileM, TOffset>(plan, buffers, workspace, stream);
+    return launch_mma<V>(plan, buffers, workspace, stream);
   }
 };
 

@@ -153,6 +153,22 @@ int plan_tiles(const Problem& problem, LaunchPlan* plan, std::string* message) {
   t.reduction = static_cast<int32_t>(reduction);
   t.has_mask = shape.has_mask;
   t.has_bias = shape.has_bias;
+  t.tap_channels = t.channels_per_group;
+  const int64_t input_padded = padded_channels(problem.layout, shape.in_channels);
+  const int64_t output_padded = padded_channels(problem.layout, shape.out_channels);
+  const int64_t input_block = channel_block(problem.layout, shape.in_channels);
+  // The block kernels scale corner indices by the block (int32) and, for 8-channel gathers, pad K.
+  if (input_block * shape.in_height * shape.in_width > int32_max || output_padded > int32_max ||
+      (ceil_div(channels_per_group, cuda_mma::kChannelVector) * cuda_mma::kChannelVector) * shape.kernel_h *
+              shape.kernel_w > int32_max - cuda_tile::kTileK) {
+    *message = node_error(kCallerName, "problem too large for the " + describe_layout(problem.layout) +
+                                           " layout: H*W*(channels per block) must stay below 2^31");
+    return DCN_STATUS_UNSUPPORTED;
+  }
+  t.input_padded = static_cast<int32_t>(input_padded);
+  t.input_block = static_cast<int32_t>(input_block);
+  t.output_padded = static_cast<int32_t>(output_padded);
+  t.output_block = static_cast<int32_t>(channel_block(problem.layout, shape.out_channels));
   plan->input_elements = static_cast<size_t>(shape.batch * shape.in_channels * shape.in_height * shape.in_width);
   plan->weight_elements = static_cast<size_t>(shape.out_channels * reduction);
   plan->algorithm = DCN_ALGORITHM_SIMT;
@@ -175,6 +191,7 @@ int plan_algorithm(const Problem& p, const DeviceLimits& device, LaunchPlan* pla
                                            ", got " + std::to_string(p.split_k));
     return DCN_STATUS_INVALID_ARGUMENT;
   }
+  const bool planar = p.layout.kind == ChannelLayout::kPlanar;
   if (p.data_type == DCN_INT8) return plan_int8(p, device, plan, message);
   const int32_t offset_group_taps = t.offset_group * t.kernel_area;
   // The smallest tile that holds every output channel of a group (up to 512),
@@ -193,6 +210,15 @@ int plan_algorithm(const Problem& p, const DeviceLimits& device, LaunchPlan* pla
     why_not = "its corner table of offset_group*kh*kw = " + std::to_string(offset_group_taps) +
               " taps needs " + std::to_string(shared) + " bytes of shared memory, the device allows " +
               std::to_string(device.max_shared_per_block);
+  }
+  if (!planar && why_not.empty() && p.algorithm == DCN_ALGORITHM_SIMT) {
+    why_not = "DCN_ALGORITHM_SIMT reads planar X only";
+  }
+  if (!why_not.empty() && !planar) {
+    *message = node_error(kCallerName, "the " + describe_layout(p.layout) + " layout needs the tensor-core kernel "
+                                       "(float16) or DCN_INT8 data, and the tensor-core kernel cannot run this "
+                                       "problem: " + why_not);
+    return DCN_STATUS_UNSUPPORTED;
   }
   if (!why_not.empty()) {
     if (tensor_core_asked) {
@@ -214,16 +240,50 @@ int plan_algorithm(const Problem& p, const DeviceLimits& device, LaunchPlan* pla
     return DCN_STATUS_OK;
   }
 
-  const bool channels_last = channels_last_fits(t) && (p.algorithm == DCN_ALGORITHM_TENSOR_CORE_NHWC ||
-                                                       (p.algorithm == DCN_ALGORITHM_AUTO && kAutoChannelsLast));
-  if (p.algorithm == DCN_ALGORITHM_TENSOR_CORE_NHWC && !channels_last) {
-    *message = node_error(kCallerName, "the channels-last tensor-core kernel needs C/group and C/offset_group to be "
-                                       "multiples of 8, got C/group = " + std::to_string(t.channels_per_group) +
-                                           " and C/offset_group = " + std::to_string(t.channels_per_offset_group));
-    return DCN_STATUS_UNSUPPORTED;
+  using cuda_mma::Gather;
+  TileProblem& tp = plan->problem;
+  Gather gather = Gather::kPlanar;
+  if (planar) {
+    const bool channels_last = channels_last_fits(t) && (p.algorithm == DCN_ALGORITHM_TENSOR_CORE_NHWC ||
+                                                         (p.algorithm == DCN_ALGORITHM_AUTO && kAutoChannelsLast));
+    if (p.algorithm == DCN_ALGORITHM_TENSOR_CORE_NHWC && !channels_last) {
+      *message = node_error(kCallerName, "the channels-last tensor-core kernel needs C/group and C/offset_group to be "
+                                         "multiples of 8, got C/group = " + std::to_string(t.channels_per_group) +
+                                             " and C/offset_group = " + std::to_string(t.channels_per_offset_group));
+      return DCN_STATUS_UNSUPPORTED;
+    }
+    if (channels_last) {
+      if (static_cast<int64_t>(t.in_channels) * t.height * t.width > std::numeric_limits<int32_t>::max()) {
+        *message = node_error(kCallerName, "the channels-last tensor-core kernel needs H*W*C below 2^31");
+        return DCN_STATUS_UNSUPPORTED;
+      }
+      gather = Gather::kWorkspaceNhwc;
+      tp.input_padded = tp.in_channels;  // the kernel reads the workspace's NHWC copy
+      tp.input_block = tp.in_channels;
+    }
+  } else if (p.algorithm != DCN_ALGORITHM_TENSOR_CORE) {
+    // X in a layout: 8-channel gathers in place where the vectors are whole and aligned.
+    const int v = cuda_mma::kChannelVector;
+    const bool fits = t.input_block % v == 0 && t.input_padded % v == 0 &&
+                      (t.group == 1 || t.channels_per_group % v == 0) &&
+                      (t.offset_group == 1 || t.channels_per_offset_group % v == 0);
+    if (p.algorithm == DCN_ALGORITHM_TENSOR_CORE_NHWC && !fits) {
+      *message = node_error(kCallerName, "the channels-last tensor-core kernel reads X in the " +
+                                             describe_layout(p.layout) + " layout in 16-byte vectors: it needs blocks "
+                                             "of a multiple of 8 channels (C padded to 8), and C/group (if group > 1) "
+                                             "and C/offset_group (if offset_group > 1) multiples of 8; got C = " +
+                                             std::to_string(t.in_channels) + ", group = " + std::to_string(t.group) +
+                                             ", offset_group = " + std::to_string(t.offset_group));
+      return DCN_STATUS_UNSUPPORTED;
+    }
+    if (fits) {
+      gather = Gather::kNhwc;
+      tp.tap_channels = static_cast<int32_t>(ceil_div(t.channels_per_group, v) * v);
+      tp.reduction = tp.tap_channels * t.kernel_area;
+    }
   }
-  plan->algorithm = channels_last ? DCN_ALGORITHM_TENSOR_CORE_NHWC : DCN_ALGORITHM_TENSOR_CORE;
-  plan->channels_last = channels_last;
+  plan->gather = gather;
+  plan->algorithm = gather == Gather::kPlanar ? DCN_ALGORITHM_TENSOR_CORE : DCN_ALGORITHM_TENSOR_CORE_NHWC;
   plan->block_kernel = true;
   return plan_block_grid(p, device, tile_m, tile_n, shared, plan, message);
 }

@@ -38,7 +38,7 @@ struct LaunchPlan {
   TileProblem problem;      // SIMT kernel
   cuda_mma::MmaProblem mma;  // tensor-core kernel
   int tile_m = 0;            // tensor-core kernel: 128, 256 or 512 channels per block
-  bool channels_last = false;  // DCN_ALGORITHM_TENSOR_CORE_NHWC
+  cuda_mma::Gather gather = cuda_mma::Gather::kPlanar;  // float16 block kernel (kWorkspaceNhwc: the two copy passes)
   bool block_kernel = false;   // deform_conv_mma_kernel (float16 tensor core, or INT8 with either algorithm)
   size_t input_elements = 0, weight_elements = 0;  // of X and W (the NHWC passes)
   dim3 grid;

@@ -70,7 +70,7 @@ size_t workspace_bytes(const Problem& problem) {
   LaunchPlan launch;
   std::string message;
   if (plan_tiles(problem, &launch, &message) != DCN_STATUS_OK || problem.data_type != DCN_FLOAT16 ||
-      !channels_last_fits(launch.problem)) {
+      problem.layout.kind != ChannelLayout::kPlanar || !channels_last_fits(launch.problem)) {
     return 0;
   }
   const bool wanted = problem.algorithm == DCN_ALGORITHM_TENSOR_CORE_NHWC ||
@@ -83,7 +83,7 @@ int run(const Problem& problem, const DcnDeformConvBuffers* buffers, void* works
   LaunchPlan launch;
   const int status = plan_for(problem, buffers, nullptr, &launch, message);
   if (status != DCN_STATUS_OK || nothing_to_compute(launch)) return status;
-  if (launch.channels_last && workspace == nullptr) {
+  if (launch.gather == cuda_mma::Gather::kWorkspaceNhwc && workspace == nullptr) {
     *message = node_error(kCallerName, "the channels-last tensor-core kernel needs a workspace of " +
                                            std::to_string(channels_last_workspace(launch)) +
                                            " bytes (dcn_deform_conv_cuda_workspace_size), got NULL");

@@ -32,6 +32,7 @@ struct Problem {
   DcnAlgorithm algorithm = DCN_ALGORITHM_AUTO;
   int32_t split_k = 0;  // 0: automatic
   float y_scale = 0.0f;  // DCN_INT8 only: > 0 for int8 Yq
+  TensorLayout layout;   // of X and Y, checked by the core (check_layout)
 };
 
 // The launch the problem gets on the current device, or in the emulator

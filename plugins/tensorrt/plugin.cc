@@ -1,5 +1,7 @@
 #include "tensorrt/plugin.h"
 
+#include <cstdio>
+#include <cstdlib>
 #include <exception>
 #include <new>
 #include <utility>
@@ -44,15 +46,96 @@ DcnElementType to_element_type(DataType type) {
   return type == DataType::kHALF ? DCN_FLOAT16 : type == DataType::kINT8 ? DCN_INT8 : DCN_FLOAT32;
 }
 
+// The formats X and Y may take, and the layout the kernels read and write
+// (core/params.h TensorLayout); offset, mask, W and B are always kLINEAR.
+//   format   X/Y types          layout                    why
+//   kLINEAR  all                planar NCHW
+//   kHWC8    float16            NHWC, C padded to 8       TensorRT's float16 convolutions' channels-last
+//                                                         format; read in place by 16-byte gathers
+//   kHWC16   float16            NHWC, C padded to 16      the same gathers
+//   kCHW32   int8 (Y: + fp32)   NC/32HW32                 TensorRT's int8 (IMMA) convolutions' format
+//   kCHW4    int8               NC/4HW4                   TensorRT's int8 (dp4a) convolutions' format
+//   kHWC16   int8               NHWC, C padded to 16      int8 channels-last (TensorRT offers it)
+// The INT8 kernel gathers one channel at a time in every layout (bitwise the planar result).
+bool format_layout(TensorFormat format, DataType type, TensorLayout* layout) {
+  switch (format) {
+    case TensorFormat::kLINEAR:
+      *layout = TensorLayout{ChannelLayout::kPlanar, 1};
+      return true;
+    case TensorFormat::kHWC8:
+      *layout = TensorLayout{ChannelLayout::kChannelsLast, 8};
+      return type == DataType::kHALF;
+    case TensorFormat::kHWC16:
+      *layout = TensorLayout{ChannelLayout::kChannelsLast, 16};
+      return type == DataType::kINT8 || type == DataType::kHALF;
+    case TensorFormat::kCHW4:
+      *layout = TensorLayout{ChannelLayout::kBlocked, 4};
+      return type == DataType::kINT8;
+    case TensorFormat::kCHW32:
+      *layout = TensorLayout{ChannelLayout::kBlocked, 32};
+      return type == DataType::kINT8;
+    default:
+      return false;
+  }
+}
+
+const char* format_name(TensorFormat format) {
+  switch (format) {
+    case TensorFormat::kLINEAR:
+      return "kLINEAR";
+    case TensorFormat::kCHW2:
+      return "kCHW2";
+    case TensorFormat::kHWC8:
+      return "kHWC8";
+    case TensorFormat::kCHW4:
+      return "kCHW4";
+    case TensorFormat::kCHW16:
+      return "kCHW16";
+    case TensorFormat::kCHW32:
+      return "kCHW32";
+    case TensorFormat::kDHWC8:
+      return "kDHWC8";
+    case TensorFormat::kCDHW32:
+      return "kCDHW32";
+    case TensorFormat::kHWC:
+      return "kHWC";
+    case TensorFormat::kDLA_LINEAR:
+      return "kDLA_LINEAR";
+    case TensorFormat::kDLA_HWC4:
+      return "kDLA_HWC4";
+    case TensorFormat::kHWC16:
+      return "kHWC16";
+    default:
+      return "unknown";
+  }
+}
+
+// DCN_DEPLOY_TRT_FORMAT_LOG=<file>: every format query of the builder and its
+// answer, and every configuration, appended as JSON lines (a debugging aid
+// and the record tests/test_rtx_build.py reads). Unset: nothing is written.
+void record_format_event(const std::string& line) noexcept {
+  const char* path = std::getenv("DCN_DEPLOY_TRT_FORMAT_LOG");
+  if (path == nullptr || *path == '\0') return;
+  if (std::FILE* file = std::fopen(path, "a")) {
+    std::fputs((line + "\n").c_str(), file);
+    std::fclose(file);
+  }
+}
+
+std::string json_tensor(const PluginTensorDesc& desc) {
+  return concat("{\"format\": \"", format_name(desc.format), "\", \"type\": \"", data_type_name(desc.type), "\"}");
+}
+
 // The CUDA kernels' problem from attributes and a shape this plugin has
 // already validated (infer_shape): the kernels do not check them again.
 cuda::Problem cuda_problem(const DeformConvAttributes& attributes, const DeformConvShape& shape, DataType data_type,
-                           DataType offset_type) {
+                           DataType offset_type, const TensorLayout& layout = {}) {
   cuda::Problem problem;
   problem.attributes = attributes;
   problem.shape = shape;
   problem.data_type = to_element_type(data_type);
   problem.offset_type = to_element_type(offset_type);
+  problem.layout = layout;
   return problem;
 }
 
@@ -291,10 +374,21 @@ std::string DcnDeformConvPlugin::check_tensors(const PluginTensorDesc* in, int32
   // Types and formats (normally already settled by supportsFormatCombination).
   const DataType data_type = in[0].type;
   const DataType offset_type = in[2].type;
+  TensorLayout tensor_layout;
+  if (!format_layout(in[0].format, data_type, &tensor_layout)) {
+    return node_error(layer_name_, concat("input X has format ", format_name(in[0].format), " with type ",
+                                          data_type_name(data_type), ", expected kLINEAR, kHWC8 or kHWC16 (float16), "
+                                          "or kCHW32, kCHW4, kHWC16 (int8)"));
+  }
   for (int32_t pos = 0; pos <= nbInputs; ++pos) {
     const PluginTensorDesc& desc = pos < nbInputs ? in[pos] : out[0];
     const Role role = role_of(pos, nbInputs, layout);
-    if (desc.format != TensorFormat::kLINEAR) {
+    const bool x_or_y = role == Role::kInput || role == Role::kOutput;
+    if (x_or_y && desc.format != in[0].format) {
+      return node_error(layer_name_, concat("output Y has format ", format_name(desc.format),
+                                            ", expected that of input X (", format_name(in[0].format), ")"));
+    }
+    if (!x_or_y && desc.format != TensorFormat::kLINEAR) {
       return node_error(layer_name_, concat(role_name(role), " must use the linear (NCHW) format"));
     }
     if (int8()) {
@@ -343,6 +437,7 @@ std::string DcnDeformConvPlugin::check_tensors(const PluginTensorDesc* in, int32
   data_type_ = data_type;
   offset_type_ = offset_type;
   layout_ = layout;
+  tensor_layout_ = tensor_layout;
   configured_ = true;
   return "";
 }
@@ -362,6 +457,12 @@ int32_t DcnDeformConvPlugin::configurePlugin(nvinfer1::DynamicPluginTensorDesc c
     // checks the known ones, the profile's bounds below the whole shapes,
     // and onShapeChange each run-time shape.
     std::string error = check_tensors(in_desc.data(), nbInputs, out_desc.data(), nbOutputs);
+    std::string tensors;
+    for (int32_t i = 0; i < nbInputs + nbOutputs; ++i) {
+      tensors += concat(i == 0 ? "" : ", ", json_tensor(i < nbInputs ? in_desc[i] : out_desc[i - nbInputs]));
+    }
+    record_format_event(concat("{\"event\": \"configure\", \"layer\": \"", layer_name_, "\", \"tensors\": [", tensors,
+                               "], \"accepted\": ", error.empty() ? "true" : "false", "}"));
     for (const char* bound : {"min", "max"}) {
       if (!error.empty()) break;
       bool known = true;
@@ -473,34 +574,56 @@ bool DcnDeformConvPlugin::supportsFormatCombination(int32_t pos, nvinfer1::Dynam
       return false;
     }
     const PluginTensorDesc& desc = inOut[pos].desc;
-    if (desc.format != TensorFormat::kLINEAR) return false;
-    if (!int8() && !is_float_or_half(desc.type)) return false;
-    // Ranks are valid for every position (only later formats/types are not).
-    InputLayout layout;
-    layout.num_inputs = nbInputs;
-    if (nbInputs == 4) {
-      (inOut[3].desc.dims.nbDims == 1 ? layout.bias_index : layout.mask_index) = 3;
-    } else if (nbInputs == 5) {
-      layout.bias_index = 3;
-      layout.mask_index = 4;
-    }
-    const Role role = role_of(pos, nbInputs, layout);
-    if (int8()) return role != Role::kInvalid && desc.type == int8_mode_type(role, mode_);
-    switch (role) {
-      case Role::kInput:
-      case Role::kOffset:
-        return true;  // float32 or float16, each independently
-      case Role::kWeight:
-      case Role::kBias:
-      case Role::kOutput:
-        return desc.type == inOut[0].desc.type;
-      case Role::kMask:
-        return desc.type == inOut[2].desc.type;
-      case Role::kInvalid:
-        break;
-    }
-    return false;
+    const bool accepted = accepts_format(pos, inOut, nbInputs);
+    record_format_event(concat("{\"event\": \"query\", \"layer\": \"", layer_name_, "\", \"pos\": ", pos,
+                               ", \"tensor\": ", json_tensor(desc), ", \"accepted\": ", accepted ? "true" : "false",
+                               "}"));
+    return accepted;
   });
+}
+
+// supportsFormatCombination's answer. TensorRT asks position by position,
+// with the formats and types of the positions before `pos` already chosen.
+bool DcnDeformConvPlugin::accepts_format(int32_t pos, nvinfer1::DynamicPluginTensorDesc const* inOut,
+                                         int32_t nbInputs) const {
+  const PluginTensorDesc& desc = inOut[pos].desc;
+  if (!int8() && !is_float_or_half(desc.type)) return false;
+  // Ranks are valid for every position (only later formats/types are not).
+  InputLayout layout;
+  layout.num_inputs = nbInputs;
+  if (nbInputs == 4) {
+    (inOut[3].desc.dims.nbDims == 1 ? layout.bias_index : layout.mask_index) = 3;
+  } else if (nbInputs == 5) {
+    layout.bias_index = 3;
+    layout.mask_index = 4;
+  }
+  const Role role = role_of(pos, nbInputs, layout);
+  TensorLayout tensor_layout;
+  if (role == Role::kInput) {
+    if (!format_layout(desc.format, desc.type, &tensor_layout)) return false;
+  } else if (role == Role::kOutput) {
+    // Y in X's layout; for the INT8 float32 Y, kCHW32 is TensorRT's only blocked float32 format.
+    const bool float_y = int8() && desc.type == DataType::kFLOAT;
+    if (desc.format != inOut[0].desc.format) return false;
+    if (float_y && desc.format != TensorFormat::kLINEAR && desc.format != TensorFormat::kCHW32) return false;
+  } else if (desc.format != TensorFormat::kLINEAR) {
+    return false;
+  }
+  if (int8()) return role != Role::kInvalid && desc.type == int8_mode_type(role, mode_);
+  switch (role) {
+    case Role::kInput:
+    case Role::kOffset:
+      return true;  // float32 or float16, each independently
+    case Role::kWeight:
+    case Role::kBias:
+    case Role::kOutput:
+      return desc.type == inOut[0].desc.type;
+    case Role::kMask:
+      return desc.type == inOut[2].desc.type;
+    case Role::kInvalid:
+      break;
+  }
+  return false;
 }
 
 size_t DcnDeformConvPlugin::getWorkspaceSize(nvinfer1::DynamicPluginTensorDesc const* inputs, int32_t nbInputs,
@@ -518,7 +641,10 @@ size_t DcnDeformConvPlugin::getWorkspaceSize(nvinfer1::DynamicPluginTensorDesc c
     sizes.out_channels = inputs[1].max.d[0];
     DeformConvShape shape;
     if (!infer_shape_from_sizes(layer_name_, attributes_, sizes, &shape).empty()) return size_t{0};
-    return cuda::workspace_bytes(cuda_problem(attributes_, shape, inputs[0].desc.type, inputs[2].desc.type));
+    TensorLayout tensor_layout;
+    if (!format_layout(inputs[0].desc.format, inputs[0].desc.type, &tensor_layout)) return size_t{0};
+    return cuda::workspace_bytes(
+        cuda_problem(attributes_, shape, inputs[0].desc.type, inputs[2].desc.type, tensor_layout));
   });
 }
 
@@ -552,7 +678,7 @@ int32_t DcnDeformConvPlugin::enqueue(PluginTensorDesc const* inputDesc, PluginTe
       return -1;
     }
     // The shape and types onShapeChange validated: TensorRT calls it whenever they change.
-    cuda::Problem problem = cuda_problem(attributes_, shape_, data_type_, offset_type_);
+    cuda::Problem problem = cuda_problem(attributes_, shape_, data_type_, offset_type_, tensor_layout_);
 
     DcnDeformConvBuffers buffers{};
     buffers.input = inputs[0];

@@ -107,6 +107,8 @@ class DcnDeformConvPlugin final : public nvinfer1::IPluginV3,
                             const nvinfer1::PluginTensorDesc* out, int32_t nbOutputs);
 
   bool int8() const { return mode_ != PluginMode::kFloat; }
+  // supportsFormatCombination's answer for position `pos` (plugin.cc: the format table).
+  bool accepts_format(int32_t pos, nvinfer1::DynamicPluginTensorDesc const* inOut, int32_t nbInputs) const;
   // INT8: the [M] output scales in device memory owned by this object, made
   // by the first enqueue (see enqueue); "" or an error message.
   std::string upload_output_scales(int64_t out_channels, cudaStream_t stream);
@@ -119,6 +121,7 @@ class DcnDeformConvPlugin final : public nvinfer1::IPluginV3,
   int64_t device_output_channels_ = 0;
   std::string description_;  // describe_attributes(): timing-cache ID and metadata
   InputLayout layout_;       // valid once configured
+  TensorLayout tensor_layout_;  // of X and Y, from X's format (valid once configured)
   bool configured_ = false;
   // The last fully known configuration (onShapeChange), validated once there
   // and handed to the kernels as is by enqueue.

@@ -2,6 +2,7 @@
 #include <string>
 #include <vector>
 
+#include "core/math.h"
 #include "core/params.h"
 #include "test_harness.h"
 
@@ -40,6 +41,30 @@ std::string make_error(const std::vector<int64_t>& kernel, const std::vector<int
 }
 
 }  // namespace
+
+TEST(layouts_of_x_and_y) {
+  using dcn_deploy::ChannelLayout;
+  using dcn_deploy::TensorLayout;
+  const TensorLayout planar{}, nhwc8{ChannelLayout::kChannelsLast, 8}, nc32{ChannelLayout::kBlocked, 32};
+  CHECK_EQ(dcn_deploy::check_layout("n", planar), std::string());
+  CHECK_EQ(dcn_deploy::check_layout("n", TensorLayout{ChannelLayout::kPlanar, 0}), std::string());
+  CHECK_EQ(dcn_deploy::padded_channels(nhwc8, 13), 16);
+  CHECK_EQ(dcn_deploy::channel_block(nhwc8, 13), 16);
+  CHECK_EQ(dcn_deploy::padded_channels(nc32, 13), 32);
+  CHECK_EQ(dcn_deploy::channel_block(nc32, 40), 32);
+  CHECK_EQ(dcn_deploy::channel_block(planar, 13), 1);
+  CHECK_EQ(dcn_deploy::describe_layout(nhwc8), std::string("NHWC (C padded to 8)"));
+  CHECK_EQ(dcn_deploy::describe_layout(nc32), std::string("NC/32HW32"));
+  CHECK_CONTAINS(dcn_deploy::check_layout("n", TensorLayout{static_cast<ChannelLayout>(7), 1}),
+                 "DcnDeformConv node 'n': layout must be 0 (NCHW), 1 (NHWC) or 2 (NC/vHWv), got 7");
+  CHECK_CONTAINS(dcn_deploy::check_layout("n", TensorLayout{ChannelLayout::kChannelsLast, 12}), "got 12");
+  CHECK_CONTAINS(dcn_deploy::check_layout("n", TensorLayout{ChannelLayout::kBlocked, 64}), "got 64");
+  // Element (image 1, channel 35, pixel 5) of a 2 x 40 x (H*W = 6) tensor:
+  // planar: (1*40 + 35)*6 + 5; NHWC padded to 40: (1*6 + 5)*40 + 35; NC/32HW32 (Cp 64): (1*64 + 32)*6 + 5*32 + 3.
+  CHECK_EQ(dcn_deploy::layout_offset(1, 35, 5, 6, 40, 1), (1 * 40 + 35) * 6 + 5);
+  CHECK_EQ(dcn_deploy::layout_offset(1, 35, 5, 6, 40, 40), (1 * 6 + 5) * 40 + 35);
+  CHECK_EQ(dcn_deploy::layout_offset(1, 35, 5, 6, 64, 32), (1 * 64 + 32) * 6 + 5 * 32 + 3);
+}
 
 TEST(output_extent_formula) {
   // floor((H + top + bottom - (dilation*(k-1)+1)) / stride) + 1

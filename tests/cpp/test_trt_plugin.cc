@@ -590,10 +590,32 @@ TEST(format_combinations) {
   changed[2].type = DataType::kINT8;
   CHECK(!supports(3, changed, 2));
   changed = io;
-  changed[0].format = TensorFormat::kHWC8;
+  changed[0].format = TensorFormat::kHWC8;  // float32: kLINEAR only
   CHECK(!supports(3, changed, 0));
   CHECK(!supports(3, io, 4));
   CHECK(!supports(2, io, 0));
+  // float16: X and Y in kHWC8 (NHWC, C padded to 8), the others kLINEAR.
+  std::vector<PluginTensorDesc> hwc8 = inputs_of(p, false, false, DataType::kHALF, DataType::kHALF);
+  hwc8.push_back(desc(p.y, DataType::kHALF, TensorFormat::kHWC8));
+  hwc8[0].format = TensorFormat::kHWC8;
+  for (int32_t pos = 0; pos < 4; ++pos) CHECK(supports(3, hwc8, pos));
+  for (int32_t pos : {1, 2}) {
+    changed = hwc8;
+    changed[static_cast<size_t>(pos)].format = TensorFormat::kHWC8;
+    CHECK(!supports(3, changed, pos));
+  }
+  changed = hwc8;
+  changed[3].format = TensorFormat::kLINEAR;  // Y follows X's format
+  CHECK(!supports(3, changed, 3));
+  changed = hwc8;
+  changed[0].format = TensorFormat::kHWC16;
+  changed[3].format = TensorFormat::kHWC16;
+  CHECK(supports(3, changed, 0) && supports(3, changed, 3));
+  for (TensorFormat other : {TensorFormat::kCHW32, TensorFormat::kCHW2, TensorFormat::kDHWC8, TensorFormat::kCHW4}) {
+    changed = hwc8;
+    changed[0].format = other;
+    CHECK(!supports(3, changed, 0));
+  }
 }
 
 TEST(configure_and_shape_change_validate_shapes) {
@@ -617,6 +639,19 @@ TEST(configure_and_shape_change_validate_shapes) {
     CHECK_EQ(r->onShapeChange(in.data(), static_cast<int32_t>(in.size()), &y, 1), 0);
   }
   CHECK_EQ(logger().take(), std::string());
+
+  // X and Y in kHWC8 (float16), Y's format following X's.
+  {
+    std::vector<PluginTensorDesc> in = inputs_of(p, false, false, DataType::kHALF, DataType::kHALF);
+    in[0].format = TensorFormat::kHWC8;
+    CHECK_EQ(configure(in, desc(p.y, DataType::kHALF, TensorFormat::kHWC8)), 0);
+    CHECK(configure(in, desc(p.y, DataType::kHALF)) != 0);
+    CHECK_CONTAINS(logger().take(), "output Y has format kLINEAR, expected that of input X (kHWC8)");
+    in[0].type = DataType::kFLOAT;
+    in[1].type = DataType::kFLOAT;
+    CHECK(configure(in, desc(p.y, DataType::kFLOAT, TensorFormat::kHWC8)) != 0);
+    CHECK_CONTAINS(logger().take(), "input X has format kHWC8 with type float32, expected kLINEAR, kHWC8 or kHWC16 (float16)");
+  }
 
   // Runtime dimensions (-1) are checked later, in onShapeChange.
   Problem dynamic_problem;
@@ -883,8 +918,21 @@ TEST(int8_create_types_and_formats) {
       changed[static_cast<size_t>(pos)].type = wrong[pos];
       CHECK(!supports(changed, pos));
     }
+    // X and Y in TensorRT's int8 convolution formats; the float32 Y only in kCHW32 or kLINEAR.
+    for (TensorFormat format : {TensorFormat::kCHW32, TensorFormat::kCHW4, TensorFormat::kHWC16}) {
+      std::vector<PluginTensorDesc> changed = io;
+      changed[0].format = format;
+      changed[5].format = format;
+      CHECK(supports(changed, 0));
+      CHECK(supports(changed, 5) == (requantized || format == TensorFormat::kCHW32));
+      changed[5].format = TensorFormat::kLINEAR;
+      CHECK(!supports(changed, 5));
+      changed[5].format = format;
+      changed[1].format = format;  // W stays kLINEAR
+      CHECK(!supports(changed, 1));
+    }
     std::vector<PluginTensorDesc> changed = io;
-    changed[0].format = TensorFormat::kCHW32;
+    changed[0].format = TensorFormat::kHWC8;  // a float16-only format
     CHECK(!supports(changed, 0));
 
     // configure / onShapeChange: types, shapes and the length of w_scale against M.

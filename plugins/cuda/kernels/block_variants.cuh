@@ -12,16 +12,17 @@ namespace dcn_deploy {
 
 using cuda_tile::TilePointers;
 
-// Float16 slices from planar X, or from the channels-last workspace copy.
-template <class C, bool ChannelsLast, typename TOffset>
+using cuda_mma::Gather;
+
+template <class C, Gather G, typename TOffset>
 __host__ __device__ inline void load_any_slice(const cuda_mma::MmaProblem& problem,
                                                const TilePointers<__half, TOffset>& tensors,
                                                cuda_mma::MmaBlockIndex block, int32_t k0, int32_t k_end, int tid,
                                                const cuda_mma::SharedLayout& layout, int stage) {
-  if constexpr (ChannelsLast) {
-    cuda_mma::load_slice_channels_last<C>(problem, tensors, block, k0, k_end, tid, layout, stage);
-  } else {
+  if constexpr (G == Gather::kPlanar) {
     cuda_mma::load_slice<C>(problem, tensors, block, k0, k_end, tid, layout, stage);
+  } else {
+    cuda_mma::load_slice_channels_last<C, G == Gather::kNhwc>(problem, tensors, block, k0, k_end, tid, layout, stage);
   }
 }
 
@@ -29,10 +30,10 @@ __host__ __device__ inline void load_any_slice(const cuda_mma::MmaProblem& probl
 //   C, Tensors, Layout, Accumulator, Partial (element of the epilogue tile),
 //   layout(), load(), clear(), multiply(), store_accumulators(), store_outputs().
 
-// Float16 X/W/B/Y, float32 accumulation. ChannelsLast: `tensors.input` /
+// Float16 X/W/B/Y, float32 accumulation. kWorkspaceNhwc: `tensors.input` /
 // `tensors.weight` are the workspace copies of X (NHWC) and W (tap-major)
-// made by the two passes above.
-template <int TileM, bool ChannelsLast, typename TOffset>
+// made by the two passes of launch.cu / emulate.cu.
+template <int TileM, Gather G, typename TOffset>
 struct Fp16Variant {
   using C = cuda_mma::Config<TileM>;
   using Tensors = TilePointers<__half, TOffset>;
@@ -45,11 +46,11 @@ struct Fp16Variant {
   static DCN_HOST_DEVICE void load(const cuda_mma::MmaProblem& problem, const Tensors& tensors,
                                    cuda_mma::MmaBlockIndex block, int32_t k0, int32_t k_end, int tid,
                                    const Layout& layout, int stage) {
-    load_any_slice<C, ChannelsLast>(problem, tensors, block, k0, k_end, tid, layout, stage);
+    load_any_slice<C, G>(problem, tensors, block, k0, k_end, tid, layout, stage);
   }
   static DCN_HOST_DEVICE void clear(Accumulator& acc) { cuda_mma::clear_accumulator(acc); }
   static DCN_HOST_DEVICE void multiply(const Layout& layout, int stage, int warp, Accumulator& acc) {
-    cuda_mma::mma_slice<C, ChannelsLast>(layout, stage, warp, acc);
+    cuda_mma::mma_slice<C, G != Gather::kPlanar>(layout, stage, warp, acc);
   }
   static DCN_HOST_DEVICE void store_accumulators(const Layout& layout, int warp, const Accumulator& acc) {
     cuda_mma::store_accumulators<C>(layout, warp, acc);

@@ -344,6 +344,13 @@ DCN_HOST_DEVICE inline void store_int8_outputs(const MmaProblem& mp, const Int8P
                              static_cast<float*>(t.output)[index] = y;
                            }
                          });
+  zero_padding_outputs<C>(mp, block, tid, row_begin, [&](int64_t index) {
+    if (t.y_scale > 0.0f) {
+      static_cast<int8_t*>(t.output)[index] = 0;
+    } else {
+      static_cast<float*>(t.output)[index] = 0.0f;
+    }
+  });
 }
 
 }  // namespace cuda_mma

@@ -73,6 +73,15 @@ constexpr int kPitchBT = kTileK + 8;  // halves: row pitch of the column-major S
 constexpr int kChannelVector = 8;     // channels-last variant: channels per 16-byte gather
 constexpr int kMaxTileM = 512;
 
+// How the float16 block kernel gathers X (LaunchPlan::gather):
+//   kPlanar          one channel per gather, K = c * kh*kw + tap, from X in any
+//                    layout (SampleWalk; bitwise the planar result)
+//   kWorkspaceNhwc   8 channels per 16-byte gather from the workspace's NHWC
+//                    copy of a planar X, W from its tap-major copy
+//   kNhwc            8 channels per 16-byte gather from an NHWC X in place,
+//                    W read from the caller's planar W; no workspace
+enum class Gather { kPlanar, kWorkspaceNhwc, kNhwc };
+
 inline DCN_HOST_DEVICE constexpr size_t max_size(size_t a, size_t b) { return a > b ? a : b; }
 inline DCN_HOST_DEVICE constexpr size_t round_up(size_t value, size_t to) { return (value + to - 1) / to * to; }
 
@@ -183,6 +192,10 @@ DCN_HOST_DEVICE inline void build_corner_table(const MmaProblem& mp, const Tenso
       const float x = sampling_coordinate(out_x, p.stride_w, p.pad_left, tap_col, p.dilation_w, dx);
       corners = sample_corners(y, x, p.height, p.width);
       if (p.has_mask) corners = fold_mask(corners, load_as_float(t.mask[tap_channel * p.out_pixels + pixel]));
+      // Plane index to element step in X's layout (input_block: 1 for planar X).
+      for (int q = 0; q < 4; ++q) {
+        if (corners.index[q] >= 0) corners.index[q] *= p.input_block;
+      }
     }
     layout.corner_index[e] = make_int4(corners.index[0], corners.index[1], corners.index[2], corners.index[3]);
     layout.corner_weight[e] = make_float4(corners.weight[0], corners.weight[1], corners.weight[2], corners.weight[3]);
@@ -236,14 +249,18 @@ DCN_HOST_DEVICE inline void load_weight_slice(const MmaProblem& mp, const __half
 // The S rows k = c * kh*kw + tap, k = first_k, first_k + 1, ..., of one
 // pixel column n of a block: the input plane of channel c and the corner-table
 // entry of (offset group, tap, n), advanced incrementally (one division per
-// slice, none per row). Shared by the float16 and INT8 slice loads.
+// slice, none per row). Shared by the float16 and INT8 slice loads. `plane`
+// is channel c's first element in X's layout (corner indices are scaled by
+// input_block): planar X steps a plane per channel, blocked layouts one
+// element within a block and a block plane after the last.
 template <class C, typename T>
 struct SampleWalk {
   const T* plane;
   const int4* group_index;    // corner_index entry of (offset group, tap 0, n)
   const float4* group_weight;
   int32_t tap, channel, next_group_channel, group_stride, kernel_area, channels_per_offset_group;
-  int64_t plane_size;
+  int32_t block, in_block;
+  int64_t block_step;  // from the last channel of a block to the first of the next
 
   DCN_HOST_DEVICE SampleWalk(const TileProblem& p, const T* input, const int4* corner_index,
                              const float4* corner_weight, int32_t image, int32_t group, int32_t first_k, int n) {
@@ -251,9 +268,12 @@ struct SampleWalk {
     tap = first_k - c * p.kernel_area;
     kernel_area = p.kernel_area;
     channels_per_offset_group = p.channels_per_offset_group;
-    plane_size = static_cast<int64_t>(p.height) * p.width;
+    const int64_t pixels = static_cast<int64_t>(p.height) * p.width;
     channel = group * p.channels_per_group + c;
-    plane = input + (static_cast<int64_t>(image) * p.in_channels + channel) * plane_size;
+    block = p.input_block;
+    in_block = channel % block;
+    block_step = pixels * block - (block - 1);
+    plane = input + layout_offset(image, channel, 0, pixels, p.input_padded, block);
     const int32_t offset_group = channel / p.channels_per_offset_group;
     next_group_channel = (offset_group + 1) * p.channels_per_offset_group;
     group_stride = p.kernel_area * C::kTileN;
@@ -272,7 +292,12 @@ struct SampleWalk {
     if (++tap < kernel_area) return;
     tap = 0;
     ++channel;
-    plane += plane_size;
+    if (++in_block == block) {
+      in_block = 0;
+      plane += block_step;
+    } else {
+      ++plane;
+    }
     if (channel == next_group_channel) {
       next_group_channel += channels_per_offset_group;
       group_index += group_stride;
@@ -314,13 +339,18 @@ DCN_HOST_DEVICE inline void load_slice(const MmaProblem& mp, const TilePointers<
   }
 }
 
-// ---- channels-last variant (DCN_ALGORITHM_TENSOR_CORE_NHWC) ------------------------------
-// Before the main kernel, two passes fill the workspace: X as [N][H][W][C] and
+// ---- channels-last gathers (DCN_ALGORITHM_TENSOR_CORE_NHWC) -----------------------------
+// X in NHWC (C padded to a multiple of 8) is read in place; for planar X, two
+// passes first fill the workspace: X as [N][H][W][C] and
 // W as [M][kh*kw][C/group], i.e. K ordered k = tap * C/group + c. Then eight
 // consecutive k are eight channels of one tap, and a thread samples them with
 // one 16-byte gather per corner (the planar kernel gathers one 2-byte value
 // per corner and channel, which on NCHW planes spreads a warp's gathers over
-// many sectors). Needs C/group and C/offset_group to be multiples of 8.
+// many sectors). The eight channels of a vector must share a weight group and
+// an offset group and start 16-byte aligned: group == 1 or C/group % 8 == 0,
+// offset_group == 1 or C/offset_group % 8 == 0 (a planar X copied to the
+// workspace: both multiples of 8). K is ordered by tap_channels = C/group
+// rounded up to 8; the padding lanes are zero.
 
 // Element `element` of X in [N][H][W][C], from X in [N][C][H][W].
 DCN_HOST_DEVICE inline void to_channels_last(const __half* x, __half* x_nhwc, int64_t element, int32_t channels,
@@ -357,46 +387,82 @@ DCN_HOST_DEVICE inline uint32_t word_of_halves(float low, float high) {
   return static_cast<uint32_t>(low_raw.x) | (static_cast<uint32_t>(high_raw.x) << 16);
 }
 
-// Phase 2 of the channels-last variant. `t.input` and `t.weight` point at the
-// channels-last X and the tap-major W. S is stored column-major ([n][kk]) so
-// that a thread's 8 channels are one 16-byte shared store; four consecutive
-// threads take the four channel vectors of one pixel (a 64-byte gather run).
-template <class C, typename TOffset>
+// W slice of the channels-last gathers read straight from planar W
+// [M][C/group][kh*kw]: column k = tap * tap_channels + c holds W[m][c][tap],
+// zero for the padding channels c >= C/group. 2-byte loads (W is small and
+// stays in L2); the workspace variant reads its tap-major copy with 16-byte loads.
+template <class C>
+DCN_HOST_DEVICE inline void load_planar_weight_tap_major(const MmaProblem& mp, const __half* weight,
+                                                         MmaBlockIndex block, int32_t k0, int32_t k_end, int tid,
+                                                         __half* a) {
+  const TileProblem& p = mp.base;
+  const int32_t group = block.image_group % p.group;
+  const int64_t first_w_row = static_cast<int64_t>(group) * p.out_channels_per_group;
+  for (int load = 0; load < C::kAScalars; ++load) {
+    const int element = tid + load * kThreads;
+    const int kk = element % kTileK;
+    const int mm = element / kTileK;
+    const int32_t m = block.channel_tile * C::kTileM + mm;
+    const int32_t k = k0 + kk;
+    const int32_t tap = k / p.tap_channels;
+    const int32_t c = k - tap * p.tap_channels;
+    a[mm * kPitchA + kk] = (k < k_end && m < p.out_channels_per_group && c < p.channels_per_group)
+                               ? load_readonly(weight + ((first_w_row + m) * p.channels_per_group + c) * p.kernel_area + tap)
+                               : __float2half_rn(0.0f);
+  }
+}
+
+// Phase 2 of the channels-last gathers. `t.input` is X in a layout whose
+// blocks hold whole 8-channel vectors 16-byte aligned (the workspace's NHWC
+// copy, or an NHWC X with Cp % 8 == 0 read in place), corner indices scaled
+// by input_block; K runs k = tap * tap_channels + c. PlanarWeights: W is the
+// caller's planar W (load_planar_weight_tap_major), else the workspace's
+// tap-major copy. Lanes of padding channels (c >= C/group) are zero, whatever
+// X holds there. S is stored column-major ([n][kk]) so that a thread's 8
+// channels are one 16-byte shared store; four consecutive threads take the
+// four channel vectors of one pixel (a 64-byte gather run in NHWC).
+template <class C, bool PlanarWeights, typename TOffset>
 DCN_HOST_DEVICE inline void load_slice_channels_last(const MmaProblem& mp, const TilePointers<__half, TOffset>& t,
                                                      MmaBlockIndex block, int32_t k0, int32_t k_end, int tid,
                                                      const SharedLayout& layout, int stage) {
   const TileProblem& p = mp.base;
   const int32_t image = block.image_group / p.group;
   const int32_t group = block.image_group - image * p.group;
-  load_weight_slice<C>(mp, t.weight, true, block, k0, k_end, tid, layout.a[stage]);
+  if constexpr (PlanarWeights) {
+    load_planar_weight_tap_major<C>(mp, t.weight, block, k0, k_end, tid, layout.a[stage]);
+  } else {
+    load_weight_slice<C>(mp, t.weight, true, block, k0, k_end, tid, layout.a[stage]);
+  }
 
   __half* b = layout.b[stage];
   constexpr int kVectorsPerPixel = kTileK / kChannelVector;
-  const int64_t plane_size = static_cast<int64_t>(p.height) * p.width;
-  const __half* image_input = t.input + static_cast<int64_t>(image) * plane_size * p.in_channels;
+  const int64_t pixels = static_cast<int64_t>(p.height) * p.width;
   for (int e = tid; e < kVectorsPerPixel * C::kTileN; e += kThreads) {
     const int vector = e % kVectorsPerPixel;
     const int n = e / kVectorsPerPixel;
     const int32_t k = k0 + vector * kChannelVector;
     float value[kChannelVector] = {};
     if (k < k_end && block.pixel_tile * C::kTileN + n < p.out_pixels) {
-      const int32_t tap = k / p.channels_per_group;
-      const int32_t channel = group * p.channels_per_group + (k - tap * p.channels_per_group);
+      const int32_t tap = k / p.tap_channels;
+      const int32_t c = k - tap * p.tap_channels;
+      const int32_t channel = group * p.channels_per_group + c;
       const int32_t offset_group = channel / p.channels_per_offset_group;
       const int32_t entry = (offset_group * p.kernel_area + tap) * C::kTileN + n;
       const int4 index = layout.corner_index[entry];
       const float4 weight = layout.corner_weight[entry];
       const int32_t corner_index[4] = {index.x, index.y, index.z, index.w};
       const float corner_weight[4] = {weight.x, weight.y, weight.z, weight.w};
+      const __half* vector_base = t.input + layout_offset(image, channel, 0, pixels, p.input_padded, p.input_block);
       for (int q = 0; q < 4; ++q) {
         if (corner_index[q] < 0) continue;  // outside: contributes 0, never read
-        const uint4 raw = load_readonly(
-            reinterpret_cast<const uint4*>(image_input + static_cast<int64_t>(corner_index[q]) * p.in_channels + channel));
+        const uint4 raw = load_readonly(reinterpret_cast<const uint4*>(vector_base + corner_index[q]));
         const uint32_t words[4] = {raw.x, raw.y, raw.z, raw.w};
         for (int j = 0; j < kChannelVector; ++j) {
           value[j] = fmaf(corner_weight[q], __half2float(half_of_word(words[j / 2], j % 2)), value[j]);
         }
       }
+      // Padding channels (C/group not a multiple of 8): zero lanes, never X's padding values.
+      for (int j = p.channels_per_group - c; j < kChannelVector; ++j) value[j] = 0.0f;
     }
     uint32_t words[4];
     for (int j = 0; j < 4; ++j) words[j] = word_of_halves(value[2 * j], value[2 * j + 1]);
@@ -517,7 +583,29 @@ DCN_HOST_DEVICE inline void reduce_tile_outputs(const MmaProblem& mp, MmaBlockIn
     Partial sum = 0;
     for (int rank = 0; rank < ranks; ++rank) sum += partial_tiles[rank][mm * C::kPitchC + n];
     const int32_t channel = group * p.out_channels_per_group + m;
-    store(channel, (static_cast<int64_t>(image) * p.out_channels + channel) * p.out_pixels + pixel, sum);
+    store(channel, layout_offset(image, channel, pixel, p.out_pixels, p.output_padded, p.output_block), sum);
+  }
+}
+
+// Y's padding channels [M, output_padded) of the tile's pixels, as zeros
+// (store_zero(index into Y)): written by the block of the last weight group's
+// last channel tile (its first cluster rank), so every pixel's padding is written once.
+template <class C, class StoreZero>
+DCN_HOST_DEVICE inline void zero_padding_outputs(const MmaProblem& mp, MmaBlockIndex block, int tid, int row_begin,
+                                                 StoreZero&& store_zero) {
+  const TileProblem& p = mp.base;
+  const int32_t padding = p.output_padded - p.out_channels;
+  const int32_t last_tile = (p.out_channels_per_group - 1) / C::kTileM;
+  if (padding <= 0 || row_begin != 0 || block.channel_tile != last_tile || block.image_group % p.group != p.group - 1) {
+    return;
+  }
+  const int32_t image = block.image_group / p.group;
+  for (int e = tid; e < padding * C::kTileN; e += kThreads) {
+    const int32_t channel = p.out_channels + e / C::kTileN;
+    const int32_t pixel = block.pixel_tile * C::kTileN + e % C::kTileN;
+    if (pixel < p.out_pixels) {
+      store_zero(layout_offset(image, channel, pixel, p.out_pixels, p.output_padded, p.output_block));
+    }
   }
 }
 
@@ -532,6 +620,7 @@ DCN_HOST_DEVICE inline void store_outputs(const MmaProblem& mp, const TilePointe
                            if (has_bias) sum += __half2float(t.bias[channel]);
                            t.output[index] = __float2half_rn(sum);
                          });
+  zero_padding_outputs<C>(mp, block, tid, row_begin, [&](int64_t index) { t.output[index] = __float2half_rn(0.0f); });
 }
 
 // Rows of the output tile that cluster rank `rank` of `ranks` reduces and stores.

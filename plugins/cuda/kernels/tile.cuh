@@ -50,7 +50,12 @@ struct TileProblem {
   int32_t stride_h, stride_w, pad_top, pad_left, dilation_h, dilation_w;
   int32_t group, channels_per_group, out_channels_per_group;
   int32_t offset_group, channels_per_offset_group;
-  int32_t reduction;  // K = channels_per_group * kernel_area
+  int32_t reduction;  // K = channels_per_group * kernel_area (channels-last gathers: tap_channels * kernel_area)
+  // Layouts of X and Y as the block kernels read and write them (core/params.h
+  // TensorLayout): padded channels and channels per block; planar: C, 1 and M, 1.
+  // The SIMT kernel reads planar tensors only.
+  int32_t input_padded, input_block, output_padded, output_block;
+  int32_t tap_channels;  // channels-last gathers: k = tap * tap_channels + c (C/group rounded up to 8)
   bool has_mask, has_bias;
 };
 
