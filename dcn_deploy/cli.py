@@ -309,8 +309,9 @@ def quantize(
     try:
         proto = read_onnx(model, load_external_data=True)
         check_onnx(proto, str(model))
+        shapes = [_parse_shape(s) for s in shape] if shape else None
         samples = (load_calibration_folder(calib, proto) if calib is not None
-                   else synthetic_calibration(proto, synthetic, shapes=[_parse_shape(s) for s in shape] if shape else None))
+                   else synthetic_calibration(proto, synthetic, shapes=shapes))
         resolve_keep_float(proto, keep_float)  # a wrong name fails before the calibration run
         with Progress(console=console, transient=True) as bar:
             task = bar.add_task(f"calibrating ({method})", total=len(samples))
@@ -379,9 +380,9 @@ def _print_sensitivity(report) -> None:
                       f"(worst {worst:.2e}): nothing to keep float", highlight=False)
         return
     after = max(report.suggested_rel_l2.values())
+    flags = " ".join(f"--keep-float {name}" for name in suggested_names(report))
     console.print(f"suggestion: keep {len(report.suggested)} layer(s) float for rel L2 <= {report.target:.1e} "
-                  f"(worst output {worst:.2e} -> {after:.2e}): {' '.join(f'--keep-float {n}' for n in suggested_names(report))}",
-                  highlight=False, soft_wrap=True)
+                  f"(worst output {worst:.2e} -> {after:.2e}): {flags}", highlight=False, soft_wrap=True)
 
 
 @_command()

@@ -19,6 +19,7 @@ from dcn_deploy.onnx import schema
 from dcn_deploy.onnx.layers import layer_table, resolve_keep_float
 from dcn_deploy.onnx.model_info import get_metadata, recorded_layers
 from dcn_deploy.onnx.quantize import calibrate, quantize_onnx, synthetic_calibration
+from dcn_deploy.onnx.rewrite import rewrite_onnx
 from dcn_deploy.onnx.sensitivity import layer_sensitivity, suggested_names
 from dcn_deploy.parity.validate import compare_arrays
 
@@ -189,3 +190,24 @@ def test_quantize_without_dcn_layers_is_plain_static_quantization(tmp_path):
     want = ort_session(str(tmp_path / "conv.onnx")).run(None, {"x": x})[0]
     got = ort_session(str(out)).run(None, {"x": x})[0]
     assert 0 < compare_arrays(got, want)[2] < 0.1  # int8 input and weights of one 27-tap conv: a few percent
+
+
+def test_a_model_rewritten_to_standard_quantizes_and_keeps_its_float_dcn_standard(exported):
+    """Issue 19: `rewrite --to standard` then `quantize` failed with "no range for input
+    'relu_1_DequantizeLinear_Output'" (the offset convs of standard nodes were quantized, and ONNX Runtime
+    routed the DCN input through their Q/DQ pair)."""
+    _, proto = exported
+    standard, count = rewrite_onnx(onnx.ModelProto.FromString(proto.SerializeToString()), to="standard")
+    assert count == 2 and get_metadata(standard)["node_kind"] == "standard"
+    samples = synthetic_calibration(standard, 2)
+    model = quantize_onnx(standard, samples, keep_float=["backbone.1.dcn"]).model
+    nodes = {n.name: n for n in model.graph.node}
+    producer = {o: n for n in model.graph.node for o in n.output}
+    assert nodes["backbone.1.dcn"].op_type == schema.STANDARD_OP_TYPE
+    assert nodes["backbone.0.dcn"].op_type == schema.INT8_OP_TYPE
+    assert producer[producer[nodes["backbone.0.dcn"].input[0]].input[0]].op_type == "Relu"  # Q of the float tensor
+    offset_convs = [by_layer(proto)[f"backbone.{k}.dcn.conv_offset"] for k in (0, 1)]
+    for name in offset_convs:  # sampling positions never quantized
+        assert all(producer[i].op_type != "DequantizeLinear" for i in nodes[name].input if i in producer)
+    float_out = ort_session(proto.SerializeToString()).run(None, samples[0])[0]
+    assert compare_arrays(ort_session(model.SerializeToString()).run(None, samples[0])[0], float_out)[2] < 2e-2

@@ -16,8 +16,10 @@ import pytest
 
 from dcn_deploy.onnx import schema
 from dcn_deploy.onnx.model_info import get_metadata
+from dcn_deploy.onnx.recipes import _REQUIRED, load_recipe
 
-pytestmark = pytest.mark.custom_op
+# Not a custom_op test: the sanitizer run (scripts/sanitize_tests.sh) would run its dozen subprocesses again under
+# ASan for no new coverage of the library (tests/test_quantize_layers.py and test_int8.py run the same ops).
 ROOT = Path(__file__).resolve().parents[1]
 MARKER = "<!-- walkthrough:"
 
@@ -29,6 +31,17 @@ def walkthrough_script() -> str:
     match = re.match(r"```bash\n(.*?)^```$", after, re.S | re.M)
     assert match, "the walk-through marker must be followed by the ```bash block"
     return match.group(1)
+
+
+def test_the_readme_names_everything_a_recipe_needs(tmp_path):
+    """Issue 19: the README's description of a recipe lacked DESCRIPTION, INPUT_SHAPE and the keyword arguments."""
+    text = " ".join((ROOT / "README.md").read_text().split())
+    sentence = text[text.index("A recipe is any `.py` file"):].split(". ")[0]
+    for name in (*_REQUIRED, "seed=0, random_offsets=True", "batch, height, width, seed"):
+        assert name in sentence, name
+    (tmp_path / "partial.py").write_text("def build(seed=0, random_offsets=True): pass\nINPUT_SHAPE = (1, 3, 8, 8)\n")
+    with pytest.raises(AttributeError, match=r"does not define \['example_inputs', 'DESCRIPTION'\]"):
+        load_recipe(str(tmp_path / "partial.py"))
 
 
 def test_the_block_is_extracted_whole():

@@ -16,7 +16,7 @@ from dcn_deploy.onnx.schema import QDQ_OP_TYPES, STANDARD_DOMAINS, is_dcn_node
 def quantizable_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
     """The nodes quantize quantizes, in graph order: DCN nodes and Conv/MatMul/Gemm, except the convs that
     compute DCN offsets and masks (sampling positions are never quantized)."""
-    offsets = set(offset_only_nodes(model.graph))
+    offsets = set(offset_only_nodes(model.graph, is_dcn_node))
     return [n for n in model.graph.node
             if is_dcn_node(n) or (n.op_type in QDQ_OP_TYPES and n.domain in STANDARD_DOMAINS
                                   and n.name not in offsets)]
@@ -30,7 +30,7 @@ def resolve_keep_float(model: onnx.ModelProto, names: Sequence[str]) -> list[str
     quantizable = [n.name for n in quantizable_nodes(model)]
     layers = {node: path for node, path in recorded_layers(model).items() if node in quantizable}
     op_types = {n.name: n.op_type for n in model.graph.node}
-    offsets = set(offset_only_nodes(model.graph))
+    offsets = set(offset_only_nodes(model.graph, is_dcn_node))
     kept: list[str] = []
     for name in names:
         if name in quantizable:

@@ -321,9 +321,10 @@ def _replace_dcn_nodes(model: onnx.ModelProto, tensors_range, keep: set[str] = f
 
 
 def _unquantize_inputs(model: onnx.ModelProto, keep: set[str]) -> None:
-    """Feed the nodes kept float their float inputs: ONNX Runtime's quantizer routes a tensor through one
+    """Feed the nodes ``keep`` their float inputs: ONNX Runtime's quantizer routes a tensor through one
     QuantizeLinear -> DequantizeLinear for all its readers, the excluded ones too (a head Conv kept float
-    beside a quantized one read fake-quantized input). Q/DQ pairs left without readers are removed."""
+    beside a quantized one read fake-quantized input; a DCN node's input, which calibration knows by its
+    float name, became 'relu_DequantizeLinear_Output'). Q/DQ pairs left without readers are removed."""
     graph = model.graph
     producer = {o: n for n in graph.node for o in n.output}
     for node in graph.node:
@@ -421,7 +422,7 @@ def quantize_calibrated(calibration: Calibration, keep_float: Sequence[str] = ()
                 str(float_path), str(out_path), None, quant_format=QuantFormat.QDQ,
                 op_types_to_quantize=list(QDQ_OP_TYPES), per_channel=True,
                 activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                nodes_to_exclude=[*offset_only_nodes(model.graph), *kept_qdq],
+                nodes_to_exclude=[*offset_only_nodes(model.graph, schema.is_dcn_node), *kept_qdq],
                 calibrate_method=_calibration_method(calibration.method),
                 # Q/DQ on the inputs of Conv/MatMul/Gemm only, as TensorRT places them: quantizing
                 # their outputs too (before the residual Add) doubled the error of resnet50_dcn
@@ -436,7 +437,8 @@ def quantize_calibrated(calibration: Calibration, keep_float: Sequence[str] = ()
                 calibration_cache_path=str(cache_path),
             )
         quantized = onnx.load(str(out_path))
-    _unquantize_inputs(quantized, keep)
+    # kept layers read float tensors; the DCN nodes get their own QuantizeLinear from the float tensor
+    _unquantize_inputs(quantized, keep | {n.name for n in quantized.graph.node if schema.is_dcn_node(n)})
     qdq_nodes = sum(1 for n in quantized.graph.node if n.op_type == "QuantizeLinear")
     replaced = _replace_dcn_nodes(quantized, calibration.tensors_range, keep)
     notes = []
