@@ -15,6 +15,9 @@ Conv / MatMul / Gemm        ``onnxruntime.quantization.quantize_static`` in QDQ 
                             DCN layers are excluded (sampling positions are never quantized)
 DCN layers                  this module: ``X -> QuantizeLinear(x_scale) -> DcnDeformConvInt8`` with the
                             weight as an int8 initializer and per-channel ``w_scale`` (dcn_deploy.op.int8)
+layers kept float           ``keep_float`` (node or PyTorch layer names, ``layers.py``): excluded from
+                            ``quantize_static``, DCN nodes left as they were; each reads the float tensor
+                            (this module undoes ONNX Runtime's shared Q/DQ on their inputs)
 ==========================  ==========================================================================
 
 The scales follow TensorRT's explicit quantization: symmetric, zero point 0,
@@ -335,6 +338,7 @@ def _unquantize_inputs(model: onnx.ModelProto, keep: set[str]) -> None:
             q = producer.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
             if q is not None and q.op_type == "QuantizeLinear":
                 node.input[position] = q.input[0]
+    scales: set[str] = set()  # the removed nodes' scales and zero points
     while True:  # drop what nobody reads any more (a DQ, then its Q)
         read = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
         dead = [n for n in graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")
@@ -342,10 +346,10 @@ def _unquantize_inputs(model: onnx.ModelProto, keep: set[str]) -> None:
         if not dead:
             break
         for n in dead:
+            scales.update(n.input[1:])
             graph.node.remove(n)
     read = {i for n in graph.node for i in n.input}
-    unused = [i for i in graph.initializer if i.name not in read]
-    for initializer in unused:
+    for initializer in [i for i in graph.initializer if i.name in scales and i.name not in read]:
         graph.initializer.remove(initializer)
 
 
