@@ -249,6 +249,12 @@ def _print_inspection(report: dict) -> None:
         for op, count in report["other_custom_ops"].items():
             other.add_row(op, str(count))
         console.print(other)
+    if report["quantizable_layers"]:
+        layers = Table("node", "op", "layer (PyTorch)", title="quantizable nodes (quantize --keep-float NODE or LAYER)",
+                       box=box.SIMPLE_HEAD)
+        for entry in report["quantizable_layers"]:
+            layers.add_row(entry["node"], entry["op_type"], entry["layer"] or "-")
+        console.print(layers)
     runtimes = Table("runtime", "runs it", "why", title="runtimes", box=box.SIMPLE_HEAD)
     colours = {"yes": "green", "after rewrite": "yellow", "no": "red"}
     for verdict in report["runtimes"]:
@@ -259,52 +265,124 @@ def _print_inspection(report: dict) -> None:
 @_command()
 def quantize(
     model: Path = typer.Argument(..., help="float32 ONNX file exported by dcn-deploy export"),
-    output: Path = typer.Option(..., "-o", "--output", help="INT8 ONNX file to write"),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="INT8 ONNX file to write (optional "
+                                          "with --sensitivity)"),
     calib: Optional[Path] = typer.Option(
         None, "--calib", help="folder of calibration inputs: .npy, .npz (one array per input) or images"),
     synthetic: Optional[int] = typer.Option(
         None, "--synthetic", help="calibrate on N seeded standard-normal inputs (what validate draws) instead"),
+    shape: Optional[list[str]] = typer.Option(
+        None, "--shape", help="--synthetic: input shape NxCxHxW, one per input (default: the export's)"),
     method: str = typer.Option("max", help="calibration: max | percentile | entropy"),
     percentile: float = typer.Option(99.999, help="percentile method: the percentile of |x| kept"),
-    keep_float: list[str] = typer.Option([], "--keep-float", help="a Conv/MatMul/Gemm node to leave in float"),
+    keep_float: list[str] = typer.Option(
+        [], "--keep-float", help="leave in float: a Conv/MatMul/Gemm or DCN node, or a layer as named in PyTorch "
+        "(e.g. backbone.layer2.0.conv2: all its nodes); repeatable"),
+    sensitivity: bool = typer.Option(False, "--sensitivity", help="quantize one layer at a time, print each one's "
+                                     "output error and which to keep float"),
+    target: Optional[float] = typer.Option(None, "--target", help="--sensitivity: the rel L2 every output should "
+                                           "stay under (default: validate's int8 bound)"),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="--sensitivity: write the report as JSON"),
 ) -> None:
     """Calibrate and write the INT8 model: DCN layers as DcnDeformConvInt8, other convs in Q/DQ form."""
     import onnx
     from rich.progress import Progress
 
+    from dcn_deploy.onnx.layers import resolve_keep_float
     from dcn_deploy.onnx.model_info import check_onnx, read_onnx
     from dcn_deploy.onnx.quantize import (
         CalibrationError,
+        calibrate,
         load_calibration_folder,
-        quantize_onnx,
+        quantize_calibrated,
         synthetic_calibration,
     )
 
     if (calib is None) == (synthetic is None):
         _fail("give exactly one of --calib FOLDER and --synthetic N")
+    if shape and synthetic is None:
+        _fail("--shape goes with --synthetic (--calib files carry their shapes)")
+    if output is None and not sensitivity:
+        _fail("give -o/--output FILE (or --sensitivity for the per-layer report alone)")
+    if (json_path is not None or target is not None) and not sensitivity:
+        _fail("--json and --target go with --sensitivity")
     try:
         proto = read_onnx(model, load_external_data=True)
         check_onnx(proto, str(model))
+        shapes = [_parse_shape(s) for s in shape] if shape else None
         samples = (load_calibration_folder(calib, proto) if calib is not None
-                   else synthetic_calibration(proto, synthetic))
+                   else synthetic_calibration(proto, synthetic, shapes=shapes))
+        resolve_keep_float(proto, keep_float)  # a wrong name fails before the calibration run
         with Progress(console=console, transient=True) as bar:
             task = bar.add_task(f"calibrating ({method})", total=len(samples))
-            result = quantize_onnx(proto, samples, method=method, percentile=percentile,
-                                   progress=lambda done: bar.update(task, completed=done), keep_float=keep_float)
+            calibration = calibrate(proto, samples, method=method, percentile=percentile,
+                                    progress=lambda done: bar.update(task, completed=done))
+        if sensitivity:
+            from dcn_deploy.onnx.sensitivity import layer_sensitivity
+
+            with Progress(console=console, transient=True) as bar:
+                task = bar.add_task("one layer at a time", total=None)
+                report = layer_sensitivity(calibration, samples, target, progress=lambda text, done, total: bar.update(
+                    task, description=text, completed=done, total=total))
+        result = quantize_calibrated(calibration, keep_float) if output is not None else None
     except (FileNotFoundError, ValueError, CalibrationError) as error:
         _fail(str(error))
     except _ort_errors() as error:
         _fail(f"ONNX Runtime cannot run {model}: {error}")
+    if sensitivity:
+        _print_sensitivity(report)
+        if json_path:
+            import json
+
+            json_path.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+            console.print(f"wrote {json_path}")
+    if result is None:
+        return
     onnx.save(result.model, str(output))
-    table = Table(title=f"INT8 DCN nodes ({result.method} calibration, {result.samples} samples)")
-    for column in ("node", "input amax", "x_scale", "w_scale min..max"):
-        table.add_column(column)
-    for node in result.dcn_nodes:
-        table.add_row(node["name"], f"{node['input_amax']:.4g}", f"{node['x_scale']:.4g}",
-                      f"{node['w_scale_min']:.3g}..{node['w_scale_max']:.3g}")
-    console.print(table)
+    for note in result.notes:
+        console.print(f"[yellow]note:[/yellow] {escape(note)}", highlight=False)
+    if result.dcn_nodes:
+        table = Table(title=f"INT8 DCN nodes ({result.method} calibration, {result.samples} samples)")
+        for column in ("node", "input amax", "x_scale", "w_scale min..max"):
+            table.add_column(column)
+        for node in result.dcn_nodes:
+            table.add_row(node["name"], f"{node['input_amax']:.4g}", f"{node['x_scale']:.4g}",
+                          f"{node['w_scale_min']:.3g}..{node['w_scale_max']:.3g}")
+        console.print(table)
+    from dcn_deploy.onnx.model_info import recorded_layers
+
+    layers = recorded_layers(proto)
+    kept = ", ".join(n if layers.get(n, n) == n else f"{n} ({layers[n]})" for n in result.kept_float)
+    kept = f"; kept float: {kept}" if kept else ""
     console.print(f"wrote {output}: {len(result.dcn_nodes)} DcnDeformConvInt8 nodes, "
-                  f"{result.qdq_nodes} QuantizeLinear nodes from ONNX Runtime's quantizer")
+                  f"{result.qdq_nodes} QuantizeLinear nodes from ONNX Runtime's quantizer{kept}", highlight=False,
+                  soft_wrap=True)
+
+
+def _print_sensitivity(report) -> None:
+    from rich import box
+
+    from dcn_deploy.onnx.sensitivity import suggested_names
+
+    outputs = list(report.all_quantized)
+    table = Table(title=f"INT8 sensitivity: rel L2 vs the float model with only this layer quantized "
+                  f"({report.method} calibration, {report.samples} inputs)", box=box.SIMPLE_HEAD)
+    for column in ("#", "node", "layer", "op", *outputs):
+        table.add_column(column, justify="right" if column in ("#", *outputs) else "left")
+    for rank, entry in enumerate(report.layers, 1):
+        table.add_row(str(rank), entry.node, entry.layer or "-", entry.op_type,
+                      *(f"{entry.rel_l2[o]:.2e}" for o in outputs))
+    table.add_row("", "every layer quantized", "", "", *(f"{report.all_quantized[o]:.2e}" for o in outputs))
+    console.print(table)
+    worst = max(report.all_quantized.values())
+    if not report.suggested:
+        console.print(f"every output is within rel L2 {report.target:.1e} with every layer quantized "
+                      f"(worst {worst:.2e}): nothing to keep float", highlight=False)
+        return
+    after = max(report.suggested_rel_l2.values())
+    flags = " ".join(f"--keep-float {name}" for name in suggested_names(report))
+    console.print(f"suggestion: keep {len(report.suggested)} layer(s) float for rel L2 <= {report.target:.1e} "
+                  f"(worst output {worst:.2e} -> {after:.2e}): {flags}", highlight=False, soft_wrap=True)
 
 
 @_command()

@@ -25,6 +25,7 @@ from dcn_deploy.bench.config import (
 )
 from dcn_deploy.bench.cpu import time_cpu_implementations
 from dcn_deploy.bench.layers import DEFAULT_SHAPES, parse_shape_spec
+from dcn_deploy.bench.report import short_ms
 from dcn_deploy.bench.run import run_benchmark
 from dcn_deploy.bench.timing import time_interleaved
 from dcn_deploy.cli import app
@@ -54,11 +55,13 @@ def tiny(**overrides) -> BenchConfig:
     return BenchConfig(**settings)
 
 
-def check_timing(timing: dict, repeat: int) -> None:
+def check_timing(timing: dict, repeat: int, discarded: int = 1) -> None:
     assert timing["runs"] == repeat == len(timing["times_ms"])
     assert all(t > 0 for t in timing["times_ms"])
-    assert 0 < timing["min_ms"] <= timing["median_ms"]
+    assert 0 < timing["min_ms"] <= timing["median_ms"] <= timing["max_ms"]
     assert timing["min_ms"] == pytest.approx(min(timing["times_ms"]), abs=1e-6)
+    assert timing["max_ms"] == pytest.approx(max(timing["times_ms"]), abs=1e-6)
+    assert timing["discarded_rounds"] == discarded  # the warm-up rounds: run, never counted
 
 
 def check_ratios(row: dict) -> None:
@@ -106,6 +109,7 @@ def test_interleaved_timing_counts_and_order():
     functions = {name: (lambda name=name: calls.append(name)) for name in "abc"}
     timings = time_interleaved(functions, warmup=2, repeat=3, step=lambda: steps.append(1))
     assert set(timings) == {"a", "b", "c"} and all(len(t.times_ms) == 3 for t in timings.values())
+    assert all(t.discarded == 2 for t in timings.values())  # the warm-up calls: calls[:6], not timed
     assert len(steps) == 5
     assert calls[6:] == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]  # rotated each round
 
@@ -162,7 +166,12 @@ def test_cli_json_and_plot(tmp_path):
                     "--json", json_path, "--plot", plot_path)
     assert result.exit_code == 0, result.output
     assert "custom" in result.output and "4x8x8" in result.output
+    assert "median over min-max ms of 2 rounds, 1 warm-up round discarded" in " ".join(result.output.split())
     data = json.loads(json_path.read_text())
+    custom = data["cpu_layers"][0]["implementations"]["custom"]
+    # every cell: the median, then min-max of the timed rounds
+    assert f"{custom['median_ms']:.3f}" in result.output
+    assert f"{short_ms(custom['min_ms'])}-{short_ms(custom['max_ms'])}" in result.output
     assert len(data["cpu_layers"]) == 1
     row = data["cpu_layers"][0]
     assert set(row["implementations"]) == CPU_IMPLEMENTATIONS
@@ -301,7 +310,7 @@ def test_gpu_layers(tmp_path):
     for row in data["gpu_layers"]:
         assert {"ours_fp16", "ours_fp32", "cudnn_fp16"} <= set(row["implementations"])
         for timing in row["implementations"].values():
-            check_timing(timing, repeat=3)
+            check_timing(timing, repeat=3, discarded=3)  # GPU: at least 3 warm-up rounds
         check_ratios({"implementations": row["implementations"],
                       "ratios": {k: v for k, v in row["ratios"].items() if v is not None}})
         space = row["workspace"]

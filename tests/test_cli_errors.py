@@ -75,8 +75,27 @@ def test_an_unexpected_exception_is_one_line_too(broken, monkeypatch):
     assert isinstance(result.exception, KeyError)
 
 
-def test_export_and_convert_still_print_their_result(broken, tmp_path):
+def test_export_and_convert_show_a_spinner_and_print_their_result(broken, tmp_path, monkeypatch):
+    """Issue 19: both were silent for 8-11 s. The spinner (rich's status) is recorded here: CliRunner is no
+    terminal, where rich draws nothing."""
+    import contextlib
+
+    import dcn_deploy.cli
+    from dcn_deploy.onnx.recipes import load_recipe
+
+    shown = []
+
+    @contextlib.contextmanager
+    def status(text, **kwargs):
+        shown.append(text)
+        yield
+
+    monkeypatch.setattr(dcn_deploy.cli.console, "status", status)
     runner = CliRunner()
     result = runner.invoke(app, ["export", "--recipe", "demo", "--shape", "1x3x32x32", "-o", str(tmp_path / "d.onnx")],
                            env=ENV)
     assert result.exit_code == 0 and "wrote" in result.output, result.output
+    torch.save(load_recipe("demo").build(seed=0).state_dict(), tmp_path / "demo.pth")
+    result = runner.invoke(app, ["convert", str(tmp_path / "demo.pth"), "-o", str(tmp_path / "w.safetensors")], env=ENV)
+    assert result.exit_code == 0 and "recognised mmcv: 3 DCN layers" in result.output, result.output
+    assert shown == ["exporting demo", "converting demo.pth"]

@@ -75,3 +75,35 @@ def test_cli_shows_the_baseline_and_takes_rtol(tmp_path):
     result = runner.invoke(app, ["validate", str(tmp_path / "demo.onnx"), "-n", "1", "--rtol", "1e-12"],
                            env={"COLUMNS": "200"})
     assert result.exit_code == 1 and "FAIL" in result.output and "--rtol 1e-12" in result.output, result.output
+
+
+class CancellingHead(torch.nn.Module):
+    """``small``: the difference of two 1x1 convs whose weights differ by 1e-3 relative. Rounding the weights
+    to float16 (2^-12 relative) moves it by tens of percent; PyTorch float32 misses it by about 1e-4."""
+
+    def __init__(self):
+        super().__init__()
+        self.dcn = dcn_deploy.DeformConv2d(3, 4, 3, padding=1)
+        torch.nn.init.normal_(self.dcn.conv_offset.weight, std=0.1)
+        self.a = torch.nn.Conv2d(4, 2, 1, bias=False)
+        self.b = torch.nn.Conv2d(4, 2, 1, bias=False)
+        with torch.no_grad():
+            self.b.weight.copy_(self.a.weight * (1 + 1e-3))
+
+    def forward(self, x):
+        y = self.dcn(x)
+        return y, self.a(y) - self.b(y)
+
+
+def test_fp16_judges_an_ill_conditioned_head_by_its_baseline_too(tmp_path):
+    """Issue 19: FP16 failed a correct export's small-magnitude head (3.9e-3 against the fixed 3e-3)."""
+    torch.manual_seed(0)
+    model = CancellingHead().eval()
+    path = tmp_path / "cancelling_fp16.onnx"
+    dcn_deploy.export_onnx(model, (torch.randn(SHAPE),), path, output_names=["y", "small"], precision="fp16",
+                           keep_io_types=True)
+    report = validate_onnx(path, model, [SHAPE], num_inputs=2, precision="fp16")
+    y, small = report.outputs
+    assert y.passed and y.judged_by == "fixed"
+    assert small.max_rel > report.tolerance.max_rel  # beyond the fixed fp16 bound ...
+    assert small.passed and small.judged_by == "baseline" and report.passed  # ... within what float32 predicts

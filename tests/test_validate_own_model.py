@@ -123,6 +123,14 @@ def test_cli_reference_factory_and_weights(own):
     assert result.exit_code == 2 and "does not fit" in result.output and "missing" in result.output, result.output
 
 
+def test_an_onnx_without_a_recipe_points_to_reference(own):
+    """Issue 19: validate refused an ONNX that no recipe exported ("records no recipe") with no way on."""
+    _, _, path = own
+    result = CliRunner().invoke(app, ["validate", str(path), "-n", "1"], env={"COLUMNS": "300"})
+    assert result.exit_code == 2 and "records no recipe" in result.output, result.output
+    assert "--reference file.py:factory" in result.output
+
+
 def test_a_recipe_path_is_recorded_absolute_and_validate_works_from_elsewhere(tmp_path, monkeypatch):
     work, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
     work.mkdir()

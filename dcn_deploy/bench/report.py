@@ -78,7 +78,7 @@ def write_plot(result: dict, path: str | os.PathLike) -> None:
                     xs.append(position - 0.4 + width * (index + 0.5))
                     ys.append(row["implementations"][name]["median_ms"])
             bars = axis.bar(xs, ys, width, label=_LABELS.get(name, name), color=_COLORS.get(name))
-            axis.bar_label(bars, labels=[_short_ms(y) for y in ys], fontsize=6, rotation=90, padding=2)
+            axis.bar_label(bars, labels=[short_ms(y) for y in ys], fontsize=6, rotation=90, padding=2)
         axis.set_yscale("log")
         axis.set_xticks(range(len(rows)), [_row_label(part, row) for row in rows], fontsize=8)
         axis.set_ylabel("ms per run (median, log scale)")
@@ -103,7 +103,7 @@ def write_plot(result: dict, path: str | os.PathLike) -> None:
     plt.close(figure)
 
 
-def _short_ms(value: float) -> str:
+def short_ms(value: float) -> str:
     if value >= 100:
         return f"{value:.0f}"
     if value >= 10:
@@ -114,13 +114,22 @@ def _short_ms(value: float) -> str:
 
 
 def print_tables(result: dict, console: Console) -> None:
-    """The rich tables of a bench result: medians in ms, ratios of medians."""
+    """The rich tables of a bench result: per implementation the median ms over min-max (the spread of the
+    timed rounds; the warm-up rounds are discarded), ratios of medians."""
 
     machine, settings = result["machine"], result["settings"]
 
     def ms(row: dict, name: str) -> str:
         timing = row["implementations"].get(name)
-        return "-" if timing is None else f"{timing['median_ms']:.3f}"
+        if timing is None:
+            return "-"
+        spread = f"\n[dim]{short_ms(timing['min_ms'])}-{short_ms(timing['max_ms'])}[/dim]" if "max_ms" in timing else ""
+        return f"{timing['median_ms']:.3f}{spread}"
+
+    def rounds(part: str) -> str:
+        warmup = settings.get("warmup_gpu" if part == "gpu" else "warmup", 0)
+        return (f"median over min-max ms of {settings[f'repeat_{part}']} rounds, {warmup} warm-up round"
+                f"{'' if warmup == 1 else 's'} discarded")
 
     def ratio(row: dict, key: str) -> str:
         value = row["ratios"].get(key)
@@ -128,8 +137,7 @@ def print_tables(result: dict, console: Console) -> None:
 
     int8 = settings.get("int8", False)
     if result["cpu_layers"]:
-        title = (f"CPU layer, median ms of {settings['repeat_cpu']} ({machine['cpu_model']}, "
-                 f"{settings['threads']} threads)")
+        title = f"CPU layer, {rounds('cpu')} ({machine['cpu_model']}, {settings['threads']} threads)"
         table = Table(title=title, box=box.SIMPLE_HEAD)
         for column in ("shape", "N", "custom", "native", "dense", "torch\nref", *(("int8",) if int8 else ()),
                        "custom\n/native", "custom\n/dense", "custom\n/ref", *(("int8\n/custom",) if int8 else ())):
@@ -142,7 +150,7 @@ def print_tables(result: dict, console: Console) -> None:
                           *(ratio(row, k) for k in ratios))
         console.print(table)
     if result["end_to_end"]:
-        table = Table(title=f"end to end, median ms of {settings['repeat_cpu']} ({settings['threads']} threads)",
+        table = Table(title=f"end to end, {rounds('cpu')} ({settings['threads']} threads)",
                       box=box.SIMPLE_HEAD)
         for column in ("recipe", "input", "DCN\nnodes", "custom", "native", "torch\nmodel", *(("int8",) if int8 else ()),
                        "custom\n/native", "custom\n/torch", *(("int8\n/custom",) if int8 else ())):
@@ -161,7 +169,7 @@ def print_tables(result: dict, console: Console) -> None:
                  "ours_int8": "int8", "ours_int8_channels_last": "int8\nCL X",
                  "ours_fp32": "fp32", "torchvision_fp16": "tv\nfp16", "cudnn_fp16": "cuDNN\nfp16"}
         names = [n for n in short if any(n in row["implementations"] for row in rows)]
-        table = Table(title=f"GPU layer, median ms of {settings['repeat_gpu']} ({machine.get('gpu')})",
+        table = Table(title=f"GPU layer, {rounds('gpu')} ({machine.get('gpu')})",
                       caption="fp16/fp32: ours (deform_conv2d_cuda), TC: tensor cores; tv: torchvision; "
                       "cuDNN: dense conv, channels_last", box=box.SIMPLE_HEAD)
         for column in ("shape", "N", *(short[n] for n in names)):

@@ -1,5 +1,6 @@
 """Timing: interleaved rounds of several implementations (so machine drift hits all alike) and the
-median/min/max of each; CPU wall clock or CUDA events."""
+median/min/max of each; CPU wall clock or CUDA events. The warm-up rounds (cold caches, lazy
+initialisation, first-run allocations) run first and are discarded: never in the times."""
 from __future__ import annotations
 
 import statistics
@@ -15,9 +16,11 @@ from dcn_deploy.bench.errors import BenchError
 
 @dataclass
 class Timing:
-    """Times of one implementation in one row, milliseconds."""
+    """Times of one implementation in one row, milliseconds; ``discarded``: the warm-up rounds run
+    before them and not counted."""
 
     times_ms: list[float]
+    discarded: int = 0
 
     @property
     def median_ms(self) -> float:
@@ -27,9 +30,13 @@ class Timing:
     def min_ms(self) -> float:
         return min(self.times_ms)
 
+    @property
+    def max_ms(self) -> float:
+        return max(self.times_ms)
+
     def to_json(self) -> dict:
-        return {"median_ms": self.median_ms, "min_ms": self.min_ms, "runs": len(self.times_ms),
-                "times_ms": [round(t, 6) for t in self.times_ms]}
+        return {"median_ms": self.median_ms, "min_ms": self.min_ms, "max_ms": self.max_ms, "runs": len(self.times_ms),
+                "discarded_rounds": self.discarded, "times_ms": [round(t, 6) for t in self.times_ms]}
 
 
 # Cycles of the spin kernel queued before each timed GPU call: about 1 ms at 1.5-2 GHz, longer than
@@ -97,7 +104,7 @@ def time_interleaved(
             times[name].append(measure(functions[name]))
         if step:
             step()
-    return {name: Timing(values) for name, values in times.items()}
+    return {name: Timing(values, warmup) for name, values in times.items()}
 
 
 def ratio(numerator: Timing | None, denominator: Timing | None) -> float | None:

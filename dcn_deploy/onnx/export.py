@@ -61,6 +61,19 @@ def _dynamic_shapes(example_inputs: tuple[Tensor, ...]) -> tuple[dict[int, Any],
     return tuple(dims)
 
 
+def _module_path(node: onnx.NodeProto) -> str:
+    """The module path (as in ``named_modules()``) the exporter records for ``node``, or ""."""
+    scope = {p.key: p.value for p in node.metadata_props}.get("pkg.torch.onnx.name_scopes", "")
+    try:
+        scopes = [str(p) for p in ast.literal_eval(scope) if p] if scope else []
+    except (ValueError, SyntaxError):
+        return ""
+    modules = scopes[:-1]  # the last scope is the op
+    if any("." in s for s in modules):  # torch >= 2.9: each scope is a full path ('layer', 'layer.0', ...)
+        return modules[-1]
+    return ".".join(modules)  # older exporters: one component per scope
+
+
 def _name_dcn_nodes(model: onnx.ModelProto) -> list[str]:
     """Give each DeformConv node its module path as name, so errors name the layer."""
     names = []
@@ -68,12 +81,7 @@ def _name_dcn_nodes(model: onnx.ModelProto) -> list[str]:
     for node in model.graph.node:
         if node.op_type not in (schema.CUSTOM_OP_TYPE, schema.STANDARD_OP_TYPE):
             continue
-        scope = {p.key: p.value for p in node.metadata_props}.get("pkg.torch.onnx.name_scopes", "")
-        try:
-            parts = [str(p) for p in ast.literal_eval(scope) if p] if scope else []
-        except (ValueError, SyntaxError):
-            parts = []
-        path = ".".join(parts[:-1])  # the module path, as in named_modules(); the last scope is the op
+        path = _module_path(node)
         if path:
             candidate, k = path, 1
             while candidate in used and candidate != node.name:
@@ -84,6 +92,13 @@ def _name_dcn_nodes(model: onnx.ModelProto) -> list[str]:
             used.add(candidate)
         names.append(node.name)
     return names
+
+
+def layer_map(model: onnx.ModelProto) -> dict[str, str]:
+    """ONNX node name -> the PyTorch module path it comes from, for the quantizable nodes, read from
+    the exporter's name scopes (recorded as ``dcn_deploy.layers`` since stripping removes them)."""
+    return {node.name: path for node in model.graph.node
+            if node.op_type in schema.LAYER_OP_TYPES and node.name and (path := _module_path(node))}
 
 
 def export_onnx(
@@ -146,7 +161,9 @@ def export_onnx(
         fill_empty_bias(proto)  # named after the node, so after _name_dcn_nodes
     info = {"node_kind": "standard" if standard_op else "custom", "dcn_nodes": json.dumps(nodes),
             # the example shapes: what `validate` draws inputs of (and builds a TensorRT profile for)
-            "input_shapes": json.dumps([list(t.shape) for t in example_inputs])}
+            "input_shapes": json.dumps([list(t.shape) for t in example_inputs]),
+            # the module names a user knows (quantize --keep-float backbone.layer2.0.conv2), kept past the stripping
+            "layers": json.dumps(layer_map(proto), separators=(",", ":"))}
     if precision == "fp16":
         proto = convert_to_fp16(proto, keep_io_types=keep_io_types)
     else:

@@ -80,9 +80,10 @@ def _consumers(graph: onnx.GraphProto) -> dict[str, list[tuple[int, int]]]:
     return uses
 
 
-def offset_only_nodes(graph: onnx.GraphProto) -> list[str]:
-    """Names of the nodes whose outputs feed nothing but offsets and masks of custom DCN nodes
-    (directly or through other such nodes). Expects topologically sorted nodes."""
+def offset_only_nodes(graph: onnx.GraphProto, dcn=schema.is_custom_node) -> list[str]:
+    """Names of the nodes whose outputs feed nothing but offsets and masks of the DCN nodes ``dcn`` picks
+    (default: custom ones; FP16 keeps only theirs float32: a standard node has one type for all inputs),
+    directly or through other such nodes. Expects topologically sorted nodes."""
     uses = _consumers(graph)
     graph_outputs = {output.name for output in graph.output}
     selected = [False] * len(graph.node)
@@ -92,7 +93,7 @@ def offset_only_nodes(graph: onnx.GraphProto) -> list[str]:
             continue
         selected[k] = all(
             uses.get(name) and all(
-                selected[c] or (schema.is_custom_node(graph.node[c]) and i in _SAMPLING_INPUTS) for c, i in uses[name]
+                selected[c] or (dcn(graph.node[c]) and i in _SAMPLING_INPUTS) for c, i in uses[name]
             )
             for name in outputs
         )

@@ -1,5 +1,6 @@
 """``dcn-deploy inspect``: what an ONNX file holds for deployment: its DCN nodes (flavour, geometry,
-shapes, precision), other custom ops, opsets, inputs and outputs, and which runtimes can run it.
+shapes, precision), other custom ops, opsets, inputs and outputs, which runtimes can run it, and the
+nodes ``quantize`` quantizes with their PyTorch layers (names ``quantize --keep-float`` takes).
 
 The runtimes judged (``RUNTIMES``):
 
@@ -28,6 +29,7 @@ import onnx
 from onnx import helper
 
 from dcn_deploy.onnx import flavours, schema
+from dcn_deploy.onnx.layers import layer_table
 from dcn_deploy.onnx.model_info import get_metadata, onnx_precision
 from dcn_deploy.onnx.model_info import read_onnx
 
@@ -172,5 +174,7 @@ def inspect_onnx(model: str | os.PathLike | onnx.ModelProto) -> dict:
         "int8_dcn_nodes": int8,
         "other_custom_ops": dict(other),
         "runtimes": _runtimes(kinds, unknown, sorted(other), opset),
+        # what quantize quantizes, by node and PyTorch layer (quantize --keep-float takes either)
+        "quantizable_layers": layer_table(model) if not int8 else [],
         "metadata": metadata,
     }

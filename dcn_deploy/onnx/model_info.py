@@ -182,3 +182,13 @@ def random_inputs(shapes: Sequence[Sequence[int]], seed: int) -> list[np.ndarray
     """Seeded standard-normal float32 inputs."""
     rng = np.random.default_rng(seed)
     return [rng.standard_normal(tuple(shape)).astype(np.float32) for shape in shapes]
+
+
+def recorded_layers(model) -> dict[str, str]:
+    """ONNX node name -> PyTorch module path of the quantizable nodes, as ``dcn-deploy export`` recorded it
+    (metadata ``dcn_deploy.layers``); empty for files from other exporters."""
+    try:
+        layers = json.loads(get_metadata(load_model(model)).get("layers", "{}"))
+    except ValueError:
+        return {}
+    return {str(k): str(v) for k, v in layers.items()} if isinstance(layers, dict) else {}

@@ -15,6 +15,9 @@ Conv / MatMul / Gemm        ``onnxruntime.quantization.quantize_static`` in QDQ 
                             DCN layers are excluded (sampling positions are never quantized)
 DCN layers                  this module: ``X -> QuantizeLinear(x_scale) -> DcnDeformConvInt8`` with the
                             weight as an int8 initializer and per-channel ``w_scale`` (dcn_deploy.op.int8)
+layers kept float           ``keep_float`` (node or PyTorch layer names, ``layers.py``): excluded from
+                            ``quantize_static``, DCN nodes left as they were; each reads the float tensor
+                            (this module undoes ONNX Runtime's shared Q/DQ on their inputs)
 ==========================  ==========================================================================
 
 The scales follow TensorRT's explicit quantization: symmetric, zero point 0,
@@ -47,6 +50,7 @@ from onnxruntime.quantization.calibrate import save_tensors_data
 
 from dcn_deploy.onnx import schema
 from dcn_deploy.onnx.fp16 import offset_only_nodes
+from dcn_deploy.onnx.layers import quantizable_nodes, resolve_keep_float
 from dcn_deploy.onnx.model_info import (
     check_onnx,
     read_onnx,
@@ -69,7 +73,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 # The ops quantized by ONNX Runtime's tools, in Q/DQ form.
-QDQ_OP_TYPES = ("Conv", "MatMul", "Gemm")
+QDQ_OP_TYPES = schema.QDQ_OP_TYPES
 
 
 class CalibrationError(ValueError):
@@ -171,8 +175,13 @@ def synthetic_calibration(model: onnx.ModelProto, count: int, seed: int = 1000,
 
         recorded = get_metadata(model).get("input_shapes")
         shapes = json.loads(recorded) if recorded else [s.dims for s in inputs]
+    if len(shapes) != len(inputs):
+        raise CalibrationError(f"{len(shapes)} input shapes for a model with {len(inputs)} inputs "
+                               f"{[i.name for i in inputs]}")
     if any(shape is None or any(not isinstance(d, int) or d <= 0 for d in shape) for shape in shapes):
-        raise CalibrationError(f"the model's input shapes {shapes} are not static: give the shape or a folder")
+        raise CalibrationError(f"the model's input shapes {shapes} are not static and it records no example "
+                               "shape: give the shapes (dcn-deploy quantize --shape NxCxHxW, one per input) or "
+                               "calibration files (--calib FOLDER)")
     samples = []
     for index in range(count):
         arrays = random_inputs(shapes, seed + index)
@@ -225,6 +234,20 @@ class QuantizeResult:
     samples: int
     dcn_nodes: list[dict] = field(default_factory=list)  # name, x_scale, w_scale range
     qdq_nodes: int = 0  # QuantizeLinear nodes ONNX Runtime's quantizer added
+    kept_float: list[str] = field(default_factory=list)  # the nodes --keep-float left in float
+    notes: list[str] = field(default_factory=list)  # what the user should know (e.g. no DCN layer)
+
+
+@dataclass
+class Calibration:
+    """One calibration run: the float model and its activation ranges, from which any number of INT8
+    models (each keeping other layers float) are built by :func:`quantize_calibrated`."""
+
+    model: onnx.ModelProto  # the float model as given (custom or standard DCN nodes)
+    standard_model: bytes  # the same with standard DeformConv: what ONNX Runtime's tools run
+    tensors_range: object  # onnxruntime.quantization's TensorsData
+    method: str
+    samples: int
 
 
 def _amax(tensors_range, name: str) -> float:
@@ -243,8 +266,9 @@ def _int8_node(node: onnx.NodeProto, x_quantized: str, weight_name: str, x_scale
     )
 
 
-def _replace_dcn_nodes(model: onnx.ModelProto, tensors_range) -> list[dict]:
-    """Every standard DeformConv (formerly a custom DCN node) becomes QuantizeLinear + DcnDeformConvInt8."""
+def _replace_dcn_nodes(model: onnx.ModelProto, tensors_range, keep: set[str] = frozenset()) -> list[dict]:
+    """Every standard DeformConv (formerly a custom DCN node) not in ``keep`` becomes QuantizeLinear +
+    DcnDeformConvInt8."""
 
     graph = model.graph
     initializers = {i.name: i for i in graph.initializer}
@@ -252,7 +276,8 @@ def _replace_dcn_nodes(model: onnx.ModelProto, tensors_range) -> list[dict]:
     replaced, nodes = [], []
     quantized_inputs: dict[str, str] = {}
     for node in graph.node:
-        if node.op_type != schema.STANDARD_OP_TYPE or node.domain not in schema.STANDARD_DOMAINS:
+        if (node.op_type != schema.STANDARD_OP_TYPE or node.domain not in schema.STANDARD_DOMAINS
+                or node.name in keep):
             nodes.append(node)
             continue
         label = node.name or node.output[0]
@@ -298,23 +323,38 @@ def _replace_dcn_nodes(model: onnx.ModelProto, tensors_range) -> list[dict]:
     return replaced
 
 
-def quantize_onnx(
-    model: str | os.PathLike | onnx.ModelProto,
-    samples: list[dict[str, np.ndarray]],
-    method: str = "max",
-    percentile: float = 99.999,
-    progress: Callable[[int], None] | None = None,
-    keep_float: Sequence[str] = (),
-) -> QuantizeResult:
-    """Calibrate on ``samples`` and return the INT8 (Q/DQ) model (see the module table).
-    ``keep_float`` names Conv/MatMul/Gemm nodes left in float (e.g. a sensitive first layer)."""
+def _unquantize_inputs(model: onnx.ModelProto, keep: set[str]) -> None:
+    """Feed the nodes ``keep`` their float inputs: ONNX Runtime's quantizer routes a tensor through one
+    QuantizeLinear -> DequantizeLinear for all its readers, the excluded ones too (a head Conv kept float
+    beside a quantized one read fake-quantized input; a DCN node's input, which calibration knows by its
+    float name, became 'relu_DequantizeLinear_Output'). Q/DQ pairs left without readers are removed."""
+    graph = model.graph
+    producer = {o: n for n in graph.node for o in n.output}
+    for node in graph.node:
+        if node.name not in keep:
+            continue
+        for position, name in enumerate(node.input):
+            dq = producer.get(name)
+            q = producer.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+            if q is not None and q.op_type == "QuantizeLinear":
+                node.input[position] = q.input[0]
+    scales: set[str] = set()  # the removed nodes' scales and zero points
+    while True:  # drop what nobody reads any more (a DQ, then its Q)
+        read = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+        dead = [n for n in graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")
+                and not any(o in read for o in n.output)]
+        if not dead:
+            break
+        for n in dead:
+            scales.update(n.input[1:])
+            graph.node.remove(n)
+    read = {i for n in graph.node for i in n.input}
+    for initializer in [i for i in graph.initializer if i.name in scales and i.name not in read]:
+        graph.initializer.remove(initializer)
 
-    if method not in METHODS:
-        raise ValueError(f"unknown calibration method '{method}'; choose one of {list(METHODS)}")
-    if not samples:
-        raise CalibrationError("no calibration samples")
-    if method == "percentile" and not 0 < percentile <= 100:
-        raise ValueError(f"percentile must be in (0, 100], got {percentile}")
+
+def _prepare(model: str | os.PathLike | onnx.ModelProto) -> onnx.ModelProto:
+    """A checked copy of a float32 model quantize can take."""
     if not isinstance(model, onnx.ModelProto):
         model = read_onnx(model, load_external_data=True)
     check_onnx(model)
@@ -323,24 +363,33 @@ def quantize_onnx(
         raise ValueError("the model is already quantized (it has DcnDeformConvInt8 nodes)")
     if get_metadata(model).get("precision", "fp32") != "fp32":
         raise ValueError(f"quantize a float32 export; this model is {get_metadata(model)['precision']}")
-    custom = [n for n in model.graph.node if schema.is_custom_node(n)]
-    standard = [n for n in model.graph.node
-                if n.op_type == schema.STANDARD_OP_TYPE and n.domain in schema.STANDARD_DOMAINS]
-    if not custom and not standard:
-        raise ValueError("the model has no DeformConv node to quantize")
-    offset_nodes = offset_only_nodes(model.graph)
-    names = {n.name for n in model.graph.node}
-    unknown = sorted(set(keep_float) - names)
-    if unknown:
-        raise ValueError(f"keep_float names nodes the model does not have: {unknown}")
+    if not quantizable_nodes(model):
+        raise ValueError(f"the model has no {', '.join(QDQ_OP_TYPES)} or DeformConv node to quantize")
+    return model
+
+
+def calibrate(
+    model: str | os.PathLike | onnx.ModelProto,
+    samples: list[dict[str, np.ndarray]],
+    method: str = "max",
+    percentile: float = 99.999,
+    progress: Callable[[int], None] | None = None,
+) -> Calibration:
+    """Run ONNX Runtime's calibrator (``method``) on ``samples``: the activation ranges of every input of
+    the quantizable nodes."""
+    if method not in METHODS:
+        raise ValueError(f"unknown calibration method '{method}'; choose one of {list(METHODS)}")
+    if not samples:
+        raise CalibrationError("no calibration samples")
+    if method == "percentile" and not 0 < percentile <= 100:
+        raise ValueError(f"percentile must be in (0, 100], got {percentile}")
+    model = _prepare(model)
     inputs = onnx_inputs(model)
     samples = [_check_sample(s, inputs, f"calibration sample {k}") for k, s in enumerate(samples)]
-
     # ONNX Runtime's tools run sessions without this project's library: they see standard DeformConv.
-    standard_model, _ = rewrite_onnx(model, to="standard")
-    with tempfile.TemporaryDirectory(prefix="dcn-deploy-quantize-") as tmp:
-        tmp = Path(tmp)
-        float_path, cache_path, out_path = tmp / "float.onnx", tmp / "ranges.json", tmp / "int8.onnx"
+    standard_model, _ = rewrite_onnx(onnx.ModelProto.FromString(model.SerializeToString()), to="standard")
+    with tempfile.TemporaryDirectory(prefix="dcn-deploy-calibrate-") as tmp:
+        float_path = Path(tmp) / "float.onnx"
         onnx.save(standard_model, str(float_path))
         extra = {"symmetric": True}
         if method == "percentile":
@@ -350,20 +399,35 @@ def quantize_onnx(
             # (ONNX Runtime's default of 128 and 128 leaves one candidate threshold: the max).
             extra.update(num_bins=2048, num_quantized_bins=128)
         calibrator = create_calibrator(
-            float_path, [*QDQ_OP_TYPES, schema.STANDARD_OP_TYPE], augmented_model_path=str(tmp / "augmented.onnx"),
+            float_path, [*QDQ_OP_TYPES, schema.STANDARD_OP_TYPE], augmented_model_path=str(Path(tmp) / "augmented.onnx"),
             calibrate_method=_calibration_method(method), extra_options=extra,
         )
         calibrator.collect_data(_reader(samples, progress))
         tensors_range = calibrator.compute_data()
         del calibrator
-        save_tensors_data(tensors_range, cache_path)
+    return Calibration(model, standard_model.SerializeToString(), tensors_range, method, len(samples))
+
+
+def quantize_calibrated(calibration: Calibration, keep_float: Sequence[str] = ()) -> QuantizeResult:
+    """The INT8 (Q/DQ) model of a calibrated float model (see the module table); ``keep_float``: node or
+    layer names left in float (:func:`resolve_keep_float`). A kept DCN node stays a float DCN node of the
+    model's own kind, its input and weight unquantized."""
+    model = calibration.model
+    keep = set(resolve_keep_float(model, keep_float))
+    kept_qdq = [n.name for n in model.graph.node if n.name in keep and not schema.is_dcn_node(n)]
+    with tempfile.TemporaryDirectory(prefix="dcn-deploy-quantize-") as tmp:
+        tmp = Path(tmp)
+        float_path, cache_path, out_path = tmp / "float.onnx", tmp / "ranges.json", tmp / "int8.onnx"
+        float_path.write_bytes(calibration.standard_model)
+        save_tensors_data(calibration.tensors_range, cache_path)
         # ONNX Runtime's quantizer logs a pre-processing hint on every run; the graph is already clean.
         with _quiet_logging():
             quantize_static(
                 str(float_path), str(out_path), None, quant_format=QuantFormat.QDQ,
                 op_types_to_quantize=list(QDQ_OP_TYPES), per_channel=True,
                 activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                nodes_to_exclude=[*offset_nodes, *keep_float], calibrate_method=_calibration_method(method),
+                nodes_to_exclude=[*offset_only_nodes(model.graph, schema.is_dcn_node), *kept_qdq],
+                calibrate_method=_calibration_method(calibration.method),
                 # Q/DQ on the inputs of Conv/MatMul/Gemm only, as TensorRT places them: quantizing
                 # their outputs too (before the residual Add) doubled the error of resnet50_dcn
                 # (rel L2 2.6e-2 against 1.3e-2).
@@ -377,15 +441,44 @@ def quantize_onnx(
                 calibration_cache_path=str(cache_path),
             )
         quantized = onnx.load(str(out_path))
+    # kept layers read float tensors; the DCN nodes get their own QuantizeLinear from the float tensor
+    _unquantize_inputs(quantized, keep | {n.name for n in quantized.graph.node if schema.is_dcn_node(n)})
     qdq_nodes = sum(1 for n in quantized.graph.node if n.op_type == "QuantizeLinear")
-    replaced = _replace_dcn_nodes(quantized, tensors_range)
-    if not any(e.domain == schema.CUSTOM_DOMAIN for e in quantized.opset_import):
-        quantized.opset_import.append(helper.make_opsetid(schema.CUSTOM_DOMAIN, schema.CUSTOM_OP_VERSION))
+    replaced = _replace_dcn_nodes(quantized, calibration.tensors_range, keep)
+    notes = []
+    if any(schema.is_dcn_node(n) for n in model.graph.node):
+        if not any(e.domain == schema.CUSTOM_DOMAIN for e in quantized.opset_import):
+            quantized.opset_import.append(helper.make_opsetid(schema.CUSTOM_DOMAIN, schema.CUSTOM_OP_VERSION))
+        if any(schema.is_custom_node(n) for n in model.graph.node) and any(
+                n.op_type == schema.STANDARD_OP_TYPE for n in quantized.graph.node):
+            rewrite_onnx(quantized, to="custom")  # the DCN nodes kept float, back to the model's own kind
+    else:
+        notes.append("the model has no DCN layer: plain ONNX Runtime static quantization (Q/DQ) of its "
+                     f"{', '.join(QDQ_OP_TYPES)} nodes")
     # Keep the export's metadata (recipe, seed, shapes: validate builds the reference from it).
     del quantized.metadata_props[:]
     quantized.metadata_props.extend(model.metadata_props)
-    set_metadata(quantized, {"precision": "int8", "calibration_method": method,
-                             "calibration_samples": str(len(samples))})
+    set_metadata(quantized, {"precision": "int8", "calibration_method": calibration.method,
+                             "calibration_samples": str(calibration.samples),
+                             "keep_float": json.dumps(sorted(keep))})
     schema.register_onnx_schema()
     onnx.checker.check_model(quantized)
-    return QuantizeResult(quantized, method, len(samples), replaced, qdq_nodes)
+    return QuantizeResult(quantized, calibration.method, calibration.samples, replaced, qdq_nodes,
+                          [n.name for n in model.graph.node if n.name in keep], notes)
+
+
+def quantize_onnx(
+    model: str | os.PathLike | onnx.ModelProto,
+    samples: list[dict[str, np.ndarray]],
+    method: str = "max",
+    percentile: float = 99.999,
+    progress: Callable[[int], None] | None = None,
+    keep_float: Sequence[str] = (),
+) -> QuantizeResult:
+    """Calibrate on ``samples`` and return the INT8 (Q/DQ) model (see the module table).
+    ``keep_float`` names nodes or PyTorch layers left in float (e.g. a sensitive first layer or a DCN
+    layer), see :func:`resolve_keep_float`. A model without DCN layers gets ONNX Runtime's own static
+    quantization (``notes`` says so)."""
+    model = _prepare(model)
+    resolve_keep_float(model, keep_float)  # a wrong name fails before the calibration run
+    return quantize_calibrated(calibrate(model, samples, method, percentile, progress), keep_float)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -38,13 +39,20 @@ def available_recipes() -> dict[str, str]:
 
 
 def load_python_file(path: str | Path, module_name: str) -> ModuleType:
-    """Run a Python file as module ``module_name`` (recipes, ``validate --reference file.py:factory``)."""
+    """Run a Python file as module ``module_name`` (recipes, ``validate --reference file.py:factory``), with
+    its folder importable while it runs: a recipe imports the user's model file beside it, as Python does
+    for a script."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no Python file at {path}")
     spec = importlib.util.spec_from_file_location(module_name, path)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    folder = str(path.resolve().parent)
+    sys.path.insert(0, folder)
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(folder)
     return module
 
 

@@ -41,6 +41,10 @@ INT8_ATTRIBUTES = ("x_scale", "w_scale")  # plus y_scale for the Requantized for
 STANDARD_DOMAINS = ("", "ai.onnx")
 STANDARD_OP_TYPE = "DeformConv"
 STANDARD_OPSET = 19
+# The other ops `dcn-deploy quantize` quantizes (ONNX Runtime's quantizer, Q/DQ form).
+QDQ_OP_TYPES = ("Conv", "MatMul", "Gemm")
+# The nodes a layer (module) of the user's model becomes and --keep-float may name.
+LAYER_OP_TYPES = (*QDQ_OP_TYPES, CUSTOM_OP_TYPE, STANDARD_OP_TYPE)
 
 
 # The attribute names shared by both node kinds (those of ONNX DeformConv).
@@ -51,6 +55,11 @@ PLUGIN_ATTRIBUTES = {"plugin_namespace": PLUGIN_NAMESPACE, "plugin_version": PLU
 def is_custom_node(node: onnx.NodeProto) -> bool:
     """Whether ``node`` is this project's float custom node (``DcnDeformConv`` in domain ``dcn_deploy``)."""
     return node.op_type == CUSTOM_OP_TYPE and node.domain == CUSTOM_DOMAIN
+
+
+def is_dcn_node(node: onnx.NodeProto) -> bool:
+    """A float DCN node quantize turns into DcnDeformConvInt8 (custom, or standard DeformConv)."""
+    return is_custom_node(node) or (node.op_type == STANDARD_OP_TYPE and node.domain in STANDARD_DOMAINS)
 
 
 def register_onnx_schema() -> None:

@@ -30,7 +30,7 @@ CASES = [
     ("quantize_percentile", ["quantize", "MODEL", "-o", "TMP/q.onnx", "--synthetic", "1", "--method", "percentile", "--percentile", "150"],
      "percentile must be in \\(0, 100\\], got 150"),
     ("quantize_keep_float_unknown", ["quantize", "MODEL", "-o", "TMP/q.onnx", "--synthetic", "1", "--keep-float", "nonode"],
-     "keep_float names nodes the model does not have: \\['nonode'\\]"),
+     "--keep-float nonode: no such node or layer in the model.*dcn-deploy inspect MODEL"),
     ("validate_no_inputs", ["validate", "MODEL", "-n", "0"], "num_inputs must be at least 1, got 0"),
     ("validate_shape_channels", ["validate", "MODEL", "--shape", "1x4x32x40"], "ONNX Runtime cannot run .*invalid dimensions for input: x"),
     ("validate_shape_too_small", ["validate", "MODEL", "--shape", "1x3x1x1"], "ONNX Runtime cannot run .*Invalid input shape"),
