@@ -175,6 +175,35 @@ int plan_tiles(const Problem& problem, LaunchPlan* plan, std::string* message) {
   return DCN_STATUS_OK;
 }
 
+namespace {
+
+// The smallest tile that holds every output channel of a group (up to 512),
+// so each sample is computed once per block.
+int tensor_core_tile_m(int64_t out_channels_per_group) {
+  return out_channels_per_group <= 128 ? 128 : out_channels_per_group <= 256 ? 256 : 512;
+}
+
+size_t tensor_core_shared_bytes(int64_t offset_group_taps, int64_t out_channels_per_group) {
+  const auto taps = static_cast<int32_t>(offset_group_taps);
+  switch (tensor_core_tile_m(out_channels_per_group)) {
+    case 128: return Config<128>::shared_bytes(taps);
+    case 256: return Config<256>::shared_bytes(taps);
+    default: return Config<512>::shared_bytes(taps);
+  }
+}
+
+}  // namespace
+
+bool float_channels_last_fits(int64_t offset_group_taps, int64_t out_channels_per_group) {
+  constexpr size_t kAheadOfTimeSharedPerBlock = 99 * 1024;
+  DeviceLimits device{};
+  std::string ignored;
+  const bool on_device = query_device(&device, &ignored) == DCN_STATUS_OK;
+  if (on_device && device.compute_capability < 70) return false;
+  const size_t limit = on_device ? device.max_shared_per_block : kAheadOfTimeSharedPerBlock;
+  return tensor_core_shared_bytes(offset_group_taps, out_channels_per_group) <= limit;
+}
+
 int plan_algorithm(const Problem& p, const DeviceLimits& device, LaunchPlan* plan,
                    std::string* message) {
   const TileProblem& t = plan->problem;
@@ -194,13 +223,9 @@ int plan_algorithm(const Problem& p, const DeviceLimits& device, LaunchPlan* pla
   const bool planar = p.layout.kind == ChannelLayout::kPlanar;
   if (p.data_type == DCN_INT8) return plan_int8(p, device, plan, message);
   const int32_t offset_group_taps = t.offset_group * t.kernel_area;
-  // The smallest tile that holds every output channel of a group (up to 512),
-  // so each sample is computed once per block.
-  const int tile_m = t.out_channels_per_group <= 128 ? 128 : t.out_channels_per_group <= 256 ? 256 : 512;
+  const int tile_m = tensor_core_tile_m(t.out_channels_per_group);
   const int tile_n = tile_m == 128 ? Config<128>::kTileN : tile_m == 256 ? Config<256>::kTileN : Config<512>::kTileN;
-  const size_t shared = tile_m == 128   ? Config<128>::shared_bytes(offset_group_taps)
-                        : tile_m == 256 ? Config<256>::shared_bytes(offset_group_taps)
-                                        : Config<512>::shared_bytes(offset_group_taps);
+  const size_t shared = tensor_core_shared_bytes(offset_group_taps, t.out_channels_per_group);
   std::string why_not;
   if (p.data_type != DCN_FLOAT16) {
     why_not = "it needs float16 X/W/B/Y";

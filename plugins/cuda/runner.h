@@ -39,6 +39,12 @@ struct Problem {
 // (planned for an H100). Returns a DcnStatus; `message` is set on failure.
 int plan(const Problem& problem, bool emulated, DcnLaunchInfo* info, std::string* message);
 
+// Whether the float16 tensor-core kernel (the float16 kernel that reads
+// channels-last X; it has no fallback) can run a node with these attributes:
+// on the current device, or, with no device (an ahead-of-time build), on every
+// Ampere-or-newer target (99 KiB of shared memory per block, sm_86/sm_89's).
+bool float_channels_last_fits(int64_t offset_group_taps, int64_t out_channels_per_group);
+
 // Bytes of device workspace (0 unless the channels-last tensor-core kernel runs).
 size_t workspace_bytes(const Problem& problem);
 

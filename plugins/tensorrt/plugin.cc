@@ -582,6 +582,15 @@ bool DcnDeformConvPlugin::supportsFormatCombination(int32_t pos, nvinfer1::Dynam
   });
 }
 
+// Float channels-last X runs only on the tensor-core kernel, which has no fallback when its
+// corner table does not fit shared memory: offered only where it fits (W's output channels
+// must be known; they are at build time for a constant W).
+bool DcnDeformConvPlugin::channels_last_fits(nvinfer1::Dims const& weight_dims) const {
+  if (weight_dims.nbDims != 4 || weight_dims.d[0] <= 0) return false;
+  return cuda::float_channels_last_fits(attributes_.offset_group * attributes_.kernel[0] * attributes_.kernel[1],
+                                        weight_dims.d[0] / attributes_.group);
+}
+
 // supportsFormatCombination's answer. TensorRT asks position by position,
 // with the formats and types of the positions before `pos` already chosen.
 bool DcnDeformConvPlugin::accepts_format(int32_t pos, nvinfer1::DynamicPluginTensorDesc const* inOut,
@@ -601,6 +610,7 @@ bool DcnDeformConvPlugin::accepts_format(int32_t pos, nvinfer1::DynamicPluginTen
   TensorLayout tensor_layout;
   if (role == Role::kInput) {
     if (!format_layout(desc.format, desc.type, &tensor_layout)) return false;
+    if (!int8() && desc.format != TensorFormat::kLINEAR && !channels_last_fits(inOut[1].desc.dims)) return false;
   } else if (role == Role::kOutput) {
     // Y in X's layout; for the INT8 float32 Y, kCHW32 is TensorRT's only blocked float32 format.
     const bool float_y = int8() && desc.type == DataType::kFLOAT;

@@ -109,6 +109,7 @@ class DcnDeformConvPlugin final : public nvinfer1::IPluginV3,
   bool int8() const { return mode_ != PluginMode::kFloat; }
   // supportsFormatCombination's answer for position `pos` (plugin.cc: the format table).
   bool accepts_format(int32_t pos, nvinfer1::DynamicPluginTensorDesc const* inOut, int32_t nbInputs) const;
+  bool channels_last_fits(nvinfer1::Dims const& weight_dims) const;
   // INT8: the [M] output scales in device memory owned by this object, made
   // by the first enqueue (see enqueue); "" or an error message.
   std::string upload_output_scales(int64_t out_channels, cudaStream_t stream);

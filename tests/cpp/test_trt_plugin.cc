@@ -618,6 +618,31 @@ TEST(format_combinations) {
   }
 }
 
+// Float channels-last X runs only on the tensor-core kernel: a node whose corner
+// table (offset_group*kh*kw taps) cannot fit its shared memory stays kLINEAR.
+TEST(channels_last_only_where_the_tensor_core_kernel_fits) {
+  ParserFields fields;
+  fields.ints["offset_group"] = {16};  // 16*3*2 = 96 taps: a corner table of 384 KiB
+  fields.ints["group"] = {1};
+  PluginPtr plugin = create(fields);
+  if (!plugin) return;
+  IPluginV3OneBuild* b = build(plugin.get());
+  Problem p;
+  p.x = {2, 16, 9, 7};
+  p.w = {6, 16, 3, 2};
+  p.offset = {2, 192, 5, 6};
+  std::vector<PluginTensorDesc> io = inputs_of(p, false, false, DataType::kHALF, DataType::kHALF);
+  io.push_back(desc(p.y, DataType::kHALF));
+  std::vector<DynamicPluginTensorDesc> descs;
+  for (const PluginTensorDesc& d : io) descs.push_back(dynamic(d));
+  CHECK(b->supportsFormatCombination(0, descs.data(), 3, 1));  // kLINEAR
+  descs[0].desc.format = TensorFormat::kHWC8;
+  CHECK(!b->supportsFormatCombination(0, descs.data(), 3, 1));
+  fields.ints["offset_group"] = {1};  // 6 taps: fits
+  PluginPtr small = create(fields);
+  CHECK(small && build(small.get())->supportsFormatCombination(0, descs.data(), 3, 1));
+}
+
 TEST(configure_and_shape_change_validate_shapes) {
   ParserFields fields;
   PluginPtr plugin = create(fields);
