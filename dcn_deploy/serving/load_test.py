@@ -105,6 +105,11 @@ def _random(shape, datatype: str, rng: np.random.Generator) -> np.ndarray:
     return rng.integers(0, 8, shape).astype(dtype)
 
 
+def _error_text(error: Exception) -> str:
+    """The server's error message, or the exception's type and text for a failure below HTTP."""
+    return str(error) if isinstance(error, InferenceServerException) else f"{type(error).__name__}: {error}"
+
+
 def _percentiles(times_ms: list[float]) -> dict:
     if not times_ms:
         return {"p50_ms": None, "p90_ms": None, "p99_ms": None, "mean_ms": None, "min_ms": None, "max_ms": None}
@@ -193,8 +198,8 @@ def run_serve_benchmark(config: ServeBenchConfig, progress: Callable[[str, int, 
                 for _ in range(config.warmup):
                     try:
                         connection.infer(model, request, outputs=wanted)
-                    except InferenceServerException as error:
-                        problems.append(str(error))
+                    except Exception as error:  # noqa: BLE001 - every failure is counted, none lost
+                        problems.append(_error_text(error))
                     tick(f"{text}: warm-up")
                 barrier.wait()
                 while True:
@@ -206,8 +211,8 @@ def run_serve_benchmark(config: ServeBenchConfig, progress: Callable[[str, int, 
                     try:
                         connection.infer(model, request, outputs=wanted)
                         mine.append((time.perf_counter() - start) * 1e3)
-                    except InferenceServerException as error:
-                        problems.append(str(error))
+                    except Exception as error:  # noqa: BLE001 - e.g. a connection reset: counted, not lost
+                        problems.append(_error_text(error))
                     tick(text)
             except threading.BrokenBarrierError:
                 pass

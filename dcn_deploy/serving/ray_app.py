@@ -128,7 +128,8 @@ def run(settings: RayServeSettings, host: str = "127.0.0.1", port: int = 8000, a
     # Ray's and Serve's own logs at the CLI's level; no access log line per request (it costs CPU at load)
     level = {"trace": "DEBUG", "critical": "CRITICAL"}.get(log_level, log_level.upper())
     logs = {"log_level": level, "enable_access_log": level == "DEBUG"}
-    ray.init(address=address, include_dashboard=False if address is None else None,
+    # "local": always a new Ray for this process, never a cluster that happens to run on this machine
+    ray.init(address=address or "local", include_dashboard=False if address is None else None,
              logging_level=getattr(logging, level))
     handlers = _stop_on_signals(stop)  # after ray.init, which installs its own SIGTERM handler
     try:
