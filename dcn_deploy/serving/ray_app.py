@@ -16,7 +16,8 @@ under the rules of :mod:`dcn_deploy.serving.batch_axis` (so answers are never mi
 | ``max_queue`` (503) | the server's | per replica; Ray queues before that |
 | scaling | none | ``replicas``, or autoscaling between ``min_replicas`` and ``max_replicas`` |
 | extra response headers | none | ``dcn-deploy-replica`` (the replica's Ray actor name), ``dcn-deploy-node`` |
-| a replica that dies | n/a | its requests in progress fail (HTTP 500 from Ray's proxy); Ray starts a new one |
+| a replica that dies | n/a | its requests in progress fail: HTTP 500 from Ray's proxy, or 408 after the request |
+| | | timeout when the proxy retries one elsewhere without its body; Ray starts a new replica |
 
 Entry points: :func:`app` is an application builder (``serve run dcn_deploy.serving.ray_app:app
 model=/models/demo.onnx replicas=2``, or a RayService's ``import_path`` with ``args``; arguments and
@@ -108,8 +109,9 @@ def run(settings: RayServeSettings, host: str = "127.0.0.1", port: int = 8000, a
 
     ``address``: an existing Ray cluster (``ray start --head``'s address, or ``auto``); None starts a
     local one for this process. On the way out the application is deleted (and a local Ray stopped),
-    whatever happened. ``log_level``: uvicorn's names, for Ray's and Serve's logs. Serve's HTTP options apply when this call starts Serve on the cluster; a cluster
-    where Serve runs already keeps its own."""
+    whatever happened. ``log_level``: uvicorn's names, for Ray's and Serve's logs. Serve's HTTP options
+    apply when this call starts Serve on the cluster; a cluster where Serve runs already keeps its own
+    (``on_ready`` gets the real address)."""
     settings.check()
     if proxy_location not in PROXY_LOCATIONS:
         raise ValueError(f"--proxy-location must be one of {list(PROXY_LOCATIONS)}, got '{proxy_location}'")
