@@ -14,6 +14,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from dcn_deploy.serving.limits import DEFAULT_LIMITS, ServeLimits  # standard library only: the flags' defaults
+from dcn_deploy.serving.ray_config import DEFAULT_RAY_IMAGE, PROXY_LOCATIONS  # standard library only, too
+from dcn_deploy.serving.ray_config import DEFAULTS as RAY
 
 # Each command imports what it runs, inside the command: onnx and onnxruntime are optional on a GPU-only
 # machine (bench --device cuda runs without them; tests/test_bench.py checks), and --help stays fast.
@@ -694,18 +696,18 @@ def serve(
                                "replicas on a Ray cluster, same HTTP API)"),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="ray: an existing cluster's address "
                                               "(default: a local Ray for this process)"),
-    replicas: int = typer.Option(1, help="ray: fixed number of replicas (one runtime each)"),
-    min_replicas: int = typer.Option(1, "--min-replicas", help="ray: autoscaling's lower bound"),
+    replicas: int = typer.Option(RAY.replicas, help="ray: fixed number of replicas (one runtime each)"),
+    min_replicas: int = typer.Option(RAY.min_replicas, "--min-replicas", help="ray: autoscaling's lower bound"),
     max_replicas: Optional[int] = typer.Option(None, "--max-replicas", help="ray: autoscale up to this many "
                                                "replicas (default: no autoscaling)"),
-    target_ongoing_requests: float = typer.Option(2.0, "--target-ongoing-requests",
+    target_ongoing_requests: float = typer.Option(RAY.target_ongoing_requests, "--target-ongoing-requests",
                                                   help="ray: requests in progress per replica autoscaling aims at"),
-    max_ongoing_requests: int = typer.Option(16, "--max-ongoing-requests",
+    max_ongoing_requests: int = typer.Option(RAY.max_ongoing_requests, "--max-ongoing-requests",
                                              help="ray: requests sent to one replica at once"),
-    num_cpus: float = typer.Option(1.0, "--num-cpus", help="ray: CPUs reserved per replica"),
+    num_cpus: float = typer.Option(RAY.num_cpus, "--num-cpus", help="ray: CPUs reserved per replica"),
     num_gpus: Optional[float] = typer.Option(None, "--num-gpus", help="ray: GPUs per replica (default: 1 for "
                                              "--device cuda or a TensorRT engine, else 0)"),
-    proxy_location: str = typer.Option("HeadOnly", "--proxy-location", help="ray: HeadOnly | EveryNode "
+    proxy_location: str = typer.Option(PROXY_LOCATIONS[0], "--proxy-location", help="ray: HeadOnly | EveryNode "
                                        "(where Ray's HTTP proxy runs)"),
 ) -> None:
     """Serve a model over HTTP with the KServe v2 / Open Inference Protocol (Triton's HTTP API).
@@ -762,7 +764,7 @@ def _serve_ray(model: Path, host: str, port: int, backend: Optional[str], model_
                plugin_lib: Optional[Path], cuda_graphs: bool, limits: ServeLimits, scaling: dict,
                ray_address: Optional[str], proxy_location: str, log_level: str) -> None:
     """``serve --engine ray``: the settings checked before Ray starts, then the application until a signal."""
-    from dcn_deploy.serving.ray_config import PROXY_LOCATIONS, RayServeSettings, RaySettingsError
+    from dcn_deploy.serving.ray_config import RayServeSettings, RaySettingsError
 
     if proxy_location not in PROXY_LOCATIONS:
         _fail(f"--proxy-location must be one of {list(PROXY_LOCATIONS)}, got '{proxy_location}'")
@@ -837,21 +839,23 @@ def k8s(
     name: Optional[str] = typer.Option(None, help="the resources' name (default: the model's name)"),
     model_name: Optional[str] = typer.Option(None, "--model-name", help="name in the URLs (default: file stem)"),
     namespace: Optional[str] = typer.Option(None, help="Kubernetes namespace (default: none written)"),
-    ray_image: str = typer.Option("dcn-deploy-ray:2.60.0", "--ray-image", help="RayService image: Ray 2.60.0 "
+    ray_image: str = typer.Option(DEFAULT_RAY_IMAGE, "--ray-image", help="RayService image: Ray 2.60.0 "
                                   "with this project installed and built (README: Kubernetes)"),
     model_pvc: Optional[str] = typer.Option(None, "--model-pvc", help="RayService: a PersistentVolumeClaim with "
                                             "the model, mounted at /mnt/models (default: the image has it there)"),
-    replicas: int = typer.Option(1, help="fixed number of replicas (pods)"),
-    min_replicas: int = typer.Option(1, "--min-replicas", help="autoscaling's lower bound"),
+    replicas: int = typer.Option(RAY.replicas, help="fixed number of replicas (pods)"),
+    min_replicas: int = typer.Option(RAY.min_replicas, "--min-replicas", help="autoscaling's lower bound"),
     max_replicas: Optional[int] = typer.Option(None, "--max-replicas", help="autoscale up to this many"),
-    target_ongoing_requests: float = typer.Option(2.0, "--target-ongoing-requests",
+    target_ongoing_requests: float = typer.Option(RAY.target_ongoing_requests, "--target-ongoing-requests",
                                                   help="Ray Serve: requests in progress per replica to aim at"),
-    max_batch_size: int = typer.Option(8, "--max-batch-size", help="rows per stacked run (Triton and Ray)"),
-    max_delay_ms: float = typer.Option(1.0, "--max-delay-ms", help="longest wait for more requests to stack"),
+    max_batch_size: int = typer.Option(RAY.max_batch_size, "--max-batch-size",
+                                       help="rows per stacked run (Triton and Ray)"),
+    max_delay_ms: float = typer.Option(RAY.max_delay_ms, "--max-delay-ms", help="longest wait for more requests to stack"),
     threads: Optional[int] = typer.Option(None, help="Ray: ONNX Runtime intra-op threads per replica"),
-    cpus: float = typer.Option(2.0, help="CPUs per pod (one replica each)"),
-    memory: str = typer.Option("4Gi", help="memory per pod (a Kubernetes quantity)"),
-    gpus: int = typer.Option(0, help="GPUs per pod (TensorRT engines need 1; ONNX models then run on CUDA)"),
+    cpus: Optional[float] = typer.Option(None, help="CPUs per pod, one replica each (default: 2)"),
+    memory: Optional[str] = typer.Option(None, help="memory per pod, a Kubernetes quantity (default: 4Gi)"),
+    gpus: Optional[int] = typer.Option(None, help="GPUs per pod (default 0; TensorRT engines need 1; ONNX models "
+                                       "then run on CUDA)"),
     force: bool = typer.Option(False, "--force", help="replace existing manifests and repository model"),
 ) -> None:
     """Write Kubernetes manifests: a KServe InferenceService (Triton) and a KubeRay RayService (Ray Serve)."""
@@ -864,8 +868,10 @@ def k8s(
                                     max_batch_size=max_batch_size, max_delay_ms=max_delay_ms, replicas=replicas,
                                     min_replicas=min_replicas, max_replicas=max_replicas,
                                     target_ongoing_requests=target_ongoing_requests).check()
+        given = {"cpus": cpus, "memory": memory, "gpus": gpus}
+        resources = PodResources(**{key: value for key, value in given.items() if value is not None})
         written = write_manifests(model, output, settings, storage_uri, name, namespace, ray_image, model_pvc,
-                                  PodResources(cpus, memory, gpus), force)
+                                  resources, force)
     except (FileNotFoundError, ValueError, RaySettingsError, K8sError, TritonRepoError) as error:
         _fail(str(error))
     for note in written.repository.notes:

@@ -30,12 +30,16 @@ from pathlib import Path
 import yaml
 
 from dcn_deploy.backends.runtime import backend_for
-from dcn_deploy.serving.ray_config import APP_NAME, IMPORT_PATH, RayServeSettings
+from dcn_deploy.serving.ray_config import (
+    APP_NAME,
+    DEFAULT_RAY_IMAGE,
+    IMPORT_PATH,
+    RAY_VERSION,
+    RayServeSettings,
+)
 from dcn_deploy.serving.triton_repo import TritonRepository, write_triton_repo
 
 MOUNT = "/mnt/models"  # where KServe's storage initializer puts the model, and where the RayService mounts it
-RAY_VERSION = "2.60.0"  # the version pinned in requirements.txt ("#ray " extra)
-DEFAULT_RAY_IMAGE = f"dcn-deploy-ray:{RAY_VERSION}"
 TRITON_RUNTIME = "kserve-tritonserver"  # KServe's ClusterServingRuntime for Triton
 SERVE_PORT = 8000
 

@@ -36,7 +36,9 @@ APP_NAME = "dcn-deploy"  # the Ray Serve application's name
 DEPLOYMENT = "DcnModel"  # its deployment (one replica: one runtime)
 IMPORT_PATH = "dcn_deploy.serving.ray_app:app"  # the application builder, for serve run and RayService
 ENV_PREFIX = "DCN_DEPLOY_RAY_"
-PROXY_LOCATIONS = ("HeadOnly", "EveryNode")  # where Serve runs its HTTP proxy (serve --engine ray)
+PROXY_LOCATIONS = ("HeadOnly", "EveryNode")  # where Serve runs its HTTP proxy (serve --engine ray); first: default
+RAY_VERSION = "2.60.0"  # the version pinned in requirements.txt ("#ray " extra), and the RayService's rayVersion
+DEFAULT_RAY_IMAGE = f"dcn-deploy-ray:{RAY_VERSION}"  # dcn-deploy k8s: the RayService's image unless --ray-image
 # response headers naming the replica (its Ray actor name) and the Ray node that answered
 REPLICA_HEADER = "dcn-deploy-replica"
 NODE_HEADER = "dcn-deploy-node"
@@ -211,3 +213,6 @@ def _convert(key: str, value: Any, hint) -> Any:
             raise RaySettingsError(f"{key} must be {'an integer' if kind is int else 'a number'}, got {value!r}")
         return number
     return str(value)
+
+
+DEFAULTS = RayServeSettings(model="")  # the defaults, for the CLI's flags (not a usable setting: no model)
