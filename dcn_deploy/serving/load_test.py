@@ -5,7 +5,8 @@ tensors). For each concurrency level, that many threads, each with its own clien
 send ``requests`` requests in all (after ``warmup`` untimed ones per thread) with one random input
 per thread; reported: p50/p90/p99/mean latency of the successful requests (``time.perf_counter``
 around each ``infer`` call, so client work is included), throughput (successes per wall-clock
-second of the level) and the errors. Never run as a timed test.
+second of the level) and the errors: HTTP error answers and failures below HTTP (a connection refused
+or reset), every request counted once (``ok + errors == requests``). Never run as a timed test.
 """
 from __future__ import annotations
 
