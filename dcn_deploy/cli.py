@@ -14,6 +14,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from dcn_deploy.serving.limits import DEFAULT_LIMITS, ServeLimits  # standard library only: the flags' defaults
+from dcn_deploy.serving.ray_config import DEFAULT_RAY_IMAGE, PROXY_LOCATIONS  # standard library only, too
+from dcn_deploy.serving.ray_config import DEFAULTS as RAY
 
 # Each command imports what it runs, inside the command: onnx and onnxruntime are optional on a GPU-only
 # machine (bench --device cuda runs without them; tests/test_bench.py checks), and --help stays fast.
@@ -768,27 +770,52 @@ def serve(
                                   help="inference requests in the server at once (beyond: 503 + Retry-After)"),
     request_timeout_s: float = typer.Option(DEFAULT_LIMITS.request_timeout_s, "--request-timeout-s",
                                             help="longest a request may take (beyond: 504; 408 for its body)"),
+    engine: str = typer.Option("dcn-deploy", help="dcn-deploy (this process) | ray (a Ray Serve application: "
+                               "replicas on a Ray cluster, same HTTP API)"),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="ray: an existing cluster's address "
+                                              "(default: a local Ray for this process)"),
+    replicas: int = typer.Option(RAY.replicas, help="ray: fixed number of replicas (one runtime each)"),
+    min_replicas: int = typer.Option(RAY.min_replicas, "--min-replicas", help="ray: autoscaling's lower bound"),
+    max_replicas: Optional[int] = typer.Option(None, "--max-replicas", help="ray: autoscale up to this many "
+                                               "replicas (default: no autoscaling)"),
+    target_ongoing_requests: float = typer.Option(RAY.target_ongoing_requests, "--target-ongoing-requests",
+                                                  help="ray: requests in progress per replica autoscaling aims at"),
+    max_ongoing_requests: int = typer.Option(RAY.max_ongoing_requests, "--max-ongoing-requests",
+                                             help="ray: requests sent to one replica at once"),
+    num_cpus: float = typer.Option(RAY.num_cpus, "--num-cpus", help="ray: CPUs reserved per replica"),
+    num_gpus: Optional[float] = typer.Option(None, "--num-gpus", help="ray: GPUs per replica (default: 1 for "
+                                             "--device cuda or a TensorRT engine, else 0)"),
+    proxy_location: str = typer.Option(PROXY_LOCATIONS[0], "--proxy-location", help="ray: HeadOnly | EveryNode "
+                                       "(where Ray's HTTP proxy runs)"),
 ) -> None:
     """Serve a model over HTTP with the KServe v2 / Open Inference Protocol (Triton's HTTP API).
 
     SIGTERM or Ctrl+C: stop accepting, answer the requests in progress, exit."""
-    from dcn_deploy.backends.load import load_runtime
+    if engine not in ("dcn-deploy", "ray"):
+        _fail(f"--engine must be dcn-deploy or ray, got '{engine}'")
+    if log_level not in LOG_LEVELS:
+        _fail(f"--log-level must be one of {list(LOG_LEVELS)}, got '{log_level}'")
+    if engine == "ray":
+        _serve_ray(model, host, port, backend, model_name, max_batch_size, max_delay_ms, workers, threads, device,
+                   plugin_lib, cuda_graphs, ServeLimits(max_request_bytes, max_input_elements, max_queue,
+                                                        request_timeout_s),
+                   dict(replicas=replicas, min_replicas=min_replicas, max_replicas=max_replicas,
+                        target_ongoing_requests=target_ongoing_requests, max_ongoing_requests=max_ongoing_requests,
+                        num_cpus=num_cpus, num_gpus=num_gpus), ray_address, proxy_location, log_level)
+        return
+    from dcn_deploy.backends.load import load_runtime, serving_options
     from dcn_deploy.backends.runtime import backend_for
     from dcn_deploy.backends.tensorrt.common import TensorRTError
     from dcn_deploy.serving.server import serve as serve_model
 
-    if log_level not in LOG_LEVELS:
-        _fail(f"--log-level must be one of {list(LOG_LEVELS)}, got '{log_level}'")
     try:
         limits = ServeLimits(max_request_bytes, max_input_elements, max_queue, request_timeout_s).check()
     except ValueError as error:
         _fail(str(error))
     try:
         kind = backend_for(model, backend)
-        # memory_arena off: memory goes back to the system after a large request (serving/memory.py)
-        options = ({"device": device, "threads": threads, "memory_arena": False} if kind == "onnxruntime" else
-                   {"plugin_lib": plugin_lib, "contexts": workers, "cuda_graphs": cuda_graphs, "console": console})
-        runtime = load_runtime(model, kind, **options)
+        runtime = load_runtime(model, kind, **serving_options(kind, device, threads, workers, plugin_lib, cuda_graphs,
+                                                              console))
     except (FileNotFoundError, ValueError, TensorRTError) as error:
         _fail(str(error))
     name = model_name or model.stem
@@ -808,6 +835,43 @@ def serve(
         _fail(str(error))
     finally:
         runtime.close()
+
+
+def _serve_ray(model: Path, host: str, port: int, backend: Optional[str], model_name: Optional[str],
+               max_batch_size: int, max_delay_ms: float, workers: int, threads: Optional[int], device: str,
+               plugin_lib: Optional[Path], cuda_graphs: bool, limits: ServeLimits, scaling: dict,
+               ray_address: Optional[str], proxy_location: str, log_level: str) -> None:
+    """``serve --engine ray``: the settings checked before Ray starts, then the application until a signal."""
+    from dcn_deploy.serving.ray_config import RayServeSettings, RaySettingsError
+
+    if proxy_location not in PROXY_LOCATIONS:
+        _fail(f"--proxy-location must be one of {list(PROXY_LOCATIONS)}, got '{proxy_location}'")
+    try:
+        settings = RayServeSettings(
+            str(model), model_name, backend, device, threads, str(plugin_lib) if plugin_lib else None, cuda_graphs,
+            max_batch_size, max_delay_ms, workers, max_request_bytes=limits.max_request_bytes,
+            max_input_elements=limits.max_input_elements, max_queue=limits.max_queue,
+            request_timeout_s=limits.request_timeout_s, **scaling).check()
+    except (RaySettingsError, ValueError) as error:
+        _fail(str(error))
+    try:  # optional: Ray Serve (the "#ray " extra of requirements.txt)
+        from dcn_deploy.serving import ray_app
+    except ImportError as error:
+        _fail(f"--engine ray needs Ray Serve ({error}): pip install 'ray[serve]==2.60.0' (the optional extra "
+              f"'ray' of requirements.txt, which scripts/setup.sh installs)")
+
+    def ready(url: str) -> None:
+        how = (f"{settings.min_replicas}-{settings.max_replicas} replicas (autoscaling, target "
+               f"{settings.target_ongoing_requests:g} requests in progress each)" if settings.autoscaling
+               else f"{settings.replicas} replica(s)")
+        console.print(f"serving '{settings.name}' (Ray Serve, {how}, {settings.num_cpus:g} CPU / {settings.gpus:g} "
+                      f"GPU each; max batch {max_batch_size}, max delay {max_delay_ms} ms per replica) at "
+                      f"{url}/v2/models/{settings.name}; Ctrl+C stops", highlight=False, soft_wrap=True)
+
+    try:
+        ray_app.run(settings, host, port, ray_address, proxy_location, on_ready=ready, log_level=log_level)
+    except (OSError, ValueError) as error:
+        _fail(str(error))
 
 
 @_command("triton-repo")
@@ -844,6 +908,58 @@ def triton_repo(
     console.print(f"wrote {repo.root / repo.model_name}: config.pbtxt, {repo.model_file.relative_to(repo.root)}"
                   f"{library_text} (max_batch_size {repo.max_batch_size}); how to start tritonserver: {repo.readme}",
                   highlight=False, soft_wrap=True)
+
+
+@_command("k8s")
+def k8s(
+    model: Path = typer.Argument(..., help="model.onnx or a TensorRT engine (model.engine / .plan)"),
+    output: Path = typer.Option(..., "-o", "--output", help="folder for triton-repo/, inferenceservice.yaml, "
+                                "rayservice.yaml"),
+    storage_uri: str = typer.Option(..., "--storage-uri", help="where you copy triton-repo/ (s3://, gs://, "
+                                    "pvc://...): the InferenceService's storageUri"),
+    name: Optional[str] = typer.Option(None, help="the resources' name (default: the model's name)"),
+    model_name: Optional[str] = typer.Option(None, "--model-name", help="name in the URLs (default: file stem)"),
+    namespace: Optional[str] = typer.Option(None, help="Kubernetes namespace (default: none written)"),
+    ray_image: str = typer.Option(DEFAULT_RAY_IMAGE, "--ray-image", help="RayService image: Ray 2.60.0 "
+                                  "with this project installed and built (README: Kubernetes)"),
+    model_pvc: Optional[str] = typer.Option(None, "--model-pvc", help="RayService: a PersistentVolumeClaim with "
+                                            "the model, mounted at /mnt/models (default: the image has it there)"),
+    replicas: int = typer.Option(RAY.replicas, help="fixed number of replicas (pods)"),
+    min_replicas: int = typer.Option(RAY.min_replicas, "--min-replicas", help="autoscaling's lower bound"),
+    max_replicas: Optional[int] = typer.Option(None, "--max-replicas", help="autoscale up to this many"),
+    target_ongoing_requests: float = typer.Option(RAY.target_ongoing_requests, "--target-ongoing-requests",
+                                                  help="Ray Serve: requests in progress per replica to aim at"),
+    max_batch_size: int = typer.Option(RAY.max_batch_size, "--max-batch-size",
+                                       help="rows per stacked run (Triton and Ray)"),
+    max_delay_ms: float = typer.Option(RAY.max_delay_ms, "--max-delay-ms", help="longest wait for more requests to stack"),
+    threads: Optional[int] = typer.Option(None, help="Ray: ONNX Runtime intra-op threads per replica"),
+    cpus: Optional[float] = typer.Option(None, help="CPUs per pod, one replica each (default: 2)"),
+    memory: Optional[str] = typer.Option(None, help="memory per pod, a Kubernetes quantity (default: 4Gi)"),
+    gpus: Optional[int] = typer.Option(None, help="GPUs per pod (default 0; TensorRT engines need 1; ONNX models "
+                                       "then run on CUDA)"),
+    force: bool = typer.Option(False, "--force", help="replace existing manifests and repository model"),
+) -> None:
+    """Write Kubernetes manifests: a KServe InferenceService (Triton) and a KubeRay RayService (Ray Serve)."""
+    from dcn_deploy.serving.k8s import K8sError, PodResources, write_manifests
+    from dcn_deploy.serving.ray_config import RayServeSettings, RaySettingsError
+    from dcn_deploy.serving.triton_repo import TritonRepoError
+
+    try:
+        settings = RayServeSettings(str(model), model_name, device="cuda" if gpus else "cpu", threads=threads,
+                                    max_batch_size=max_batch_size, max_delay_ms=max_delay_ms, replicas=replicas,
+                                    min_replicas=min_replicas, max_replicas=max_replicas,
+                                    target_ongoing_requests=target_ongoing_requests).check()
+        given = {"cpus": cpus, "memory": memory, "gpus": gpus}
+        resources = PodResources(**{key: value for key, value in given.items() if value is not None})
+        written = write_manifests(model, output, settings, storage_uri, name, namespace, ray_image, model_pvc,
+                                  resources, force)
+    except (FileNotFoundError, ValueError, RaySettingsError, K8sError, TritonRepoError) as error:
+        _fail(str(error))
+    for note in written.repository.notes:
+        console.print(f"[yellow]note:[/yellow] {note}")
+    console.print(f"wrote {written.repository.root} (copy it to {storage_uri}), {written.inference_service} "
+                  f"(kubectl apply -f; KServe, Triton runtime) and {written.ray_service} (kubectl apply -f; "
+                  f"KubeRay, image {ray_image})", highlight=False, soft_wrap=True)
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # All the set-up, idempotent: .venv at the repository root with the pinned packages,
-# this project installed (editable), the optional TensorRT-RTX extra where pip can get it,
+# this project installed (editable), the optional TensorRT-RTX and Ray Serve extras where pip can get them,
 # the optional Triton extra (.venv-triton: tritonserver from nvidia-pytriton) likewise,
 # and the plugins built (with the libtensorrt_rtx.so alias TensorRT-RTX's wheel lacks,
 # plugins/tensorrt/rtx_soname/). Sourced by demo.sh and test.sh.
@@ -57,6 +57,15 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
       fi
     else
       echo "setup: optional Triton extra not installed (see $triton_log): tests/test_tritonserver.py skips its tritonserver test"
+    fi
+  fi
+  # The optional extra "ray" (the "#ray " lines): Ray Serve, installed with the pinned packages so that pip keeps them.
+  mapfile -t ray_packages < <(sed -n 's/^#ray //p' requirements.txt)
+  if [ "${#ray_packages[@]}" -gt 0 ]; then
+    if python -m pip install --quiet --disable-pip-version-check -r requirements.txt "${ray_packages[@]}" > .venv/.ray-install.log 2>&1; then
+      echo "setup: installed the optional Ray Serve extra (${ray_packages[*]})"
+    else
+      echo "setup: optional Ray Serve extra not installed (pip could not install ${ray_packages[*]}; see .venv/.ray-install.log): dcn-deploy serve --engine ray and tests/test_ray_serve.py are unavailable"
     fi
   fi
   echo "$want" > "$stamp"

@@ -328,3 +328,21 @@ def test_in_process_server_and_bench_serve(serving_onnx, tmp_path):
         assert handle.batcher.requests == 2 * 40 + 1 + 3  # timed requests and one warm-up per thread
         missing = CliRunner().invoke(app, ["bench", "--serve", handle.url], env={"COLUMNS": "200"})
         assert missing.exit_code == 2 and "give --input-shape" in " ".join(missing.output.split())
+
+
+def test_bench_serve_counts_requests_that_fail_below_http(serving_onnx):
+    """The server goes away in the middle of a level: the requests after it fail with connection errors (not HTTP
+    answers), and each one is still counted, none lost (ok + errors == requests)."""
+    from dcn_deploy.serving.load_test import ServeBenchConfig, run_serve_benchmark
+
+    with load_runtime(serving_onnx, threads=1) as runtime, start_server(runtime, "demo", max_delay_ms=0) as handle:
+        def progress(text: str, done: int, total: int) -> None:
+            if done == 40:  # warm-up (2) and 38 timed requests done: stop serving, without waiting here
+                handle.server.should_exit = True
+
+        config = ServeBenchConfig(handle.url, "demo", (1, 3, 32, 40), concurrency=[2], requests=200, warmup=1,
+                                  timeout_s=10.0)
+        level = run_serve_benchmark(config, progress)["levels"][0]
+    assert level["ok"] + level["errors"] == 200
+    assert 30 <= level["ok"] < 200 and level["errors"] > 0, level
+    assert not any(text.startswith("[") for text in level["first_errors"]), level  # not HTTP status errors

@@ -22,3 +22,13 @@ def load_runtime(model: str | os.PathLike, backend: str | None = None, **options
     if kind == "onnxruntime":
         return OnnxRuntimeBackend(model, **options)
     return TensorRTBackend(model, **options)
+
+
+def serving_options(kind: str, device: str = "cpu", threads: int | None = None, workers: int = 2,
+                    plugin_lib: str | os.PathLike | None = None, cuda_graphs: bool = True, console=None) -> dict:
+    """The options ``dcn-deploy serve`` and each Ray Serve replica open their runtime with (``kind``: the
+    backend :func:`backend_for` names). ONNX Runtime's memory arena is off: memory goes back to the system
+    after a large request (serving/memory.py); TensorRT gets one execution context per worker."""
+    if kind == "onnxruntime":
+        return {"device": device, "threads": threads, "memory_arena": False}
+    return {"plugin_lib": plugin_lib, "contexts": workers, "cuda_graphs": cuda_graphs, "console": console}

@@ -5,7 +5,8 @@ tensors). For each concurrency level, that many threads, each with its own clien
 send ``requests`` requests in all (after ``warmup`` untimed ones per thread) with one random input
 per thread; reported: p50/p90/p99/mean latency of the successful requests (``time.perf_counter``
 around each ``infer`` call, so client work is included), throughput (successes per wall-clock
-second of the level) and the errors. Never run as a timed test.
+second of the level) and the errors: HTTP error answers and failures below HTTP (a connection refused
+or reset), every request counted once (``ok + errors == requests``). Never run as a timed test.
 """
 from __future__ import annotations
 
@@ -105,6 +106,11 @@ def _random(shape, datatype: str, rng: np.random.Generator) -> np.ndarray:
     return rng.integers(0, 8, shape).astype(dtype)
 
 
+def _error_text(error: Exception) -> str:
+    """The server's error message, or the exception's type and text for a failure below HTTP."""
+    return str(error) if isinstance(error, InferenceServerException) else f"{type(error).__name__}: {error}"
+
+
 def _percentiles(times_ms: list[float]) -> dict:
     if not times_ms:
         return {"p50_ms": None, "p90_ms": None, "p99_ms": None, "mean_ms": None, "min_ms": None, "max_ms": None}
@@ -193,8 +199,8 @@ def run_serve_benchmark(config: ServeBenchConfig, progress: Callable[[str, int, 
                 for _ in range(config.warmup):
                     try:
                         connection.infer(model, request, outputs=wanted)
-                    except InferenceServerException as error:
-                        problems.append(str(error))
+                    except Exception as error:  # noqa: BLE001 - every failure is counted, none lost
+                        problems.append(_error_text(error))
                     tick(f"{text}: warm-up")
                 barrier.wait()
                 while True:
@@ -206,8 +212,8 @@ def run_serve_benchmark(config: ServeBenchConfig, progress: Callable[[str, int, 
                     try:
                         connection.infer(model, request, outputs=wanted)
                         mine.append((time.perf_counter() - start) * 1e3)
-                    except InferenceServerException as error:
-                        problems.append(str(error))
+                    except Exception as error:  # noqa: BLE001 - e.g. a connection reset: counted, not lost
+                        problems.append(_error_text(error))
                     tick(text)
             except threading.BrokenBarrierError:
                 pass
