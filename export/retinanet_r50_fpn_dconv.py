@@ -9,7 +9,10 @@ fallback_on_stride=False), stage_with_dcn=(False, True, True, True)``: every ``c
 is mmcv's ``ModulatedDeformConv2dPack`` (``conv2.weight``, no bias, ``conv2.conv_offset.{weight,bias}``; the
 canonical ``DeformConv2d`` has exactly that layout, see ``dcn_deploy/convert/mmcv.py``). The weight file is
 read by ``dcn_deploy.convert.checkpoints.load_weights`` (mmdetection's ``{'meta', 'state_dict'}`` with numpy
-values in ``meta``; nothing in it is run).
+values in ``meta``; nothing in it is run). mmdetection's model zoo has no RetinaNet with DCN (``configs/dcn`` and
+``configs/dcnv2`` release R-CNNs only): this is the key set mmdetection saves when one trains that config
+(``tests/data/retinanet_r50_fpn_dconv_keys.txt``). Recipe ``retinanet_r50_fpn_dconv_prenms`` is the same model
+up to NMS (:class:`RetinaNetCandidates`), for runtimes without an NMS such as TensorRT-RTX.
 
 Input ``x`` ``[N, 3, H, W]``, already normalised as mmdetection's data preprocessor does (BGR->RGB,
 mean/std) and padded to a multiple of 32; dynamic batch, H and W. Outputs, per image, in input pixels:
@@ -220,6 +223,15 @@ class RetinaNet(nn.Module):
         return rows[top], classes[top]
 
 
+class RetinaNetCandidates(RetinaNet):
+    """The detector up to NMS (recipe ``retinanet_r50_fpn_dconv_prenms``): outputs ``boxes`` ``[N, K, 4]`` and
+    ``scores`` ``[N, 80, K]``, what the NonMaxSuppression node takes, for runtimes without an NMS
+    (TensorRT-RTX 1.7 has none); run NMS on them outside."""
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return self.candidates(x)
+
+
 def prepare_weights(state: dict[str, Tensor]) -> dict[str, Tensor]:
     """An mmdetection checkpoint's tensors (``state_dict`` unwrapped by ``load_weights``) in this recipe's
     names: the same, except the ``module.`` prefix of a checkpoint saved from a DataParallel wrapper and
@@ -229,7 +241,7 @@ def prepare_weights(state: dict[str, Tensor]) -> dict[str, Tensor]:
 
 
 @torch.no_grad()
-def build(seed: int = 0, random_offsets: bool = True) -> nn.Module:
+def build(seed: int = 0, random_offsets: bool = True, model_class: type[RetinaNet] = RetinaNet) -> nn.Module:
     """The detector with seeded weights that give detections: BatchNorm statistics and DCN offsets as
     ``randomize_for_parity`` draws them, head convs scaled so activations keep their size, ``retina_cls``
     with mmdetection's prior bias (sigmoid 0.01) and weights that lift a few percent of the pairs above
@@ -237,7 +249,7 @@ def build(seed: int = 0, random_offsets: bool = True) -> nn.Module:
     from dcn_deploy.onnx.recipes import randomize_for_parity
 
     torch.manual_seed(seed)
-    model = RetinaNet()
+    model = model_class()
     randomize_for_parity(model, seed, random_offsets)
     generator = torch.Generator().manual_seed(seed + 2)
     for name, module in model.named_modules():

@@ -54,8 +54,9 @@ def mmdet_checkpoint(seed: int = 3) -> dict:
 def test_recipe_has_exactly_mmdetections_keys_and_shapes():
     reference = mmdet_reference_keys()
     assert len(reference) == 380 and sum(".conv2.conv_offset." in k for k in reference) == 26
-    model = load_recipe(RECIPE).build(seed=0)
-    assert {k: tuple(v.shape) for k, v in model.state_dict().items()} == reference
+    for recipe in (RECIPE, f"{RECIPE}_prenms"):  # the detector, and the same model up to NMS
+        model = load_recipe(recipe).build(seed=0)
+        assert {k: tuple(v.shape) for k, v in model.state_dict().items()} == reference, recipe
 
 
 @pytest.fixture(scope="module")
