@@ -127,8 +127,8 @@ class RetinaHead(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.cls_convs = nn.ModuleList(ConvModule(FPN_CHANNELS, FPN_CHANNELS, 3, relu=True) for _ in range(4))
-        self.reg_convs = nn.ModuleList(ConvModule(FPN_CHANNELS, FPN_CHANNELS, 3, relu=True) for _ in range(4))
+        self.cls_convs = nn.ModuleList(ConvModule(FPN_CHANNELS, FPN_CHANNELS, 3, relu=True) for _ in range(STACKED_CONVS))
+        self.reg_convs = nn.ModuleList(ConvModule(FPN_CHANNELS, FPN_CHANNELS, 3, relu=True) for _ in range(STACKED_CONVS))
         self.retina_cls = nn.Conv2d(FPN_CHANNELS, NUM_ANCHORS * NUM_CLASSES, 3, padding=1)
         self.retina_reg = nn.Conv2d(FPN_CHANNELS, NUM_ANCHORS * 4, 3, padding=1)
 
