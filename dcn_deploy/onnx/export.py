@@ -2,7 +2,8 @@
 
 While ``torch.onnx.export`` traces a model, :func:`dcn_deploy.deform_conv2d` records one
 ``dcn_deploy::deform_conv2d`` torch custom op per call (see ``ops.py``); the translation
-table below turns each into one ONNX node, custom or standard (``schema.py``).
+table below turns each into one ONNX node, custom or standard (``schema.py``). A detector's
+:func:`dcn_deploy.op.nms.non_max_suppression` becomes one standard ``NonMaxSuppression`` node the same way.
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from dcn_deploy.onnx import schema
 from dcn_deploy.onnx.fp16 import convert_to_fp16
 from dcn_deploy.onnx.model_info import PRECISIONS, set_metadata
 from dcn_deploy.onnx.rewrite import fill_empty_bias
+from dcn_deploy.op import nms  # noqa: F401  (registers torch.ops.dcn_deploy.non_max_suppression)
 
 
 def _translation_table(standard_op: bool) -> dict:
@@ -45,7 +47,14 @@ def _translation_table(standard_op: bool) -> dict:
     def standard_node(input, offset, weight, bias, mask, *attrs):
         return opset19.DeformConv(input, weight, offset, bias, mask, **attributes(*attrs))
 
-    return {torch.ops.dcn_deploy.deform_conv2d.default: standard_node if standard_op else custom_node}
+    def nms_node(boxes, scores, max_output_boxes_per_class, iou_threshold, score_threshold):
+        return opset19.NonMaxSuppression(
+            boxes, scores, opset19.Constant(value_ints=[max_output_boxes_per_class]),
+            opset19.Constant(value_floats=[iou_threshold]), opset19.Constant(value_floats=[score_threshold]),
+            center_point_box=0)
+
+    return {torch.ops.dcn_deploy.deform_conv2d.default: standard_node if standard_op else custom_node,
+            torch.ops.dcn_deploy.non_max_suppression.default: nms_node}
 
 
 def _dynamic_shapes(example_inputs: tuple[Tensor, ...]) -> tuple[dict[int, Any], ...]:
