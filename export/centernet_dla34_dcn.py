@@ -230,11 +230,12 @@ class DLAUp(nn.Module):
 
 
 class CtdetDecode(nn.Module):
-    """CenterNet's ``ctdet_decode`` (``src/lib/models/decode.py``) as a graph: sigmoid of ``hm``; 3x3
-    max-pool peak suppression (a score survives where it equals its 3x3 maximum, else 0); the top K of
-    all classes x H x W scores (class = index // (H*W), y = (index % (H*W)) // W, x = index % W); the
-    centre moved by ``reg`` at that pixel and the box spanned by ``wh`` around it, in output-map
-    coordinates, then times the down ratio: input pixels. No parameters: the state dict is unchanged.
+    """CenterNet's ``ctdet_decode`` (``src/lib/models/decode.py``) as a graph: 3x3 max-pool peak
+    suppression (a score survives where it equals its 3x3 maximum, else it is 0; tested on the logits,
+    see forward); the top K of all classes x H x W scores (sigmoid of ``hm``), class = index // (H*W),
+    y = (index % (H*W)) // W, x = index % W; the centre moved by ``reg`` at that pixel and the box
+    spanned by ``wh`` around it, in output-map coordinates, then times the down ratio: input pixels.
+    No parameters: the state dict is unchanged.
 
     CenterNet takes the top K per class first and then the top K of those; the set is the same (the
     global top K lie in their class's top K) and so is the order, except among equal scores, where
@@ -247,16 +248,19 @@ class CtdetDecode(nn.Module):
         self.down_ratio = down_ratio
 
     def forward(self, hm: Tensor, wh: Tensor, reg: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        heat = hm.sigmoid()
-        peaks = F.max_pool2d(heat, 3, stride=1, padding=1)
-        heat = heat * (peaks == heat).to(heat.dtype)
-        n, _, height, width = heat.shape
+        # Peaks and ranking on the logits: the same as on sigmoid(hm) in exact arithmetic (sigmoid is
+        # increasing), but float32 rounds the sigmoid of neighbouring logits above about 4 to one value, which
+        # would keep both as peaks and tie their order.
+        peaks = F.max_pool2d(hm, 3, stride=1, padding=1) == hm
+        logits = torch.where(peaks, hm, torch.finfo(hm.dtype).min)  # suppressed: score sigmoid(min) = 0
+        n, _, height, width = hm.shape
         area = height * width
-        scores, index = heat.flatten(1).topk(self.top_k, dim=1)
+        top, index = logits.flatten(1).topk(self.top_k, dim=1)
+        scores = top.sigmoid()
         classes = index // area
         pixel = index - classes * area
-        ys = (pixel // width).to(heat.dtype)
-        xs = (pixel - (pixel // width) * width).to(heat.dtype)
+        ys = (pixel // width).to(hm.dtype)
+        xs = (pixel - (pixel // width) * width).to(hm.dtype)
         at_peak = pixel.unsqueeze(1).expand(n, 2, self.top_k)
         offset = reg.flatten(2).gather(2, at_peak)  # N x 2 x K: (dx, dy)
         size = wh.flatten(2).gather(2, at_peak)  # N x 2 x K: (w, h)

@@ -84,7 +84,11 @@ def _name_dcn_nodes(model: onnx.ModelProto) -> list[str]:
             parts = [str(p) for p in ast.literal_eval(scope) if p] if scope else []
         except (ValueError, SyntaxError):
             parts = []
-        path = ".".join(parts[:-1])  # the module path, as in named_modules(); the last scope is the op
+        modules = parts[:-1]  # the last scope is the op
+        # torch >= 2.6 writes each scope fully qualified ('layer2', 'layer2.0', 'layer2.0.conv2'): the last is
+        # the module path, as in named_modules(); older exporters wrote one name per level, to be joined.
+        qualified = all(inner.startswith(outer + ".") for outer, inner in zip(modules, modules[1:]))
+        path = modules[-1] if modules and qualified and len(modules) > 1 else ".".join(modules)
         if path:
             candidate, k = path, 1
             while candidate in used and candidate != node.name:

@@ -243,6 +243,19 @@ def _int8_node(node: onnx.NodeProto, x_quantized: str, weight_name: str, x_scale
     )
 
 
+def _float_source(graph: onnx.GraphProto, name: str) -> str:
+    """The float tensor behind ``name`` when ``name`` is the output of a QuantizeLinear -> DequantizeLinear
+    pair: ONNX Runtime's quantizer points every reader of a tensor it quantizes for a Conv at the pair's
+    output (CenterNet's DLA feeds one tensor to Convs and DCNs), and calibration ranges are the float
+    tensor's."""
+    producers = {output: node for node in graph.node for output in node.output}
+    dequantize = producers.get(name)
+    if dequantize is None or dequantize.op_type != "DequantizeLinear":
+        return name
+    quantize = producers.get(dequantize.input[0])
+    return quantize.input[0] if quantize is not None and quantize.op_type == "QuantizeLinear" else name
+
+
 def _replace_dcn_nodes(model: onnx.ModelProto, tensors_range) -> list[dict]:
     """Every standard DeformConv (formerly a custom DCN node) becomes QuantizeLinear + DcnDeformConvInt8."""
 
@@ -256,7 +269,7 @@ def _replace_dcn_nodes(model: onnx.ModelProto, tensors_range) -> list[dict]:
             nodes.append(node)
             continue
         label = node.name or node.output[0]
-        x_name, w_name = node.input[0], node.input[1]
+        x_name, w_name = _float_source(graph, node.input[0]), node.input[1]
         if w_name not in initializers:
             raise ValueError(f"DCN node '{label}': INT8 export needs the weight as a constant initializer, "
                              f"'{w_name}' is computed in the graph")
