@@ -125,6 +125,7 @@ def test_recipe_options_are_parsed_checked_and_recorded():
     (["--decod"], "recipe centernet_dla34_dcn has no option --decod; its options: --decode, --top-k INT"),
     (["--top-k", "x"], "option --top-k takes a value of type int, got 'x'"),
     (["--shape", "1x3x100x100"], "takes heights and widths that are multiples of 32, got input shape 1x3x100x100"),
+    (["--shape", "1x3x32x64"], "a dynamic export needs an example height and width of at least 2 x 32"),
     (["--top-k", "0"], "--top-k must be at least 1, got 0"),
 ])
 def test_export_refuses_bad_recipe_options_in_one_line(tmp_path, args, message):

@@ -61,6 +61,10 @@ def _dynamic_shapes(example_inputs: tuple[Tensor, ...], size_multiple: int = 1) 
                     if tensor.shape[axis] % size_multiple:
                         raise ValueError(f"input {index} has shape {tuple(tensor.shape)}: height and width must "
                                          f"be multiples of {size_multiple}")
+                    if tensor.shape[axis] == size_multiple:  # k = 1: torch.export specialises sizes of 1
+                        raise ValueError(f"input {index} has shape {tuple(tensor.shape)}: a dynamic export needs an "
+                                         f"example height and width of at least 2 x {size_multiple} (or export "
+                                         "static)")
                 height, width = (torch.export.Dim(f"{axis}{index}", min=1) for axis in ("h", "w"))
                 dims.append({0: torch.export.Dim.DYNAMIC, 2: size_multiple * height, 3: size_multiple * width})
                 continue

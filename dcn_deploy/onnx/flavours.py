@@ -62,8 +62,9 @@ openvino      ``org.openvinotoolkit::``  X, offset, W,        ONNX names: stride
                                                                                         before the node
 ============  =========================  ===================  ========================  ==================
 
-Paddle2ONNX writes standard ``DeformConv`` (opset 19). No exporter found writes planar offsets (all dy, then all dx): that layout exists only inside
-PyTorch layers (4uiiurz1's), which ``dcn_deploy.convert`` handles before export.
+Paddle2ONNX writes standard ``DeformConv`` (opset 19). No exporter found writes planar offsets
+(all dy, then all dx): that layout exists only inside PyTorch layers (4uiiurz1's), which
+``dcn_deploy.convert`` handles before export.
 
 Where the exporter and its runtime disagree the node is read as the exporter meant it (the
 PyTorch model it came from): mmdeploy's ``MMCVDeformConv2d`` runtime reads padding[0], padding[1]
@@ -77,8 +78,9 @@ DCNv1 rule (``dcn_deploy/op/boundary.py``, ``mxnet_v1``): per axis, a coordinate
 -1 or L-1 is replaced by that floor, which in offset terms is ``offset -> floor(offset)`` where
 ``base + floor(offset)`` is -1 or L-1 (base = oy*stride - pad + i*dilation, an integer); the
 rewrite inserts that as Shape/Range/Floor/Equal/Where nodes (ai.onnx opset >= 11). mmdeploy writes
-``pads`` as (ph, ph, pw, pw), which OpenVINO reads as top ph, left ph, bottom pw, right pw: the
-node is read as OpenVINO runs it (its only runtime); both agree when ph == pw.
+``pads`` as (ph, ph, pw, pw), which OpenVINO reads as top ph, left ph, bottom pw, right pw: this
+node is read as OpenVINO runs it (its only runtime, whose sampling is emulated too); both agree
+when ph == pw (square kernels with symmetric padding).
 
 Any other node whose op_type says "deform" or "dcn" (case-insensitive; RoI pooling and attention
 ops excepted, they are no convolutions) is an error naming it and the flavours above.
@@ -522,7 +524,8 @@ def _read_openvino(node: onnx.NodeProto, context: ReadContext) -> Canonical:
     if len(pads) == 2:  # one value per axis: both sides
         pads = pads * 2
     if len(pads) != 4:
-        raise RewriteError(f"{describe(node)} ({flavour}): pads {pads}; expected (top, left, bottom, right) or (ph, pw)")
+        raise RewriteError(f"{describe(node)} ({flavour}): pads {pads}; expected (top, left, bottom, right) "
+                           "or (ph, pw)")
     if context.opset < 11:
         raise RewriteError(f"{describe(node)} ({flavour}): OpenVINO's boundary rule is emulated with Range and "
                            f"float Equal (ai.onnx opset >= 11), the model imports opset {context.opset}")

@@ -140,7 +140,8 @@ def _convert(recipe: str, name: str, default, value):
             raise ValueError(text)
         return kind(text)
     except ValueError:
-        raise ValueError(f"recipe {recipe}: option {_flag(name)} takes a value of type {kind.__name__}, got '{value}'") from None
+        raise ValueError(f"recipe {recipe}: option {_flag(name)} takes a value of type {kind.__name__}, "
+                         f"got '{value}'") from None
 
 
 def parse_option_args(module: ModuleType, args: list[str]) -> dict:
