@@ -102,17 +102,20 @@ def _ort_errors() -> tuple[type[Exception], ...]:
 
 @_command()
 def recipes() -> None:
-    """List the model recipes in export/."""
-    from dcn_deploy.onnx.recipes import available_recipes
+    """List the model recipes in export/ and the options each takes (export --recipe NAME --option ...)."""
+    from dcn_deploy.onnx.recipes import available_recipes, load_recipe, option_flags
 
-    table = Table("recipe", "description")
+    table = Table("recipe", "description", "options")
     for name, description in available_recipes().items():
-        table.add_row(name, description)
+        flags = "; ".join(f"{flag}: {help_text}" for flag, help_text in option_flags(load_recipe(name)))
+        table.add_row(name, description, flags or "-")
     console.print(table)
 
 
-@_command()
+# export passes the words it does not know to the recipe: its OPTIONS (dcn_deploy/onnx/recipes.py)
+@_command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def export(
+    context: typer.Context,
     output: Path = typer.Option(..., "-o", "--output", help="ONNX file to write"),
     recipe: str = typer.Option("demo", help="recipe name in export/ or path to a recipe .py file"),
     seed: int = typer.Option(0, help="seed of the recipe's weights"),
@@ -126,22 +129,26 @@ def export(
     keep_debug_info: bool = typer.Option(False, "--keep-debug-info", help="keep the exporter's debugging "
                                          "metadata (stack traces with this machine's file paths)"),
 ) -> None:
-    """Export a recipe to ONNX, one DeformConv node per DCN layer."""
+    """Export a recipe to ONNX, one DeformConv node per DCN layer.
+
+    Options the recipe defines follow as --name VALUE or --name (dcn-deploy recipes lists them), e.g.
+    --recipe centernet_dla34_dcn --decode."""
     from torch.onnx import OnnxExporterError
 
     from dcn_deploy.onnx.model_info import PRECISIONS
-    from dcn_deploy.onnx.recipes import export_recipe
+    from dcn_deploy.onnx.recipes import export_recipe, load_recipe, parse_option_args
 
     if precision not in PRECISIONS:
         _fail(f"--precision must be one of {list(PRECISIONS)}, got '{precision}'")
     if keep_io_types and precision != "fp16":
         _fail("--keep-io-types applies to --precision fp16 only")
     try:
+        options = parse_option_args(load_recipe(recipe), context.args)  # before the slow part: a typo fails now
         with console.status(f"exporting {recipe}"):
             proto = export_recipe(
                 recipe, output, seed=seed, standard_op=standard, dynamic=not static,
                 input_shape=_parse_shape(shape) if shape else None, weights=str(weights) if weights else None,
-                precision=precision, keep_io_types=keep_io_types, keep_debug_info=keep_debug_info,
+                precision=precision, keep_io_types=keep_io_types, keep_debug_info=keep_debug_info, options=options,
             )
     except (FileNotFoundError, ValueError, AttributeError) as error:
         _fail(str(error))

@@ -12,12 +12,31 @@ prefixes, ``conv_offset_mask`` keys, the unused ImageNet classifier ``base.fc``)
     dcn-deploy export --recipe centernet_dla34_dcn --weights ctdet_coco_dla_2x.pth -o centernet.onnx
 
 Outputs at stride 4: ``hm`` (80 class heatmap logits), ``wh`` (box sizes), ``reg`` (centre offsets).
+Input heights and widths are multiples of 32 (``SIZE_MULTIPLE``; the dynamic export declares them so).
+
+Option ``--decode`` (``build(decode=True)``, ``--top-k K``, default 100): CenterNet's ``ctdet_decode``
+inside the graph (:class:`CtdetDecode`), so an engine outputs detections instead of the heads::
+
+    dcn-deploy export --recipe centernet_dla34_dcn --weights ctdet_coco_dla_2x.pth --decode -o centernet_det.onnx
+
+==========  ===================  =======  ==================================================================
+output      shape                dtype    meaning
+==========  ===================  =======  ==================================================================
+``boxes``   N x K x 4            float32  x1, y1, x2, y2 in **input pixels** (the image fed to the network,
+                                          after your resize/letterbox; CenterNet's affine back to the
+                                          original image, ``ctdet_post_process``, is yours): the
+                                          output-map box times the down ratio 4
+``scores``  N x K                float32  sigmoid(hm) at the peak, descending
+``classes`` N x K                int64    class index 0..79 (CenterNet's ``clses``, which it returns as
+                                          float; int64 is what ONNX TopK's indices are)
+==========  ===================  =======  ==================================================================
 """
 from __future__ import annotations
 
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dcn_deploy import DeformConv2d
@@ -32,6 +51,19 @@ CHANNELS = (16, 32, 64, 128, 256, 512)
 LEVELS = (1, 1, 1, 2, 2, 1)
 FIRST_LEVEL, LAST_LEVEL = 2, 5  # down_ratio 4
 HEATMAP_BIAS = -2.19  # CenterNet's initial hm bias: sigmoid(-2.19) = 0.1
+DOWN_RATIO = 4  # the heads' stride
+SIZE_MULTIPLE = 32  # five stride-2 stages, added back level by level in DLAUp/IDAUp
+TOP_K = 100  # CenterNet's default K
+OPTIONS = {
+    "decode": (False, "ctdet decoding in the graph: outputs boxes (input pixels), scores, classes instead of "
+                      "hm, wh, reg"),
+    "top_k": (TOP_K, "with --decode: detections per image (K)"),
+}
+DECODED_OUTPUT_NAMES = ("boxes", "scores", "classes")
+# An untrained head's outputs are nearly constant (hm logits -2.19 +- 0.01): every decoded score would tie.
+# Scaling each head's last conv gives trained-like ranges on standard-normal inputs (hm logits std about 2.5,
+# wh about 10 output-map pixels, reg about 0.5 px), so the decoded peaks are distinct as a trained model's are.
+UNTRAINED_HEAD_SCALES = {"hm": 200.0, "wh": 500.0, "reg": 100.0}
 
 
 class BasicBlock(nn.Module):
@@ -197,8 +229,50 @@ class DLAUp(nn.Module):
         return out
 
 
+class CtdetDecode(nn.Module):
+    """CenterNet's ``ctdet_decode`` (``src/lib/models/decode.py``) as a graph: 3x3 max-pool peak
+    suppression (a score survives where it equals its 3x3 maximum, else it is 0; tested on the logits,
+    see forward); the top K of all classes x H x W scores (sigmoid of ``hm``), class = index // (H*W),
+    y = (index % (H*W)) // W, x = index % W; the centre moved by ``reg`` at that pixel and the box
+    spanned by ``wh`` around it, in output-map coordinates, then times the down ratio: input pixels.
+    No parameters: the state dict is unchanged.
+
+    CenterNet takes the top K per class first and then the top K of those; the set is the same (the
+    global top K lie in their class's top K) and so is the order, except among equal scores, where
+    either order is a correct answer. One TopK also works for any H*W (CenterNet's per-class TopK needs
+    H*W >= K); K must be at most classes x H x W (80 x 8 x 8 = 5120 at a 32 x 32 input)."""
+
+    def __init__(self, top_k: int = TOP_K, down_ratio: int = DOWN_RATIO) -> None:
+        super().__init__()
+        self.top_k = top_k
+        self.down_ratio = down_ratio
+
+    def forward(self, hm: Tensor, wh: Tensor, reg: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        # Peaks and ranking on the logits: the same as on sigmoid(hm) in exact arithmetic (sigmoid is
+        # increasing), but float32 rounds the sigmoid of neighbouring logits above about 4 to one value, which
+        # would keep both as peaks and tie their order.
+        peaks = F.max_pool2d(hm, 3, stride=1, padding=1) == hm
+        logits = torch.where(peaks, hm, torch.finfo(hm.dtype).min)  # suppressed: score sigmoid(min) = 0
+        n, _, height, width = hm.shape
+        area = height * width
+        top, index = logits.flatten(1).topk(self.top_k, dim=1)
+        scores = top.sigmoid()
+        classes = index // area
+        pixel = index - classes * area
+        ys = (pixel // width).to(hm.dtype)
+        xs = (pixel - (pixel // width) * width).to(hm.dtype)
+        at_peak = pixel.unsqueeze(1).expand(n, 2, self.top_k)
+        offset = reg.flatten(2).gather(2, at_peak)  # N x 2 x K: (dx, dy)
+        size = wh.flatten(2).gather(2, at_peak)  # N x 2 x K: (w, h)
+        cx, cy = xs + offset[:, 0], ys + offset[:, 1]
+        half_w, half_h = size[:, 0] / 2, size[:, 1] / 2
+        boxes = torch.stack([cx - half_w, cy - half_h, cx + half_w, cy + half_h], dim=2) * self.down_ratio
+        return boxes, scores, classes
+
+
 class DLASeg(nn.Module):
-    def __init__(self, heads: dict[str, int] = HEADS, head_conv: int = HEAD_CONV) -> None:
+    def __init__(self, heads: dict[str, int] = HEADS, head_conv: int = HEAD_CONV, decode: CtdetDecode | None = None
+                 ) -> None:
         super().__init__()
         self.base = DLA()
         channels = list(CHANNELS[FIRST_LEVEL:])
@@ -212,12 +286,14 @@ class DLASeg(nn.Module):
             with torch.no_grad():
                 fc[-1].bias.fill_(HEATMAP_BIAS if head == "hm" else 0.0)
             setattr(self, head, fc)
+        self.decode = decode
 
     def forward(self, x: Tensor) -> tuple[Tensor, ...]:
         levels = self.dla_up(self.base(x))
         y = [levels[i].clone() for i in range(LAST_LEVEL - FIRST_LEVEL)]
         self.ida_up(y, 0, len(y))
-        return tuple(getattr(self, head)(y[-1]) for head in self.heads)
+        outputs = tuple(getattr(self, head)(y[-1]) for head in self.heads)
+        return outputs if self.decode is None else self.decode(*outputs)
 
 
 def prepare_weights(state: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -230,12 +306,21 @@ def prepare_weights(state: dict[str, Tensor]) -> dict[str, Tensor]:
     return rename_offset_mask(state)
 
 
-def build(seed: int = 0, random_offsets: bool = True) -> nn.Module:
+def output_names(decode: bool = False, top_k: int = TOP_K) -> tuple[str, ...]:
+    return DECODED_OUTPUT_NAMES if decode else OUTPUT_NAMES
+
+
+def build(seed: int = 0, random_offsets: bool = True, decode: bool = False, top_k: int = TOP_K) -> nn.Module:
     from dcn_deploy.onnx.recipes import randomize_for_parity
 
+    if top_k < 1:
+        raise ValueError(f"--top-k must be at least 1, got {top_k}")
     torch.manual_seed(seed)
-    model = DLASeg()
+    model = DLASeg(decode=CtdetDecode(top_k) if decode else None)
     randomize_for_parity(model, seed, random_offsets)
+    with torch.no_grad():
+        for head, scale in UNTRAINED_HEAD_SCALES.items():
+            getattr(model, head)[-1].weight.mul_(scale)
     return model.eval()
 
 

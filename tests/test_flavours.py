@@ -3,6 +3,7 @@ run in ONNX Runtime and compared with the float64 reference (dcn_deploy/onnx/fla
 from __future__ import annotations
 
 import copy
+import json
 
 import numpy as np
 import onnx
@@ -10,11 +11,14 @@ import onnxruntime as ort
 import pytest
 import torch
 from onnx import helper, numpy_helper
+from typer.testing import CliRunner
 
 from dcn_deploy import deform_conv2d
 from dcn_deploy.backends.onnxruntime import ort_session
+from dcn_deploy.cli import app
 from dcn_deploy.onnx import schema
 from dcn_deploy.onnx.flavours import FLAVOUR_NAMES, find_dcn_nodes
+from dcn_deploy.onnx.inspect import inspect_onnx
 from dcn_deploy.onnx.rewrite import RewriteError, rewrite_onnx
 
 pytestmark = pytest.mark.custom_op
@@ -162,6 +166,139 @@ def test_generic_plugin_dcnv2_takes_the_raw_offset_mask_conv_output():
                                                                          schema.CUSTOM_OP_TYPE]
 
 
+def _openvino_reference(arrays, stride, pads, dilation, groups, offset_groups, mask=True) -> np.ndarray:
+    """OpenVINO's DeformableConvolution-8 with bilinear_interpolation_pad false (its reference
+    deformable_convolution.hpp), written anew in float64: a sample counts only where 0 <= y < H and
+    0 <= x < W; the far corners are clamped to the last row and column; times the mask; no bias."""
+    x = arrays["X"].astype(np.float64)
+    weight = arrays["W"].astype(np.float64)
+    offset = arrays["offset"].astype(np.float64)
+    n, c, h, w = x.shape
+    m, _, kh, kw = weight.shape
+    ho, wo = offset.shape[2:]
+    taps = kh * kw
+    modulation = arrays["mask"].astype(np.float64) if mask else np.ones((n, offset_groups * taps, ho, wo))
+    oy = np.arange(ho)[:, None] * stride[0] - pads[0]
+    ox = np.arange(wo)[None, :] * stride[1] - pads[1]
+    columns = np.zeros((n, c, taps, ho, wo))
+    batch = np.arange(n)[:, None, None, None]
+    channel = np.arange(c)[None, :, None, None]
+    for t in range(taps):
+        i, j = divmod(t, kw)
+        group = np.arange(c) // (c // offset_groups)  # the offset group of each input channel
+        dy = offset[:, group * 2 * taps + 2 * t]  # (n, c, ho, wo)
+        dx = offset[:, group * 2 * taps + 2 * t + 1]
+        y = oy + i * dilation[0] + dy
+        xx = ox + j * dilation[1] + dx
+        inside = (y >= 0) & (y < h) & (xx >= 0) & (xx < w)
+        y1, x1 = np.floor(np.where(inside, y, 0)).astype(int), np.floor(np.where(inside, xx, 0)).astype(int)
+        y2, x2 = np.minimum(np.ceil(np.where(inside, y, 0)).astype(int), h - 1), \
+            np.minimum(np.ceil(np.where(inside, xx, 0)).astype(int), w - 1)
+        fy, fx = np.where(inside, y, 0) - y1, np.where(inside, xx, 0) - x1
+        value = ((1 - fx) * (1 - fy) * x[batch, channel, y1, x1] + (1 - fx) * fy * x[batch, channel, y2, x1]
+                 + fx * (1 - fy) * x[batch, channel, y1, x2] + fx * fy * x[batch, channel, y2, x2])
+        columns[:, :, t] = np.where(inside, value, 0) * modulation[:, group * taps + t]
+    out = np.zeros((n, m, ho, wo))
+    per_group_in, per_group_out = c // groups, m // groups
+    for g in range(groups):
+        block = columns[:, g * per_group_in:(g + 1) * per_group_in].reshape(n, -1, ho, wo)
+        kernel = weight[g * per_group_out:(g + 1) * per_group_out].reshape(per_group_out, -1)
+        out[:, g * per_group_out:(g + 1) * per_group_out] = np.einsum("ok,nkhw->nohw", kernel, block)
+    return out
+
+
+def _boundary_offsets(shape, seed) -> np.ndarray:
+    """Offsets that put many samples in the bands where OpenVINO and canonical sampling differ (within a
+    pixel of the border, inside and out) and on integer positions (exact rows, the -1 and L-1 edges)."""
+    rng = np.random.default_rng(seed)
+    offset = rng.standard_normal(shape) * 3
+    integer = rng.uniform(size=shape) < 0.3
+    return np.where(integer, np.round(offset), offset).astype(np.float32)
+
+
+@pytest.mark.parametrize("with_mask", [True, False])
+def test_openvino_deformable_conv_2d_reads_its_pads_and_emulates_its_boundary_rule(with_mask):
+    """org.openvinotoolkit::DeformableConv2D: X, offset, W, [mask]; ONNX-style attributes. Without a mask as
+    mmdeploy's OpenVINO backend writes it (DCNv1; its kernel_shape and groups=1; pads (ph, ph, pw, pw));
+    with one as OpenVINO's own models do (asymmetric pads, groups, offset groups). OpenVINO's sampling at
+    the border differs from canonical: the inserted offset transform must reproduce it exactly."""
+    if with_mask:
+        stride, pads, dilation, groups, dg = (2, 1), (1, 2, 0, 1), (1, 2), 2, 2
+        attrs = {"strides": list(stride), "pads": list(pads), "dilations": list(dilation), "group": groups,
+                 "deformable_groups": dg}
+    else:
+        stride, pads, dilation, groups, dg = (1, 1), (1, 1, 1, 1), (1, 1), 1, 1
+        attrs = {"strides": [1, 1], "pads": [1, 1, 1, 1], "dilations": [1, 1], "groups": 1,
+                 "deformable_groups": 1, "kernel_shape": [3, 3]}
+    out_hw = ((H + pads[0] + pads[2] - dilation[0] * 2 - 1) // stride[0] + 1,
+              (W_IN + pads[1] + pads[3] - dilation[1] * 2 - 1) // stride[1] + 1)
+    arrays = _arrays((3, 3), out_hw, dg, groups, seed=11, bias=False)
+    arrays["offset"] = _boundary_offsets(arrays["offset"].shape, seed=12)
+    inputs = ["X", "offset", "W"] + (["mask"] if with_mask else [])
+    node = helper.make_node(schema.OPENVINO_OP_TYPE, inputs, ["Y"], name="ov_dcn", domain=schema.OPENVINO_DOMAIN,
+                            **attrs)
+    feeds = {k: arrays[k] for k in ("X", "offset", "mask")[:3 if with_mask else 2]}
+    model = _model(node, feeds, {"W": arrays["W"]}, [schema.OPENVINO_DOMAIN])
+    expected = _openvino_reference(arrays, stride, pads, dilation, groups, dg, mask=with_mask)
+    canonical = _reference(arrays, stride, pads, dilation, groups, mask=with_mask)
+    assert np.abs(canonical - expected).max() > 0.1  # the offsets do reach the bands where the rules differ
+    _run_both(model, feeds, expected, "openvino")
+    report = inspect_onnx(model)
+    (entry,) = report["dcn_nodes"]
+    assert (entry["flavour"], entry["modulated"], entry["bias"], entry["error"]) == ("openvino", with_mask, False, None)
+    assert entry["attributes"]["pads"] == list(pads) and entry["weight_shape"] == list(arrays["W"].shape)
+    assert {v["runtime"]: v["status"] for v in report["runtimes"]}["onnxruntime + dcn_deploy library"] == \
+        "after rewrite"
+    custom, _ = rewrite_onnx(copy.deepcopy(model), to="custom")
+    assert not any(e.domain == schema.OPENVINO_DOMAIN for e in custom.opset_import)
+    dcn = custom.graph.node[-1]
+    assert dcn.op_type == schema.CUSTOM_OP_TYPE and dcn.input[2] == "ov_dcn.openvino_offset"
+    geometry = {a.name: helper.get_attribute_value(a) for a in dcn.attribute}
+    assert (geometry["pads"], geometry["strides"], geometry["group"], geometry["offset_group"]) == (
+        list(pads), list(stride), groups, dg)
+
+
+@pytest.mark.parametrize("output", ["no shape", "no type"])
+def test_rewrite_and_inspect_take_any_model_onnx_runtime_runs(tmp_path, output):
+    """Graph outputs that carry no shape, or no type at all (the strict ONNX checker refuses the latter, ONNX
+    Runtime runs both): the command line rewrites and inspects such a model of another exporter."""
+    arrays = _arrays((3, 3), (H, W_IN), 1, 1, seed=14, bias=False)
+    node = helper.make_node(schema.OPENVINO_OP_TYPE, ["X", "offset", "W", "mask"], ["Y"], name="ov_dcn",
+                            domain=schema.OPENVINO_DOMAIN, pads=[1, 1])
+    feeds = {k: arrays[k] for k in ("X", "offset", "mask")}
+    model = _model(node, feeds, {"W": arrays["W"]}, [schema.OPENVINO_DOMAIN])
+    if output == "no shape":
+        model.graph.output[0].type.tensor_type.ClearField("shape")
+    else:
+        model.graph.output[0].ClearField("type")
+    path, rewritten = tmp_path / "ov.onnx", tmp_path / "custom.onnx"
+    onnx.save(model, str(path))
+    runner = CliRunner()
+    result = runner.invoke(app, ["rewrite", str(path), "-o", str(rewritten)], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "1 nodes rewritten to custom (DCN nodes read: 1 openvino)" in result.output
+    got = ort_session(str(rewritten)).run(None, feeds)[0]
+    expected = _openvino_reference(arrays, (1, 1), (1, 1, 1, 1), (1, 1), 1, 1)
+    assert np.abs(got - expected).max() < TOLERANCE
+    result = runner.invoke(app, ["inspect", str(path), "--json"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["dcn_flavours"] == {"openvino": 1}
+
+
+def test_openvino_flavour_refuses_what_it_cannot_read():
+    arrays = _arrays((3, 3), (H, W_IN), 1, 1, seed=13)
+    feeds = {"X": arrays["X"], "offset": arrays["offset"]}
+    for attrs, message in (({"auto_pad": "SAME_UPPER"}, "auto_pad=SAME_UPPER derives the pads"),
+                           ({"group": 1, "groups": 2}, "groups=2 .mmdeploy's name. but OpenVINO reads group=1"),
+                           ({"kernel_shape": [5, 5]}, r"kernel_shape \[5, 5\] but the weight's kernel is \[3, 3\]"),
+                           ({"bilinear_interpolation_pad": 1}, "bilinear_interpolation_pad")):
+        node = helper.make_node(schema.OPENVINO_OP_TYPE, ["X", "offset", "W"], ["Y"], name="ov_bad",
+                                domain=schema.OPENVINO_DOMAIN, pads=[1, 1, 1, 1], **attrs)
+        model = _model(node, feeds, {"W": arrays["W"]}, [schema.OPENVINO_DOMAIN])
+        with pytest.raises(RewriteError, match=f"ov_bad.*{message}"):
+            rewrite_onnx(model, to="custom")
+
+
 def test_a_plugin_node_of_another_name_is_left_alone():
     node = _plugin_node(["x"], "hswish", "HSwish")
     model = _model(node, {"x": np.zeros((1, 1, 2, 2), np.float32)}, {})
@@ -169,12 +306,11 @@ def test_a_plugin_node_of_another_name_is_left_alone():
 
 
 def test_unknown_deformable_node_is_an_error_naming_it_and_the_flavours():
-    node = helper.make_node("DeformableConv2D", ["X", "offset", "W"], ["Y"], name="ov_dcn",
-                            domain="org.openvinotoolkit")
+    node = helper.make_node("DeformableConvolution3D", ["X", "offset", "W"], ["Y"], name="other_dcn",
+                            domain="com.example")
     arrays = _arrays((3, 3), (H, W_IN), 1, 1, seed=7)
-    model = _model(node, {"X": arrays["X"], "offset": arrays["offset"]}, {"W": arrays["W"]},
-                   ["org.openvinotoolkit"])
-    with pytest.raises(RewriteError, match="org.openvinotoolkit::DeformableConv2D node 'ov_dcn'") as error:
+    model = _model(node, {"X": arrays["X"], "offset": arrays["offset"]}, {"W": arrays["W"]}, ["com.example"])
+    with pytest.raises(RewriteError, match="com.example::DeformableConvolution3D node 'other_dcn'") as error:
         rewrite_onnx(model, to="custom")
     for name in FLAVOUR_NAMES:
         assert name in str(error.value)

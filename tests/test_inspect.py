@@ -99,10 +99,10 @@ def test_mmdeploy_model_with_another_custom_op(tmp_path):
 
 
 def test_unknown_deformable_node_is_reported_and_runs_nowhere(tmp_path):
-    node = helper.make_node("DeformableConv2D", ["X", "offset", "W"], ["Z"], name="ov_dcn",
-                            domain="org.openvinotoolkit")
-    path = tmp_path / "ov.onnx"
-    onnx.save(_foreign_model(node, domains=["org.openvinotoolkit"]), str(path))
+    node = helper.make_node("DeformableConvolution3D", ["X", "offset", "W"], ["Z"], name="other_dcn",
+                            domain="com.example")
+    path = tmp_path / "other.onnx"
+    onnx.save(_foreign_model(node, domains=["com.example"]), str(path))
     result = invoke("inspect", path, "--json")
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)

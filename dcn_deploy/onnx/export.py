@@ -57,11 +57,26 @@ def _translation_table(standard_op: bool) -> dict:
             torch.ops.dcn_deploy.non_max_suppression.default: nms_node}
 
 
-def _dynamic_shapes(example_inputs: tuple[Tensor, ...]) -> tuple[dict[int, Any], ...]:
-    """Batch, height and width dynamic for every 4-D input; other inputs static."""
+def _dynamic_shapes(example_inputs: tuple[Tensor, ...], size_multiple: int = 1) -> tuple[dict[int, Any], ...]:
+    """Batch, height and width dynamic for every 4-D input; other inputs static. With ``size_multiple`` > 1,
+    height and width are declared ``size_multiple * k``: a stride-32 network whose up-sampling path adds
+    feature maps of neighbouring levels exports only so (torch.export cannot prove the sizes agree for
+    every height)."""
     dims = []
-    for tensor in example_inputs:
+    for index, tensor in enumerate(example_inputs):
         if isinstance(tensor, Tensor) and tensor.dim() == 4:
+            if size_multiple > 1:
+                for axis in (2, 3):
+                    if tensor.shape[axis] % size_multiple:
+                        raise ValueError(f"input {index} has shape {tuple(tensor.shape)}: height and width must "
+                                         f"be multiples of {size_multiple}")
+                    if tensor.shape[axis] == size_multiple:  # k = 1: torch.export specialises sizes of 1
+                        raise ValueError(f"input {index} has shape {tuple(tensor.shape)}: a dynamic export needs an "
+                                         f"example height and width of at least 2 x {size_multiple} (or export "
+                                         "static)")
+                height, width = (torch.export.Dim(f"{axis}{index}", min=1) for axis in ("h", "w"))
+                dims.append({0: torch.export.Dim.DYNAMIC, 2: size_multiple * height, 3: size_multiple * width})
+                continue
             dims.append({0: torch.export.Dim.DYNAMIC, 2: torch.export.Dim.DYNAMIC, 3: torch.export.Dim.DYNAMIC})
         elif isinstance(tensor, Tensor) and tensor.dim() >= 1:
             dims.append({0: torch.export.Dim.DYNAMIC})
@@ -122,6 +137,7 @@ def export_onnx(
     precision: str = "fp32",
     keep_io_types: bool = False,
     keep_debug_info: bool = False,
+    size_multiple: int = 1,
 ) -> onnx.ModelProto:
     """Export ``model`` to ``path``; each DCN layer becomes one DeformConv node.
 
@@ -133,6 +149,8 @@ def export_onnx(
             TensorRT 11 builds every network strongly typed, so the precision lives in the ONNX.
         keep_io_types: with ``"fp16"``, keep float32 graph inputs and outputs (casts inside).
         keep_debug_info: keep the exporter's debugging metadata (:func:`strip_debug_info` removes it).
+        size_multiple: with ``dynamic``, height and width are multiples of this (e.g. 32 for a network
+            that down-samples 5 times and adds the levels back up).
 
     Returns the written ``onnx.ModelProto`` (checked with ``onnx.checker``).
     """
@@ -154,7 +172,7 @@ def export_onnx(
                 example_inputs,
                 dynamo=True,
                 opset_version=schema.STANDARD_OPSET,
-                dynamic_shapes=_dynamic_shapes(example_inputs) if dynamic else None,
+                dynamic_shapes=_dynamic_shapes(example_inputs, size_multiple) if dynamic else None,
                 custom_translation_table=_translation_table(standard_op),
                 input_names=list(input_names) if input_names else None,
                 output_names=list(output_names) if output_names else None,

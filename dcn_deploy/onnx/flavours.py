@@ -48,16 +48,39 @@ plugin_dcnv2  ``Plugin`` with            X, offset_and_mask,  name="DCNv2", info
                                                                                         two Slices and a
                                                                                         Sigmoid before the
                                                                                         node
+openvino      ``org.openvinotoolkit::``  X, offset, W,        ONNX names: strides,      OpenVINO's frontend
+              ``DeformableConv2D``       [mask] (no bias)     pads (t, l, b, r; 2       reads it as its
+              (mmdeploy's OpenVINO                            values: (ph, pw) both     DeformableConv-8
+              backend, DCNv1; OpenVINO                        sides), dilations,        with bilinear_
+              's own ONNX models)                             group, deformable_        interpolation_pad
+                                                              groups, auto_pad          false: interleaved
+                                                              (NOTSET, VALID);          (dy, dx), mask as
+                                                              mmdeploy's kernel_shape   given, and its own
+                                                              and groups (must be 1,    boundary rule (see
+                                                              OpenVINO ignores it)      below), emulated by
+                                                              informative               an offset transform
+                                                                                        before the node
 ============  =========================  ===================  ========================  ==================
 
-Paddle2ONNX writes standard ``DeformConv`` (opset 19), mmdeploy's OpenVINO path writes
-``org.openvinotoolkit::DeformableConv2D`` (not read: it reaches the unknown-node error). No
-exporter found writes planar offsets (all dy, then all dx): that layout exists only inside
-PyTorch layers (4uiiurz1's), which ``dcn_deploy.convert`` handles before export.
+Paddle2ONNX writes standard ``DeformConv`` (opset 19). No exporter found writes planar offsets
+(all dy, then all dx): that layout exists only inside PyTorch layers (4uiiurz1's), which
+``dcn_deploy.convert`` handles before export.
 
 Where the exporter and its runtime disagree the node is read as the exporter meant it (the
 PyTorch model it came from): mmdeploy's ``MMCVDeformConv2d`` runtime reads padding[0], padding[1]
 of the four values it writes, i.e. (ph, ph); both agree whenever ph == pw.
+
+OpenVINO's boundary rule (its reference ``deformable_convolution.hpp``, ``bilinear_interpolation_pad``
+false, which its ONNX frontend never sets): a sample counts only where 0 <= y < H and 0 <= x < W,
+and a corner past the last row or column is clamped to it, so over [H-1, H) the last row counts at
+full weight. Canonical sampling fades to 0 over (-1, 0) and (H-1, H) instead. The rule is MSRA's
+DCNv1 rule (``dcn_deploy/op/boundary.py``, ``mxnet_v1``): per axis, a coordinate r whose floor is
+-1 or L-1 is replaced by that floor, which in offset terms is ``offset -> floor(offset)`` where
+``base + floor(offset)`` is -1 or L-1 (base = oy*stride - pad + i*dilation, an integer); the
+rewrite inserts that as Shape/Range/Floor/Equal/Where nodes (ai.onnx opset >= 11). mmdeploy writes
+``pads`` as (ph, ph, pw, pw), which OpenVINO reads as top ph, left ph, bottom pw, right pw: this
+node is read as OpenVINO runs it (its only runtime, whose sampling is emulated too); both agree
+when ph == pw (square kernels with symmetric padding).
 
 Any other node whose op_type says "deform" or "dcn" (case-insensitive; RoI pooling and attention
 ops excepted, they are no convolutions) is an error naming it and the flavours above.
@@ -393,6 +416,132 @@ def _read_generic_plugin(node: onnx.NodeProto, context: ReadContext) -> Canonica
     return Canonical(_canonical_inputs(x, weight, names["offset"], _input(node, 3), names["mask"]), geometry, prelude)
 
 
+def _float_constant(name: str, values, elem_type: int) -> onnx.NodeProto:
+    array = np.asarray(values, dtype=helper.tensor_dtype_to_np_dtype(elem_type))
+    return helper.make_node("Constant", [], [name], name=name, value=numpy_helper.from_array(array, name))
+
+
+def _openvino_boundary(base: str, x: str, offset: str, attrs: dict, elem_type: int) -> tuple[list, str]:
+    """Nodes that turn ``offset`` into offsets under which the canonical node samples as OpenVINO does
+    (module docstring): per offset channel c (tap t = (c // 2) % taps, dy on even c, dx on odd c) the
+    integer base position ``a_c * o + b_c`` (o = output row or column) and the limit L-1 of its axis;
+    where ``base + floor(offset)`` is -1 or L-1 the offset becomes ``floor(offset)``. Returns (nodes, name of
+    the new offset)."""
+    kh, kw = attrs["kernel_shape"]
+    (sh, sw), (dh, dw), (top, left) = attrs["strides"], attrs["dilations"], attrs["pads"][:2]
+    channels = 2 * attrs["offset_group"] * kh * kw
+    even = np.arange(channels) % 2 == 0
+    tap = (np.arange(channels) // 2) % (kh * kw)
+    shape = (1, channels, 1, 1)
+    row_step = np.where(even, sh, 0).reshape(shape)  # a_c for the output row index
+    col_step = np.where(even, 0, sw).reshape(shape)  # a_c for the output column index
+    start = np.where(even, (tap // kw) * dh - top, (tap % kw) * dw - left).reshape(shape)  # b_c
+    on_rows, on_cols = even.astype(np.float64).reshape(shape), (~even).astype(np.float64).reshape(shape)
+    n = {key: f"{base}.openvino_{key}" for key in (
+        "x_shape", "o_shape", "two", "three", "four", "zero", "one", "scalar", "h", "w", "ho", "wo", "first",
+        "rows_i", "cols_i", "rows_f", "cols_f", "row_grid_shape", "col_grid_shape", "rows", "cols", "row_step",
+        "col_step", "start", "on_rows", "on_cols", "one_f", "minus_one", "h_f", "w_f", "h_last", "w_last",
+        "h_limit", "w_limit", "limit", "row_part", "col_part", "grid", "position", "floor", "floor_position",
+        "at_start", "at_end", "band", "offset")}
+    float_of = {"to": elem_type}
+    nodes = [
+        _constant(n["two"], [2]), _constant(n["three"], [3]), _constant(n["four"], [4]), _constant(n["zero"], [0]),
+        helper.make_node("Constant", [], [n["one"]], name=n["one"], value=numpy_helper.from_array(
+            np.array(1, np.int64), n["one"])),
+        helper.make_node("Constant", [], [n["scalar"]], name=n["scalar"], value=numpy_helper.from_array(
+            np.zeros(0, np.int64), n["scalar"])),  # Reshape to this: a 0-D tensor
+        helper.make_node("Constant", [], [n["first"]], name=n["first"], value=numpy_helper.from_array(
+            np.array(0, np.int64), n["first"])),  # Range's start
+        _constant(n["row_grid_shape"], [1, 1, -1, 1]), _constant(n["col_grid_shape"], [1, 1, 1, -1]),
+        _float_constant(n["row_step"], row_step, elem_type), _float_constant(n["col_step"], col_step, elem_type),
+        _float_constant(n["start"], start, elem_type), _float_constant(n["on_rows"], on_rows, elem_type),
+        _float_constant(n["on_cols"], on_cols, elem_type), _float_constant(n["one_f"], 1, elem_type),
+        _float_constant(n["minus_one"], -1, elem_type),
+        helper.make_node("Shape", [x], [n["x_shape"]], name=n["x_shape"]),
+        helper.make_node("Shape", [offset], [n["o_shape"]], name=n["o_shape"]),
+        helper.make_node("Slice", [n["x_shape"], n["two"], n["three"], n["zero"]], [n["h"]], name=n["h"]),
+        helper.make_node("Slice", [n["x_shape"], n["three"], n["four"], n["zero"]], [n["w"]], name=n["w"]),
+        helper.make_node("Slice", [n["o_shape"], n["two"], n["three"], n["zero"]], [n["ho"]], name=n["ho"]),
+        helper.make_node("Slice", [n["o_shape"], n["three"], n["four"], n["zero"]], [n["wo"]], name=n["wo"]),
+        helper.make_node("Reshape", [n["ho"], n["scalar"]], [n["ho"] + "_0d"], name=n["ho"] + "_0d"),
+        helper.make_node("Reshape", [n["wo"], n["scalar"]], [n["wo"] + "_0d"], name=n["wo"] + "_0d"),
+        helper.make_node("Range", [n["first"], n["ho"] + "_0d", n["one"]], [n["rows_i"]], name=n["rows_i"]),
+        helper.make_node("Range", [n["first"], n["wo"] + "_0d", n["one"]], [n["cols_i"]], name=n["cols_i"]),
+        helper.make_node("Cast", [n["rows_i"]], [n["rows_f"]], name=n["rows_f"], **float_of),
+        helper.make_node("Cast", [n["cols_i"]], [n["cols_f"]], name=n["cols_f"], **float_of),
+        helper.make_node("Reshape", [n["rows_f"], n["row_grid_shape"]], [n["rows"]], name=n["rows"]),
+        helper.make_node("Reshape", [n["cols_f"], n["col_grid_shape"]], [n["cols"]], name=n["cols"]),
+        helper.make_node("Mul", [n["rows"], n["row_step"]], [n["row_part"]], name=n["row_part"]),
+        helper.make_node("Mul", [n["cols"], n["col_step"]], [n["col_part"]], name=n["col_part"]),
+        helper.make_node("Add", [n["row_part"], n["col_part"]], [n["grid"]], name=n["grid"]),
+        helper.make_node("Add", [n["grid"], n["start"]], [n["position"]], name=n["position"]),
+        helper.make_node("Cast", [n["h"]], [n["h_f"]], name=n["h_f"], **float_of),
+        helper.make_node("Cast", [n["w"]], [n["w_f"]], name=n["w_f"], **float_of),
+        helper.make_node("Sub", [n["h_f"], n["one_f"]], [n["h_last"]], name=n["h_last"]),
+        helper.make_node("Sub", [n["w_f"], n["one_f"]], [n["w_last"]], name=n["w_last"]),
+        helper.make_node("Mul", [n["h_last"], n["on_rows"]], [n["h_limit"]], name=n["h_limit"]),
+        helper.make_node("Mul", [n["w_last"], n["on_cols"]], [n["w_limit"]], name=n["w_limit"]),
+        helper.make_node("Add", [n["h_limit"], n["w_limit"]], [n["limit"]], name=n["limit"]),
+        helper.make_node("Floor", [offset], [n["floor"]], name=n["floor"]),
+        helper.make_node("Add", [n["position"], n["floor"]], [n["floor_position"]], name=n["floor_position"]),
+        helper.make_node("Equal", [n["floor_position"], n["minus_one"]], [n["at_start"]], name=n["at_start"]),
+        helper.make_node("Equal", [n["floor_position"], n["limit"]], [n["at_end"]], name=n["at_end"]),
+        helper.make_node("Or", [n["at_start"], n["at_end"]], [n["band"]], name=n["band"]),
+        helper.make_node("Where", [n["band"], n["floor"], offset], [n["offset"]], name=n["offset"]),
+    ]
+    return nodes, n["offset"]
+
+
+def _read_openvino(node: onnx.NodeProto, context: ReadContext) -> Canonical:
+    flavour = "openvino"
+    _require_inputs(node, flavour, 3, 4, "X, offset, W and an optional mask")
+    attrs = attributes(node)
+    _check_attributes(node, flavour, attrs, {"strides", "pads", "paddings", "dilations", "group", "deformable_groups",
+                                             "auto_pad", "kernel_shape", "groups"})
+    x, offset, weight = node.input[:3]
+    if "kernel_shape" not in attrs:
+        kernel = context.shapes.kernel(node, weight)
+    else:  # mmdeploy writes it; OpenVINO takes the kernel from W
+        kernel = [int(k) for k in attrs["kernel_shape"]]
+        try:
+            from_weight = context.shapes.kernel(node, weight)
+        except RewriteError:
+            from_weight = kernel
+        if from_weight != kernel:
+            raise RewriteError(f"{describe(node)} ({flavour}): kernel_shape {kernel} but the weight's kernel is "
+                               f"{from_weight}")
+    group = _int(node, flavour, attrs, ("group",), 1)
+    if "groups" in attrs and int(attrs["groups"]) != group:
+        raise RewriteError(f"{describe(node)} ({flavour}): groups={attrs['groups']} (mmdeploy's name) but OpenVINO "
+                           f"reads group={group} and ignores 'groups'; the node is ambiguous")
+    auto_pad = attrs.get("auto_pad", b"NOTSET")
+    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else str(auto_pad)
+    if auto_pad not in ("NOTSET", "", "VALID"):
+        raise RewriteError(f"{describe(node)} ({flavour}): auto_pad={auto_pad} derives the pads from the input "
+                           "size; give explicit pads")
+    pads = attrs.get("pads", attrs.get("paddings", [0, 0]))
+    pads = [0, 0, 0, 0] if auto_pad == "VALID" else [int(p) for p in pads]
+    if len(pads) == 2:  # one value per axis: both sides
+        pads = pads * 2
+    if len(pads) != 4:
+        raise RewriteError(f"{describe(node)} ({flavour}): pads {pads}; expected (top, left, bottom, right) "
+                           "or (ph, pw)")
+    if context.opset < 11:
+        raise RewriteError(f"{describe(node)} ({flavour}): OpenVINO's boundary rule is emulated with Range and "
+                           f"float Equal (ai.onnx opset >= 11), the model imports opset {context.opset}")
+    geometry = {
+        "dilations": _pair(node, flavour, attrs, ("dilations",), 1),
+        "group": group,
+        "kernel_shape": kernel,
+        "offset_group": _int(node, flavour, attrs, ("deformable_groups",), 1),
+        "pads": pads,
+        "strides": _pair(node, flavour, attrs, ("strides",), 1),
+    }
+    elem_type = context.shapes.elem_types.get(offset, onnx.TensorProto.FLOAT)
+    prelude, new_offset = _openvino_boundary(node.name or node.output[0], x, offset, geometry, elem_type)
+    return Canonical(_canonical_inputs(x, weight, new_offset, "", _input(node, 3)), geometry, prelude)
+
+
 STANDARD = Flavour("standard", "ONNX DeformConv (opset 19+): torch, Paddle2ONNX, dcn-deploy --standard",
                    (schema.STANDARD_OP_TYPE,), schema.STANDARD_DOMAINS, _read_standard, "canonical")
 CUSTOM = Flavour("dcn_deploy", "dcn-deploy export", (schema.CUSTOM_OP_TYPE,), (schema.CUSTOM_DOMAIN,), _read_custom,
@@ -415,6 +564,9 @@ FLAVOURS: tuple[Flavour, ...] = (
             None, _read_generic_plugin,
             "one offset+mask input: sigmoid inside the plugin; fixed 3x3, stride 1, pad 1",
             plugin_name=schema.GENERIC_PLUGIN_DCN_NAME),
+    Flavour("openvino", "OpenVINO's ONNX frontend; mmdeploy's OpenVINO backend (DCNv1)", (schema.OPENVINO_OP_TYPE,),
+            (schema.OPENVINO_DOMAIN,), _read_openvino,
+            "X, offset, W, [mask], no bias; ONNX pads; OpenVINO's boundary rule emulated before the node"),
 )
 FLAVOUR_NAMES = tuple(f.name for f in FLAVOURS)
 

@@ -55,13 +55,16 @@ def read_onnx(path, where: str = "", load_external_data: bool = False) -> onnx.M
 def check_onnx(model: onnx.ModelProto, what: str = "the model") -> None:
     """``onnx.checker`` (this project's node schemas registered), lenient where ONNX Runtime is: a graph
     output without a type (some exporters and hand-written graphs leave it out; ONNX Runtime runs such
-    models) must only be made by the graph, and the rest is checked on a copy without it. A ValueError with
-    the checker's message on one line when the graph is not valid ONNX (a node input nothing produces, a
-    cycle, an unknown opset)."""
+    models) must only be made by the graph, and the rest is checked on a copy without it; a graph input or
+    output with a tensor type but no shape (the checker requires the field, ONNX Runtime does not) is
+    checked on a copy with an empty one. A ValueError with the checker's message on one line when the
+    graph is not valid ONNX (a node input nothing produces, a cycle, an unknown opset)."""
     register_onnx_schema()
     checked = model
     untyped = [output.name for output in model.graph.output if not output.HasField("type")]
-    if untyped:
+    values = [*model.graph.input, *model.graph.output]
+    shapeless = any(v.type.HasField("tensor_type") and not v.type.tensor_type.HasField("shape") for v in values)
+    if untyped or shapeless:
         made = {name for node in model.graph.node for name in node.output}
         made |= {value.name for value in model.graph.input} | {t.name for t in model.graph.initializer}
         missing = [name for name in untyped if name not in made]
@@ -72,6 +75,9 @@ def check_onnx(model: onnx.ModelProto, what: str = "the model") -> None:
         kept = [output for output in checked.graph.output if output.HasField("type")]
         del checked.graph.output[:]
         checked.graph.output.extend(kept)
+        for value in [*checked.graph.input, *checked.graph.output]:
+            if value.type.HasField("tensor_type") and not value.type.tensor_type.HasField("shape"):
+                value.type.tensor_type.shape.SetInParent()  # only for the check: the model keeps its values
     try:
         onnx.checker.check_model(checked)
     except onnx.checker.ValidationError as error:

@@ -3,9 +3,18 @@ build a model for export, tests and benchmarks.
 
 A recipe file defines ``build(seed=0, random_offsets=True) -> nn.Module``,
 ``example_inputs(batch, height, width, seed) -> tuple[Tensor, ...]``, ``INPUT_SHAPE``,
-``DESCRIPTION`` and optionally ``OUTPUT_NAMES`` and ``prepare_weights(state) -> state`` (turns a
-weight file's tensors, e.g. a released checkpoint as it is, into the model's names before the
-strict load).
+``DESCRIPTION`` and optionally:
+
+- ``OUTPUT_NAMES`` (a tuple), or ``output_names(**options)`` when the outputs depend on the options;
+- ``prepare_weights(state) -> state``: turns a weight file's tensors, e.g. a released checkpoint as
+  it is, into the model's names before the strict load;
+- ``SIZE_MULTIPLE``: height and width must be multiples of it (a dynamic export declares them so:
+  torch.export cannot prove a stride-32 network's concatenations fit for every size);
+- ``OPTIONS``: keyword options of ``build``, ``{name: (default, help)}``; the option's type is its
+  default's (bool, int, float or str). ``dcn-deploy export --recipe R --name VALUE`` (a bool:
+  ``--name`` / ``--no-name``; ``_`` in a name is ``-`` on the command line) passes them to
+  ``build(..., name=value)``; the export records them (``dcn_deploy.recipe_options``) so that
+  ``validate`` rebuilds the same model.
 """
 from __future__ import annotations
 
@@ -27,6 +36,7 @@ from dcn_deploy.op.layer import DeformConv2d
 RECIPE_DIR = Path(__file__).resolve().parents[2] / "export"
 _REQUIRED = ("build", "example_inputs", "INPUT_SHAPE", "DESCRIPTION")
 _PREFIX = "dcn_deploy_recipe_"  # module name of a loaded recipe file
+_OPTION_TYPES = (bool, int, float, str)
 
 
 def available_recipes() -> dict[str, str]:
@@ -81,6 +91,112 @@ def load_recipe(name_or_path: str) -> ModuleType:
     return module
 
 
+def recipe_options(module: ModuleType) -> dict[str, tuple]:
+    """A recipe's ``OPTIONS`` (``{name: (default, help)}``), checked: a recipe file with a malformed
+    entry is an error naming it."""
+    options = getattr(module, "OPTIONS", {}) or {}
+    for name, entry in options.items():
+        if not (name.isidentifier() and isinstance(entry, tuple) and len(entry) == 2
+                and type(entry[0]) in _OPTION_TYPES and isinstance(entry[1], str)):
+            raise AttributeError(f"recipe {module.__name__.removeprefix(_PREFIX)}: OPTIONS['{name}'] must be "
+                                 "(default, help) with a bool, int, float or str default")
+    return dict(options)
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def option_flags(module: ModuleType) -> list[tuple[str, str]]:
+    """(how the command line takes it, help) per option, e.g. ``("--top-k INT", "...")``."""
+    return [(_flag(name) + ("" if isinstance(default, bool) else f" {type(default).__name__.upper()}"), help_text)
+            for name, (default, help_text) in recipe_options(module).items()]
+
+
+def describe_options(module: ModuleType) -> str:
+    """The options as the command line takes them, e.g. ``--decode, --top-k INT``."""
+    return ", ".join(flag for flag, _ in option_flags(module))
+
+
+def resolve_options(module: ModuleType, given: dict | None) -> dict:
+    """Every option of the recipe with its value: ``given`` (names as in ``OPTIONS``, values of the
+    default's type or text to convert) over the defaults. A ValueError names an unknown option or a value
+    that does not convert."""
+    options = recipe_options(module)
+    recipe = module.__name__.removeprefix(_PREFIX)
+    resolved = {name: default for name, (default, _) in options.items()}
+    for name, value in (given or {}).items():
+        if name not in options:
+            known = describe_options(module)
+            raise ValueError(f"recipe {recipe} has no option {_flag(name)}; "
+                             + (f"its options: {known}" if known else "it takes no options"))
+        resolved[name] = _convert(recipe, name, options[name][0], value)
+    return resolved
+
+
+def _convert(recipe: str, name: str, default, value):
+    kind = type(default)
+    if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
+        return value
+    text = str(value).strip()
+    try:
+        if kind is bool:
+            if text.lower() in ("1", "true", "yes", "on"):
+                return True
+            if text.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(text)
+        return kind(text)
+    except ValueError:
+        raise ValueError(f"recipe {recipe}: option {_flag(name)} takes a value of type {kind.__name__}, "
+                         f"got '{value}'") from None
+
+
+def parse_option_args(module: ModuleType, args: list[str]) -> dict:
+    """The recipe options in command-line words (what ``dcn-deploy export`` does not know itself):
+    ``--name VALUE``, ``--name=VALUE``, and for a bool ``--name`` / ``--no-name``."""
+    options = recipe_options(module)
+    recipe = module.__name__.removeprefix(_PREFIX)
+    given: dict = {}
+    words = list(args)
+    while words:
+        word = words.pop(0)
+        if not word.startswith("--") or len(word) == 2:
+            raise ValueError(f"unexpected argument '{word}' (recipe options are --name VALUE or --name)")
+        flag, has_value, value = word[2:].partition("=")
+        name = flag.replace("-", "_")
+        if name not in options and name.startswith("no_") and isinstance(options.get(name[3:], (None,))[0], bool):
+            if has_value:
+                raise ValueError(f"recipe {recipe}: {word} takes no value")
+            given[name[3:]] = False
+            continue
+        if name not in options:
+            resolve_options(module, {name: None})  # the error naming the options
+        if isinstance(options[name][0], bool) and not has_value:
+            given[name] = True
+            continue
+        if not has_value:
+            if not words or words[0].startswith("--"):
+                raise ValueError(f"recipe {recipe}: option {_flag(name)} needs a value")
+            value = words.pop(0)
+        given[name] = value
+    return resolve_options(module, given)
+
+
+def output_names(module: ModuleType, options: dict) -> tuple[str, ...] | None:
+    if hasattr(module, "output_names"):
+        return tuple(module.output_names(**options))
+    return getattr(module, "OUTPUT_NAMES", None)
+
+
+def check_input_shape(module: ModuleType, shape: tuple[int, ...]) -> None:
+    """Height and width must be multiples of the recipe's ``SIZE_MULTIPLE``."""
+    multiple = getattr(module, "SIZE_MULTIPLE", 1)
+    if len(shape) == 4 and (shape[2] % multiple or shape[3] % multiple):
+        raise ValueError(f"recipe {module.__name__.removeprefix(_PREFIX)} takes heights and widths that are "
+                         f"multiples of {multiple}, got input shape {'x'.join(map(str, shape))}")
+
+
 @torch.no_grad()
 def randomize_for_parity(model: nn.Module, seed: int, random_offsets: bool = True) -> None:
     """Make an untrained model exercise every path of the op, as a trained one does.
@@ -122,16 +238,20 @@ def export_recipe(
     precision: str = "fp32",
     keep_io_types: bool = False,
     keep_debug_info: bool = False,
+    options: dict | None = None,
 ):
     """Build a recipe's model (with ``weights`` from a file, e.g. converted by
     ``dcn-deploy convert``) and export it; the ONNX records how to rebuild the reference
     (recipe, seed, weights, input shape) and its precision in its ``dcn_deploy.*`` metadata.
     ``precision="fp16"`` writes a float16 graph (``keep_io_types``: float32 inputs and outputs),
     see :func:`dcn_deploy.onnx.fp16.convert_to_fp16`; ``keep_debug_info``: keep the exporter's debugging
-    metadata (:func:`dcn_deploy.onnx.export.strip_debug_info`)."""
+    metadata (:func:`dcn_deploy.onnx.export.strip_debug_info`); ``options``: the recipe's keyword
+    options (``OPTIONS``), recorded."""
     module = load_recipe(recipe)
-    model = _build(module, seed, random_offsets, weights)
+    options = resolve_options(module, options)
     shape = tuple(input_shape or module.INPUT_SHAPE)
+    check_input_shape(module, shape)
+    model = _build(module, seed, random_offsets, weights, options)
     inputs = module.example_inputs(shape[0], shape[2], shape[3], seed=seed)
     metadata = {
         "recipe": recipe_id(recipe),
@@ -140,17 +260,20 @@ def export_recipe(
     }
     if weights:
         metadata["weights"] = str(Path(weights).resolve())
+    if options:
+        metadata["recipe_options"] = json.dumps(options, sort_keys=True)
     return export_onnx(
         model,
         inputs,
         path,
         dynamic=dynamic,
         standard_op=standard_op,
-        output_names=getattr(module, "OUTPUT_NAMES", None),
+        output_names=output_names(module, options),
         metadata=metadata,
         precision=precision,
         keep_io_types=keep_io_types,
         keep_debug_info=keep_debug_info,
+        size_multiple=getattr(module, "SIZE_MULTIPLE", 1),
     )
 
 
@@ -165,8 +288,9 @@ def _resolve_recorded(recipe: str, onnx_path) -> str:
                             "name it with --recipe PATH")
 
 
-def _build(module: ModuleType, seed: int, random_offsets: bool, weights: str | None) -> nn.Module:
-    model = module.build(seed=seed, random_offsets=random_offsets)
+def _build(module: ModuleType, seed: int, random_offsets: bool, weights: str | None,
+           options: dict | None = None) -> nn.Module:
+    model = module.build(seed=seed, random_offsets=random_offsets, **(options or {}))
     if weights:
         state = load_weights(weights)
         if hasattr(module, "prepare_weights"):
@@ -206,7 +330,8 @@ def reference_for(onnx_model, recipe: str | None = None, seed: int | None = None
         recipe = _resolve_recorded(recipe, onnx_path)
     seed = int(meta.get("seed", 0)) if seed is None else seed
     module = load_recipe(recipe)
-    model = _build(module, seed, meta.get("random_offsets", "true") == "true", meta.get("weights"))
+    options = resolve_options(module, json.loads(meta.get("recipe_options", "{}")))
+    model = _build(module, seed, meta.get("random_offsets", "true") == "true", meta.get("weights"), options)
     if "input_shapes" in meta:
         shapes = [tuple(s) for s in json.loads(meta["input_shapes"])]
     else:

@@ -146,3 +146,5 @@ TENSORRT_PLUGIN_OP_TYPE = "ModulatedDeformConv2d"  # TensorRT OSS plugin/modulat
 DCNV2_PLUGIN_OP_TYPES = ("DCNv2", "DCNv2Plugin")  # CenterNet-TensorRT plugins (CaoWGG and forks)
 GENERIC_PLUGIN_OP_TYPE = "Plugin"  # tensorRTIntegrate / tensorRT_Pro: the plugin named by attribute `name`
 GENERIC_PLUGIN_DCN_NAME = "DCNv2"
+OPENVINO_DOMAIN = "org.openvinotoolkit"  # OpenVINO's ONNX frontend; mmdeploy's OpenVINO backend writes it
+OPENVINO_OP_TYPE = "DeformableConv2D"  # X, offset, W, [mask]: OpenVINO's DeformableConvolution-8
