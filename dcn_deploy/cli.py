@@ -327,7 +327,7 @@ def quantize(
             calibration = calibrate(proto, samples, method=method, percentile=percentile,
                                     progress=lambda done: bar.update(task, completed=done))
         if sensitivity:
-            from dcn_deploy.onnx.sensitivity import layer_sensitivity
+            from dcn_deploy.parity.sensitivity import layer_sensitivity
 
             with Progress(console=console, transient=True) as bar:
                 task = bar.add_task("one layer at a time", total=None)
@@ -371,7 +371,7 @@ def quantize(
 def _print_sensitivity(report) -> None:
     from rich import box
 
-    from dcn_deploy.onnx.sensitivity import suggested_names
+    from dcn_deploy.parity.sensitivity import suggested_names
 
     outputs = list(report.all_quantized)
     table = Table(title=f"INT8 sensitivity: rel L2 vs the float model with only this layer quantized "

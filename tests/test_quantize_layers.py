@@ -20,7 +20,7 @@ from dcn_deploy.onnx.layers import layer_table, resolve_keep_float
 from dcn_deploy.onnx.model_info import get_metadata, recorded_layers
 from dcn_deploy.onnx.quantize import calibrate, quantize_onnx, synthetic_calibration
 from dcn_deploy.onnx.rewrite import rewrite_onnx
-from dcn_deploy.onnx.sensitivity import layer_sensitivity, suggested_names
+from dcn_deploy.parity.sensitivity import layer_sensitivity, suggested_names
 from dcn_deploy.parity.validate import compare_arrays
 
 pytestmark = pytest.mark.custom_op
