@@ -9,8 +9,10 @@ import onnxruntime as ort
 import pytest
 import torch
 import torch.nn.functional as F
+from rich.console import Console
 from typer.testing import CliRunner
 
+from dcn_deploy import cli
 from dcn_deploy.cli import app
 from dcn_deploy.onnx.export import export_onnx
 from dcn_deploy.onnx.recipes import load_recipe, parse_option_args, resolve_options
@@ -136,7 +138,9 @@ def test_export_refuses_bad_recipe_options_in_one_line(tmp_path, args, message):
     assert not (tmp_path / "x.onnx").exists()
 
 
-def test_recipes_lists_the_options():
-    result = CliRunner().invoke(app, ["recipes"], env={"COLUMNS": "400"})
+def test_recipes_lists_the_options(monkeypatch):
+    # The CLI's console is made at import; a wide one keeps each option on one line.
+    monkeypatch.setattr(cli, "console", Console(width=1000))
+    result = CliRunner().invoke(app, ["recipes"])
     assert result.exit_code == 0, result.output
     assert "--decode: ctdet decoding in the graph" in result.output and "--top-k INT" in result.output

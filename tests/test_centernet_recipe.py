@@ -10,6 +10,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from key_lists import read_key_shapes
+
 from dcn_deploy.backends.onnxruntime import ort_session
 from dcn_deploy.cli import app
 from dcn_deploy.onnx.recipes import export_recipe, load_recipe, reference_for
@@ -22,12 +24,7 @@ RECIPE = "centernet_dla34_dcn"
 
 def centernet_reference_keys() -> dict[str, tuple[int, ...]]:
     """xingyizhou/CenterNet's DLASeg state_dict keys and shapes (tests/data, derived from its source)."""
-    shapes = {}
-    for line in KEYS.read_text().splitlines():
-        if line and not line.startswith("#"):
-            key, _, dims = line.partition(" ")
-            shapes[key] = tuple(int(d) for d in dims.split("x")) if dims else ()
-    return shapes
+    return read_key_shapes(KEYS)
 
 
 def centernet_checkpoint(seed: int = 3) -> dict:

@@ -19,24 +19,13 @@ import pytest
 import torch
 from cases import Case
 from test_cuda_int8 import Int8Case, _reference as _int8_reference
+from test_cuda_kernels import DEVICES, FP16_REL_L2, _LIBRARY_ERROR
 
 from dcn_deploy.op.functional import deform_conv2d
 
 cuda_kernels = pytest.importorskip("dcn_deploy.backends.cuda_kernels")
 
-try:
-    cuda_kernels.cuda_kernel_library()
-    _LIBRARY_ERROR = None
-except FileNotFoundError as error:  # nvcc missing: the CUDA kernels are not built
-    _LIBRARY_ERROR = str(error)
-
 pytestmark = pytest.mark.skipif(_LIBRARY_ERROR is not None, reason=_LIBRARY_ERROR or "")
-
-DEVICES = [
-    "emulated",
-    pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")),
-]
-FP16_REL_L2 = 1e-3
 
 FP16_CASES = [
     Case("odd_channels", n=2, c=13, m=10, h=7, w=9),

@@ -17,6 +17,8 @@ import torch
 from onnx import TensorProto, helper
 from typer.testing import CliRunner
 
+from key_lists import read_key_shapes
+
 from dcn_deploy.backends.onnxruntime import ort_session
 from dcn_deploy.cli import app
 from dcn_deploy.convert.checkpoints import load_weights
@@ -32,12 +34,7 @@ CLASSES = tuple(f"class{i}" for i in range(80))
 
 def mmdet_reference_keys() -> dict[str, tuple[int, ...]]:
     """The keys and shapes mmdetection saves for this model (tests/data, from mmdet's naming rules)."""
-    shapes = {}
-    for line in KEYS.read_text().splitlines():
-        if line and not line.startswith("#"):
-            key, _, dims = line.partition(" ")
-            shapes[key] = tuple(int(d) for d in dims.split("x")) if dims else ()
-    return shapes
+    return read_key_shapes(KEYS)
 
 
 def mmdet_checkpoint(seed: int = 3) -> dict:
