@@ -211,3 +211,48 @@ def test_a_model_rewritten_to_standard_quantizes_and_keeps_its_float_dcn_standar
         assert all(producer[i].op_type != "DequantizeLinear" for i in nodes[name].input if i in producer)
     float_out = ort_session(proto.SerializeToString()).run(None, samples[0])[0]
     assert compare_arrays(ort_session(model.SerializeToString()).run(None, samples[0])[0], float_out)[2] < 2e-2
+
+
+def _unnamed_model() -> onnx.ModelProto:
+    """Conv -> Relu -> (offset Conv) -> standard DeformConv -> Conv, no node named, the DeformConv with
+    only kernel_shape-free defaults (no strides, pads, dilations, group, offset_group): what a hand-made or
+    other exporter's graph may be."""
+    rng = np.random.default_rng(0)
+
+    def weight(name, *shape, scale=0.3):
+        return numpy_helper.from_array((rng.standard_normal(shape) * scale).astype(np.float32), name)
+
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["h"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["h"], ["r"]),
+        helper.make_node("Conv", ["r", "w_off"], ["offset"]),
+        helper.make_node("DeformConv", ["r", "w_dcn", "offset"], ["d"]),
+        helper.make_node("Conv", ["d", "w2"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "unnamed", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 10, 10])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [weight("w1", 4, 3, 3, 3), weight("w_off", 18, 4, 3, 3, scale=0.05), weight("w_dcn", 5, 4, 3, 3),
+         weight("w2", 2, 5, 1, 1)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)], ir_version=10)
+
+
+def test_unnamed_nodes_and_default_attributes_quantize_like_named_ones():
+    model = _unnamed_model()
+    samples = synthetic_calibration(model, 4)
+    quantized = quantize_onnx(model, samples).model
+    nodes = list(quantized.graph.node)
+    producer = {o: n for n in nodes for o in n.output}
+    convs = [n for n in nodes if n.op_type == "Conv"]
+    # Both data Convs read Q/DQ input (an empty name excluded every unnamed Conv before); the offset Conv stays float.
+    quantized_convs = [n for n in convs if producer.get(n.input[0]) is not None
+                       and producer[n.input[0]].op_type == "DequantizeLinear"]
+    assert len(convs) == 3 and len(quantized_convs) == 2, [(n.name, n.input[0]) for n in convs]
+    int8 = [n for n in nodes if n.op_type == schema.INT8_OP_TYPE]
+    assert len(int8) == 1
+    attrs = {a.name: helper.get_attribute_value(a) for a in int8[0].attribute}
+    assert attrs["strides"] == [1, 1] and attrs["pads"] == [0, 0, 0, 0] and attrs["kernel_shape"] == [3, 3]
+    x = samples[0]["x"]
+    float_y = ort_session(model.SerializeToString()).run(None, {"x": x})[0]
+    int8_y = ort_session(quantized.SerializeToString()).run(None, {"x": x})[0]
+    assert compare_arrays(int8_y, float_y)[2] < 5e-2  # rel L2

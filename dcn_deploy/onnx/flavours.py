@@ -291,13 +291,14 @@ def _read_standard(node: onnx.NodeProto, context: ReadContext) -> Canonical:
     kernel = list(attrs["kernel_shape"]) if "kernel_shape" in attrs else context.shapes.kernel(node, node.input[1])
     if len(kernel) != 2:
         raise RewriteError(f"{describe(node)}: only 2-D DeformConv is supported, kernel_shape is {kernel}")
+    defaults = schema.ATTRIBUTE_DEFAULTS
     full = {
-        "dilations": list(attrs.get("dilations", [1, 1])),
-        "group": int(attrs.get("group", 1)),
+        "dilations": list(attrs.get("dilations", defaults["dilations"])),
+        "group": int(attrs.get("group", defaults["group"])),
         "kernel_shape": kernel,
-        "offset_group": int(attrs.get("offset_group", 1)),
-        "pads": list(attrs.get("pads", [0, 0, 0, 0])),
-        "strides": list(attrs.get("strides", [1, 1])),
+        "offset_group": int(attrs.get("offset_group", defaults["offset_group"])),
+        "pads": list(attrs.get("pads", defaults["pads"])),
+        "strides": list(attrs.get("strides", defaults["strides"])),
     }
     return Canonical(list(node.input), full)
 

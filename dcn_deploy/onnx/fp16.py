@@ -32,7 +32,7 @@ def convert_to_fp16(model: onnx.ModelProto, keep_io_types: bool = False, fp32_of
 
     schema.register_onnx_schema()  # Shape inference inside the converter knows the custom node.
     model = copy.deepcopy(model)
-    _name_all_nodes(model.graph)
+    schema.name_unnamed_nodes(model.graph)  # the converter keeps nodes float32 by name
     # The exporter lists initializers in value_info too; the converter would mark those float16
     # even where it keeps the initializer float32 (for a float32 node), and add no-op casts.
     initializers = {tensor.name for tensor in model.graph.initializer}
@@ -55,19 +55,6 @@ def convert_to_fp16(model: onnx.ModelProto, keep_io_types: bool = False, fp32_of
 
 
 _SAMPLING_INPUTS = (2, 4)  # offset, mask
-
-
-def _name_all_nodes(graph: onnx.GraphProto) -> None:
-    """The converter keeps nodes float32 by name: name the unnamed ones."""
-    used = {node.name for node in graph.node}
-    for index, node in enumerate(graph.node):
-        if not node.name:
-            name, k = f"{node.op_type}_{index}", 1
-            while name in used:
-                k += 1
-                name = f"{node.op_type}_{index}_{k}"
-            node.name = name
-            used.add(name)
 
 
 def _consumers(graph: onnx.GraphProto) -> dict[str, list[tuple[int, int]]]:

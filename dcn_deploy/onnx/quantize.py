@@ -255,13 +255,15 @@ def _amax(tensors_range, name: str) -> float:
     return float(max(abs(float(np.asarray(low).max(initial=0))), abs(float(np.asarray(high).max(initial=0)))))
 
 
-def _int8_node(node: onnx.NodeProto, x_quantized: str, weight_name: str, x_scale: float,
+def _int8_node(node: onnx.NodeProto, x_quantized: str, weight_name: str, kernel: Sequence[int], x_scale: float,
                w_scale: Sequence[float]) -> onnx.NodeProto:
-    attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    # The standard node may leave attributes at ONNX's defaults; the INT8 node spells all of them.
+    attributes = {**schema.ATTRIBUTE_DEFAULTS, "kernel_shape": list(kernel)}
+    attributes.update({a.name: helper.get_attribute_value(a) for a in node.attribute})
     inputs = [x_quantized, weight_name] + list(node.input[2:])
     return helper.make_node(
         schema.INT8_OP_TYPE, inputs, list(node.output), name=node.name, domain=schema.CUSTOM_DOMAIN,
-        **{k: attributes[k] for k in schema.ATTRIBUTES if k in attributes},
+        **{k: attributes[k] for k in schema.ATTRIBUTES},
         x_scale=float(x_scale), w_scale=[float(s) for s in w_scale], **schema.PLUGIN_ATTRIBUTES,
     )
 
@@ -310,7 +312,7 @@ def _replace_dcn_nodes(model: onnx.ModelProto, tensors_range, keep: set[str] = f
             nodes.append(helper.make_node("QuantizeLinear", [x_name, scale_name, zero_name], [q_name],
                                           name=f"{label}_quantize_X"))
             quantized_inputs[key] = q_name
-        nodes.append(_int8_node(node, quantized_inputs[key], wq_name, x_scale, w_scale))
+        nodes.append(_int8_node(node, quantized_inputs[key], wq_name, weight.shape[2:], x_scale, w_scale))
         replaced.append({"name": label, "x_scale": x_scale, "w_scale_min": min(w_scale),
                          "w_scale_max": max(w_scale), "input_amax": amax})
     del graph.node[:]
@@ -359,6 +361,7 @@ def _prepare(model: str | os.PathLike | onnx.ModelProto) -> onnx.ModelProto:
         model = read_onnx(model, load_external_data=True)
     check_onnx(model)
     model = onnx.ModelProto.FromString(model.SerializeToString())  # Never modify the caller's model.
+    schema.name_unnamed_nodes(model.graph)
     if any(n.op_type in schema.INT8_OP_TYPES for n in model.graph.node):
         raise ValueError("the model is already quantized (it has DcnDeformConvInt8 nodes)")
     if get_metadata(model).get("precision", "fp32") != "fp32":

@@ -49,6 +49,8 @@ LAYER_OP_TYPES = (*QDQ_OP_TYPES, CUSTOM_OP_TYPE, STANDARD_OP_TYPE)
 
 # The attribute names shared by both node kinds (those of ONNX DeformConv).
 ATTRIBUTES = ("dilations", "group", "kernel_shape", "offset_group", "pads", "strides")
+# ONNX DeformConv's defaults of the attributes a node may leave out (kernel_shape: the weight's kh, kw).
+ATTRIBUTE_DEFAULTS = {"dilations": (1, 1), "group": 1, "offset_group": 1, "pads": (0, 0, 0, 0), "strides": (1, 1)}
 PLUGIN_ATTRIBUTES = {"plugin_namespace": PLUGIN_NAMESPACE, "plugin_version": PLUGIN_VERSION}
 
 
@@ -148,3 +150,17 @@ GENERIC_PLUGIN_OP_TYPE = "Plugin"  # tensorRTIntegrate / tensorRT_Pro: the plugi
 GENERIC_PLUGIN_DCN_NAME = "DCNv2"
 OPENVINO_DOMAIN = "org.openvinotoolkit"  # OpenVINO's ONNX frontend; mmdeploy's OpenVINO backend writes it
 OPENVINO_OP_TYPE = "DeformableConv2D"  # X, offset, W, [mask]: OpenVINO's DeformableConvolution-8
+
+
+def name_unnamed_nodes(graph: onnx.GraphProto) -> None:
+    """Name the unnamed nodes (``OpType_index``): ONNX Runtime's quantizer and FP16 converter select and
+    exclude nodes by name, and an empty name would select every unnamed node at once."""
+    used = {node.name for node in graph.node}
+    for index, node in enumerate(graph.node):
+        if not node.name:
+            name, k = f"{node.op_type}_{index}", 1
+            while name in used:
+                k += 1
+                name = f"{node.op_type}_{index}_{k}"
+            node.name = name
+            used.add(name)
