@@ -20,7 +20,7 @@ from dcn_deploy.onnx.layers import layer_table, resolve_keep_float
 from dcn_deploy.onnx.model_info import get_metadata, recorded_layers
 from dcn_deploy.onnx.quantize import calibrate, quantize_onnx, synthetic_calibration
 from dcn_deploy.onnx.rewrite import rewrite_onnx
-from dcn_deploy.parity.sensitivity import layer_sensitivity, suggested_names
+from dcn_deploy.parity.sensitivity import LayerError, SensitivityReport, layer_sensitivity, suggested_names
 from dcn_deploy.parity.validate import compare_arrays
 
 pytestmark = pytest.mark.custom_op
@@ -256,3 +256,14 @@ def test_unnamed_nodes_and_default_attributes_quantize_like_named_ones():
     float_y = ort_session(model.SerializeToString()).run(None, {"x": x})[0]
     int8_y = ort_session(quantized.SerializeToString()).run(None, {"x": x})[0]
     assert compare_arrays(int8_y, float_y)[2] < 5e-2  # rel L2
+
+
+def test_a_suggested_layer_name_keeps_only_the_measured_node():
+    # "head" is also the parent of "head.extra": --keep-float head would keep both float, so the
+    # suggestion names the node; "neck" means its node alone and is suggested by its layer name.
+    layers = [LayerError("conv_head", "Conv", "head", {"y": 0.3}), LayerError("conv_extra", "Conv", "head.extra", {"y": 0.1}),
+              LayerError("dcn_neck", "DCN", "neck", {"y": 0.2}), LayerError("conv_x", "Conv", "", {"y": 0.05})]
+    report = SensitivityReport("max", 4, 1e-3, {"y": 0.5}, layers, suggested=["conv_head", "dcn_neck", "conv_x"])
+    assert suggested_names(report) == ["conv_head", "neck", "conv_x"]
+    report.suggested = ["conv_extra"]
+    assert suggested_names(report) == ["head.extra"]

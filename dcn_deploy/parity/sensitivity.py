@@ -119,6 +119,13 @@ def layer_sensitivity(
 
 
 def suggested_names(report: SensitivityReport) -> list[str]:
-    """The suggestion as ``--keep-float`` takes it: the layer (module) name where export recorded it."""
+    """The suggestion as ``--keep-float`` takes it: the layer (module) name where export recorded it and
+    it means that node alone (a layer name also keeps its submodules' nodes float, which were not measured
+    with it), else the node name."""
     by_node = {entry.node: entry for entry in report.layers}
-    return [by_node[n].layer or n for n in report.suggested]
+
+    def means_only(layer: str, node: str) -> bool:
+        covered = {e.node for e in report.layers if e.layer and (e.layer == layer or e.layer.startswith(layer + "."))}
+        return covered == {node} and (layer not in by_node or layer == node)
+
+    return [by_node[n].layer if by_node[n].layer and means_only(by_node[n].layer, n) else n for n in report.suggested]
