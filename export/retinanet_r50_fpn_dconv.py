@@ -69,6 +69,7 @@ from dcn_deploy.op.nms import non_max_suppression
 DESCRIPTION = ("mmdetection RetinaNet R-50-FPN, DCNv2 c3-c5 (mmdet 2.x/3.x names), anchors, decoding and NMS "
                "in the graph; outputs dets, labels")
 INPUT_SHAPE = (1, 3, 320, 320)
+SIZE_MULTIPLE = 32  # FPN's strides up to 128 with mmdetection's padding to 32 (checked, declared in dynamic exports)
 OUTPUT_NAMES = ("dets", "labels")
 
 NUM_CLASSES = 80
@@ -264,9 +265,6 @@ def build(seed: int = 0, random_offsets: bool = True, model_class: type[RetinaNe
 
 def example_inputs(batch: int = INPUT_SHAPE[0], height: int = INPUT_SHAPE[2], width: int = INPUT_SHAPE[3],
                    seed: int = 0):
-    if height % 32 or width % 32:
-        raise ValueError(f"retinanet_r50_fpn_dconv: input height and width must be multiples of 32, got "
-                         f"{height}x{width}")
     generator = torch.Generator().manual_seed(seed)
     return (torch.randn(batch, 3, height, width, generator=generator),)
 

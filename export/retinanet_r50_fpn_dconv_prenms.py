@@ -14,6 +14,7 @@ _DETECTOR = load_recipe("retinanet_r50_fpn_dconv")
 
 DESCRIPTION = "retinanet_r50_fpn_dconv up to NMS (for runtimes without one, e.g. TensorRT-RTX); outputs boxes, scores"
 INPUT_SHAPE = _DETECTOR.INPUT_SHAPE
+SIZE_MULTIPLE = _DETECTOR.SIZE_MULTIPLE
 OUTPUT_NAMES = ("boxes", "scores")
 prepare_weights = _DETECTOR.prepare_weights
 example_inputs = _DETECTOR.example_inputs
