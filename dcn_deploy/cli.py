@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import os
 import sys
 from pathlib import Path
@@ -9,6 +10,7 @@ from typing import Callable, Optional
 
 import click
 import typer
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -154,7 +156,6 @@ def export(
         _fail(str(error))
     except OnnxExporterError as error:  # torch.export failed, e.g. an input too small for a layer
         _fail(f"the model does not export at this input shape: {_root_cause(error)}")
-    import json
 
     from dcn_deploy.onnx.model_info import get_metadata
 
@@ -206,7 +207,6 @@ def inspect(
     except (FileNotFoundError, ValueError) as error:
         _fail(str(error))
     if json_output:
-        import json
 
         print(json.dumps(report, indent=2))
         return
@@ -220,7 +220,6 @@ def _dims(shape) -> str:
 
 
 def _print_inspection(report: dict) -> None:
-    from rich import box
 
     opsets = ", ".join(f"{domain} {version}" for domain, version in report["opsets"].items())
     console.print(f"[bold]{report['path']}[/bold]: {report['nodes']} nodes, precision {report['precision']}, "
@@ -298,7 +297,7 @@ def quantize(
     from rich.progress import Progress
 
     from dcn_deploy.onnx.layers import resolve_keep_float
-    from dcn_deploy.onnx.model_info import check_onnx, read_onnx
+    from dcn_deploy.onnx.model_info import check_onnx, read_onnx, recorded_layers
     from dcn_deploy.onnx.quantize import (
         CalibrationError,
         calibrate,
@@ -341,7 +340,6 @@ def quantize(
     if sensitivity:
         _print_sensitivity(report)
         if json_path:
-            import json
 
             json_path.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
             console.print(f"wrote {json_path}")
@@ -358,8 +356,6 @@ def quantize(
             table.add_row(node["name"], f"{node['input_amax']:.4g}", f"{node['x_scale']:.4g}",
                           f"{node['w_scale_min']:.3g}..{node['w_scale_max']:.3g}")
         console.print(table)
-    from dcn_deploy.onnx.model_info import recorded_layers
-
     layers = recorded_layers(proto)
     kept = ", ".join(n if layers.get(n, n) == n else f"{n} ({layers[n]})" for n in result.kept_float)
     kept = f"; kept float: {kept}" if kept else ""
@@ -369,7 +365,6 @@ def quantize(
 
 
 def _print_sensitivity(report) -> None:
-    from rich import box
 
     from dcn_deploy.parity.sensitivity import suggested_names
 
@@ -696,7 +691,6 @@ def bench(
 def _bench_serve(url: str, model: Optional[str], input_shape: Optional[str], concurrency: Optional[list[int]],
                  requests: int, warmup: int, seed: int, json_path: Optional[Path]) -> None:
     """``bench --serve``: the levels with a progress bar, then the table (and the JSON)."""
-    from rich import box
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from dcn_deploy.bench.config import command_line

@@ -86,19 +86,26 @@ def test_decoded_export_is_dynamic_and_matches_pytorch_in_onnx_runtime(work):
         assert np.abs(boxes).max() > shape[3] / 8  # real boxes, in input pixels
 
 
-def test_validate_quantize_and_validate_int8(work):
+@pytest.fixture(scope="module")
+def int8_heads(work) -> tuple[Path, str]:
+    """The heads export (hm, wh, reg) quantized: its path and what ``quantize`` printed."""
+    heads = work / "centernet_heads.onnx"
+    cli("export", "--recipe", "centernet_dla34_dcn", "--weights", str(work / "ctdet_coco_dla_2x.pth"),
+        "--static", "--shape", "1x3x64x64", "-o", str(heads))
+    text = cli("quantize", str(heads), "--synthetic", "2", "-o", str(work / "centernet_heads.int8.onnx"))
+    return work / "centernet_heads.int8.onnx", text
+
+
+def test_validate_quantize_and_validate_int8(work, int8_heads):
     text = cli("validate", str(work / "centernet_det.onnx"), "-n", "1")
     for name, shape in (("boxes", "1x100x4"), ("scores", "1x100"), ("classes", "1x100")):
         assert f"{name} {shape} " in text
     assert "FAIL" not in text and text.count("pass (") == 3
     assert "[[1, 3, 64, 64]] and [[2, 3, 96, 96]]" in text  # the export's shape and a second one (dynamic)
 
-    heads = work / "centernet_heads.onnx"
-    cli("export", "--recipe", "centernet_dla34_dcn", "--weights", str(work / "ctdet_coco_dla_2x.pth"),
-        "--static", "--shape", "1x3x64x64", "-o", str(heads))
-    text = cli("quantize", str(heads), "--synthetic", "2", "-o", str(work / "centernet_heads.int8.onnx"))
+    int8_model, text = int8_heads
     assert "wrote" in text and "16 DcnDeformConvInt8 nodes" in text
-    text = cli("validate", str(work / "centernet_heads.int8.onnx"), "-n", "1")
+    text = cli("validate", str(int8_model), "-n", "1")
     assert "FAIL" not in text and "(onnxruntime-custom-op, int8)" in text and text.count("pass (") == 3
     for name in ("hm 1x80x16x16", "wh 1x2x16x16", "reg 1x2x16x16"):
         assert name in text
@@ -106,14 +113,12 @@ def test_validate_quantize_and_validate_int8(work):
 
 @pytest.mark.skipif(not HAVE_RTX, reason="TensorRT-RTX (tensorrt_rtx_bindings) is not installed: ./scripts/setup.sh "
                     "installs it where pip can reach it")
-def test_tensorrt_rtx_builds_the_decoded_and_the_int8_model(work):
+def test_tensorrt_rtx_builds_the_decoded_and_the_int8_model(work, int8_heads):
     info = rtx_build(work / "centernet_det.onnx", work / "centernet_det.plan", "--shapes",
                      "x:1x3x64x64/2x3x96x96/4x3x128x128", "--compute-capability", "SM86")
     assert info["target"] == "rtx" and info["precision"] == "fp32" and len(info["plugin_layers"]) == 16
     assert info["profiles"][0]["max"] == [4, 3, 128, 128]
-    if not (work / "centernet_heads.int8.onnx").exists():
-        pytest.skip("the INT8 model comes from test_validate_quantize_and_validate_int8")
-    info = rtx_build(work / "centernet_heads.int8.onnx", work / "centernet_heads.int8.plan",
+    info = rtx_build(int8_heads[0], work / "centernet_heads.int8.plan",
                      "--compute-capability", "SM86")
     assert len(info["plugin_layers"]) == 16
 

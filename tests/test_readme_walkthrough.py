@@ -7,6 +7,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -59,10 +60,17 @@ def walkthrough(tmp_path_factory):
                # this checkout's dcn_deploy and the dcn-deploy / python of this interpreter's environment
                PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
                PATH=os.pathsep.join((str(Path(sys.executable).parent), os.environ["PATH"])))
-    run = subprocess.run(["bash", "-c", walkthrough_script()], cwd=folder, env=env, capture_output=True, text=True,
-                         timeout=400)
-    output = " ".join((run.stdout + run.stderr).split())
-    assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-6000:]
+    # its own process group: on a timeout the server the script started goes too (its trap never runs)
+    process = subprocess.Popen(["bash", "-c", walkthrough_script()], cwd=folder, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        stdout, stderr = process.communicate(timeout=400)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        stdout, stderr = process.communicate()
+        pytest.fail("the walk-through did not finish in 400 s:\n" + stdout[-3000:] + stderr[-3000:])
+    output = " ".join((stdout + stderr).split())
+    assert process.returncode == 0, stdout[-6000:] + stderr[-6000:]
     return folder, output
 
 
