@@ -131,6 +131,11 @@ class BenchConfig:
     def thread_count(self) -> int:
         return self.threads or _available_cores()
 
+    @property
+    def gpu_warmup(self) -> int:
+        """Warm-up rounds of a GPU row: at least 3 (the first launches load modules and size caches)."""
+        return max(self.warmup, 3)
+
     def repeats(self, part: str) -> int:
         return self.repeat if self.repeat is not None else (GPU_REPEAT if part == "gpu" else CPU_REPEAT)
 

@@ -132,7 +132,7 @@ def gpu_layer_row(shape: LayerShape, batch: int, config: BenchConfig, step) -> d
     t32 = {name: torch.from_numpy(value).cuda() for name, value in arrays.items()}
     t16 = {name: value.half() for name, value in t32.items()}
     conv = dict(stride=shape.stride, padding=shape.pad, dilation=1, groups=1, offset_groups=1)
-    timings, notes = time_gpu_layer(t16, t32, conv, warmup=max(config.warmup, 3), repeat=config.repeats("gpu"),
+    timings, notes = time_gpu_layer(t16, t32, conv, warmup=config.gpu_warmup, repeat=config.repeats("gpu"),
                                     step=step, t8=int8_layer_tensors(t32))
     ratios: dict[str, float | None] = {}
     for name in timings:

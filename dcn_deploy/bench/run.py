@@ -53,7 +53,7 @@ def run_benchmark(config: BenchConfig, progress: Callable[[str, int, int], None]
     recipes = list(config.recipes) if run_cpu else []
     gpu_rows = [(s, b) for s in config.shapes for b in config.batches] if run_gpu else []
     per_cpu = (config.warmup + config.repeats("cpu")) * (2 if config.reference else 1)  # reference timed apart
-    per_gpu = max(config.warmup, 3) + config.repeats("gpu")
+    per_gpu = config.gpu_warmup + config.repeats("gpu")
     total = per_cpu * (len(cpu_rows) + len(recipes)) + per_gpu * len(gpu_rows)
     done = 0
     description = ""
@@ -76,7 +76,7 @@ def run_benchmark(config: BenchConfig, progress: Callable[[str, int, int], None]
         "settings": {
             "device": config.device, "threads": config.thread_count, "warmup": config.warmup,
             "repeat_cpu": config.repeats("cpu"), "repeat_gpu": config.repeats("gpu"),
-            "warmup_gpu": max(config.warmup, 3), "seed": config.seed, "offset_scale_px": config.offset_scale,
+            "warmup_gpu": config.gpu_warmup, "seed": config.seed, "offset_scale_px": config.offset_scale,
             "shapes": [s.spec for s in config.shapes] if config.layers else [], "batches": list(config.batches),
             "recipes": recipes, "ort_thread_spinning": False, "order": "ONNX Runtime sessions interleaved, rotated each round; the PyTorch reference in its own rounds after them",
             "statistic": "median (also min) of the timed rounds", "int8": config.int8,
