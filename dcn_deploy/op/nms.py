@@ -27,18 +27,22 @@ import torch
 from torch import Tensor
 
 
-def _suppression_matrix(boxes: np.ndarray, iou_threshold: float) -> np.ndarray:
-    """``[n, n]`` bool: box i suppresses box j (and j i), by ONNX Runtime's rule."""
-    x_min = np.minimum(boxes[:, 0], boxes[:, 2])
-    x_max = np.maximum(boxes[:, 0], boxes[:, 2])
-    y_min = np.minimum(boxes[:, 1], boxes[:, 3])
-    y_max = np.maximum(boxes[:, 1], boxes[:, 3])
-    area = (x_max - x_min) * (y_max - y_min)
-    width = np.maximum(0, np.minimum(x_max[:, None], x_max[None]) - np.maximum(x_min[:, None], x_min[None]))
-    height = np.maximum(0, np.minimum(y_max[:, None], y_max[None]) - np.maximum(y_min[:, None], y_min[None]))
+def _corners(boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """x_min, y_min, x_max, y_max and area of each box (any corner order)."""
+    x_min, x_max = np.minimum(boxes[:, 0], boxes[:, 2]), np.maximum(boxes[:, 0], boxes[:, 2])
+    y_min, y_max = np.minimum(boxes[:, 1], boxes[:, 3]), np.maximum(boxes[:, 1], boxes[:, 3])
+    return x_min, y_min, x_max, y_max, (x_max - x_min) * (y_max - y_min)
+
+
+def _suppressed_by(corners, i: int, iou_threshold: float) -> np.ndarray:
+    """``[n]`` bool: which boxes box ``i`` suppresses, by ONNX Runtime's rule (one row at a time: memory
+    grows with the candidates, not with their square)."""
+    x_min, y_min, x_max, y_max, area = corners
+    width = np.maximum(0, np.minimum(x_max[i], x_max) - np.maximum(x_min[i], x_min))
+    height = np.maximum(0, np.minimum(y_max[i], y_max) - np.maximum(y_min[i], y_min))
     intersection = width * height
-    union = area[:, None] + area[None] - intersection
-    valid = (intersection > 0) & (area[:, None] > 0) & (area[None] > 0) & (union > 0)
+    union = area[i] + area - intersection
+    valid = (intersection > 0) & (area[i] > 0) & (area > 0) & (union > 0)
     with np.errstate(divide="ignore", invalid="ignore"):
         return valid & (intersection / np.where(valid, union, 1) > iou_threshold)
 
@@ -61,7 +65,7 @@ def non_max_suppression(boxes: Tensor, scores: Tensor, max_output_boxes_per_clas
                 continue
             # descending score, ties by lower index: a stable sort of the negated scores
             order = candidates[np.argsort(-scores_np[b, c, candidates], kind="stable")]
-            suppresses = _suppression_matrix(boxes_np[b, order], iou_threshold)
+            corners = _corners(boxes_np[b, order])
             suppressed = np.zeros(order.size, dtype=bool)
             kept = 0
             for i in range(order.size):
@@ -71,7 +75,7 @@ def non_max_suppression(boxes: Tensor, scores: Tensor, max_output_boxes_per_clas
                 kept += 1
                 if kept == max_output_boxes_per_class:
                     break
-                suppressed |= suppresses[i]
+                suppressed |= _suppressed_by(corners, i, iou_threshold)
     return torch.tensor(selected, dtype=torch.int64, device=boxes.device).reshape(-1, 3)
 
 
