@@ -77,6 +77,19 @@ def test_the_summary_writes_one_json_and_prints_the_table(tmp_path, capsys):
     assert row.split()[2:] == ["3.25", "1.40", "0.90", "-", "0.61", "-"]
 
 
+def test_the_summary_reports_a_truncated_json_instead_of_failing(tmp_path, capsys):
+    (tmp_path / "bench.json").write_text('{"gpu_layers": [{"shape": "64x')  # cut off by a timeout
+    out = tmp_path / "gpu_check.json"
+    code = gpu_check_summary.main(["--steps", str(_steps_tsv(tmp_path / "steps.tsv")), "--bench",
+                                   str(tmp_path / "bench.json"), "--json", str(out)])
+    printed = capsys.readouterr().out
+    assert code == 0
+    written = json.loads(out.read_text())
+    assert written["bench"] is None and written["missing"]["bench"].startswith("unreadable (bench.json: ")
+    assert "benchmark: unreadable (bench.json: Unterminated string" in printed
+    assert "parity table: not written" in printed
+
+
 def test_the_summary_names_a_malformed_step_line(tmp_path):
     steps = tmp_path / "steps.tsv"
     steps.write_text("build\tMAYBE\t1\t0\t10\t\n")
