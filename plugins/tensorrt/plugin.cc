@@ -57,6 +57,8 @@ DcnElementType to_element_type(DataType type) {
 //   kCHW4    int8               NC/4HW4                   TensorRT's int8 (dp4a) convolutions' format
 //   kHWC16   int8               NHWC, C padded to 16      int8 channels-last (TensorRT offers it)
 // The INT8 kernel gathers one channel at a time in every layout (bitwise the planar result).
+// kCHW4 and kHWC16 int8 X only with int8 Yq (float32 Y has kCHW32 alone); float16 kHWC8/kHWC16
+// only where the tensor-core kernel fits (channels_last_fits; never ahead of time).
 bool format_layout(TensorFormat format, DataType type, TensorLayout* layout) {
   switch (format) {
     case TensorFormat::kLINEAR:
