@@ -46,11 +46,18 @@ def read_steps(path: Path) -> list[dict]:
     return steps
 
 
-def read_json(path: Path | None) -> dict | None:
-    """The JSON at ``path``; None when the step that writes it did not get that far."""
+def read_json(path: Path | None) -> tuple[dict | None, str | None]:
+    """(the JSON object at ``path``, None), or (None, why not): the step that writes it did not get
+    that far, or stopped in the middle of writing it (a timeout): reported, never raised."""
     if path is None or not path.is_file():
-        return None
-    return json.loads(path.read_text())
+        return None, "not written"
+    try:
+        data = json.loads(path.read_text(errors="replace"))
+    except (OSError, ValueError) as error:
+        return None, f"unreadable ({path.name}: {error})"
+    if not isinstance(data, dict):
+        return None, f"unreadable ({path.name}: a JSON {type(data).__name__}, expected an object)"
+    return data, None
 
 
 def ratio_table(bench: dict | None) -> list[str]:
@@ -70,7 +77,10 @@ def ratio_table(bench: dict | None) -> list[str]:
     return lines
 
 
-def summarize(steps: list[dict], parity: dict | None, bench: dict | None) -> list[str]:
+def summarize(steps: list[dict], parity: dict | None, bench: dict | None,
+              problems: dict[str, str] | None = None) -> list[str]:
+    """The table; ``problems``: why the parity table or the benchmark is missing (read_json)."""
+    problems = problems or {}
     lines = ["gpu_check summary", f"{'step':<40} {'status':<8} {'seconds':>7}  note"]
     for step in steps:
         note = step["note"] or (f"exit {step['exit_code']}, limit {step['limit_s']}s"
@@ -80,9 +90,9 @@ def summarize(steps: list[dict], parity: dict | None, bench: dict | None) -> lis
     lines.append(", ".join(f"{count} {status.lower()}" for status, count in counts.items()) +
                  f"; {sum(s['seconds'] for s in steps)} s in steps")
     if parity is None:
-        lines.append("parity table: not written")
+        lines.append(f"parity table: {problems.get('parity', 'not written')}")
     if bench is None:
-        lines.append("benchmark: not written")
+        lines.append(f"benchmark: {problems.get('bench', 'not written')}")
     return lines + ratio_table(bench)
 
 
@@ -95,14 +105,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, required=True)
     args = parser.parse_args(argv)
     steps = read_steps(args.steps)
-    parity, bench = read_json(args.parity), read_json(args.bench)
-    print("\n".join(summarize(steps, parity, bench)))
+    (parity, parity_problem), (bench, bench_problem) = read_json(args.parity), read_json(args.bench)
+    problems = {name: problem for name, problem in (("parity", parity_problem), ("bench", bench_problem)) if problem}
+    print("\n".join(summarize(steps, parity, bench, problems)))
     args.json.write_text(json.dumps({
         "steps": steps,
         "passed": all(s["status"] in ("PASS", "SKIP") for s in steps),
         "log": str(args.log) if args.log else None,
         "parity": parity,
         "bench": bench,
+        "missing": problems,
     }, indent=1))
     return 0
 

@@ -3,7 +3,8 @@ with C padded to 8 or 16 (TensorRT kHWC8 / kHWC16), NC/vHWv (kCHW4 / kCHW32) and
 on the CPU emulator of the kernels (and on a GPU where torch sees one: scripts/gpu_check.sh).
 
 Proven bitwise (torch.equal), on odd shapes (C and M not multiples of 8) with NaN (float16) or random
-int8 values in X's padding channels, which must never be read:
+int8 values in X's padding channels, which must never reach the result (8-channel gathers load them
+and zero those lanes):
 
 * float16 ``tensor_core`` (one channel per gather, any layout) == the planar ``tensor_core`` result;
 * float16 ``tensor_core_nhwc`` on NHWC (16-byte gathers of X in place, W read planar, no workspace) ==
@@ -116,6 +117,46 @@ def test_torch_channels_last_tensors_run_in_place_and_come_back_channels_last():
     t = _fp16(odd, "emulated")
     out = _run({**t, "X": t["X"].to(memory_format=torch.channels_last)}, odd, "emulated")
     assert torch.equal(out.contiguous(), _run(t, odd, "emulated", algorithm="tensor_core"))
+
+
+
+# layout=None picks nhwc only for float16 (not "simt") and int8, and falls back to a planar copy of X
+# when the kernel refuses that automatic choice: float32, "simt" and a corner table larger than the
+# tensor-core kernel's shared memory (16 offset groups x 3x3 = 144 taps) still run, with NCHW output.
+@pytest.mark.parametrize("dtype, algorithm, offset_group", [
+    (torch.float32, "auto", 1), (torch.float16, "simt", 1), (torch.float16, "auto", 16)])
+def test_channels_last_inputs_the_nhwc_kernels_cannot_take_run_planar(dtype, algorithm, offset_group):
+    case = Case("channels_last_planar", n=1, c=16, m=4, h=5, w=6, offset_group=offset_group)
+    t = {k: (v.to(dtype) if v is not None else None) for k, v in _fp16(case, "emulated").items()}
+    out = _run({**t, "X": t["X"].to(memory_format=torch.channels_last)}, case, "emulated", algorithm=algorithm)
+    assert out.is_contiguous()
+    expected = _run(t, case, "emulated", algorithm=algorithm)
+    assert torch.equal(out, expected), _differ(out, expected)
+    if offset_group > 1:  # the explicit layout is still refused, with the kernel's reason
+        with pytest.raises(cuda_kernels.CudaKernelError, match="bytes of shared memory"):
+            _run(t, case, "emulated", layout="nhwc")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_nhwc_x_not_16_byte_aligned_is_gathered_one_channel_at_a_time(device: str):
+    """A C-API caller may pass a view starting inside a 16-byte vector: "auto" then gathers one channel at a
+    time (as the planar "tensor_core" result, bitwise), and "tensor_core_nhwc" is refused. On the emulator
+    both gathers give the same bits and host loads do not fault, so there the refusal shows what planning
+    saw; on a GPU a 16-byte gather from that address would stop the launch (misaligned address)."""
+    case = Case("misaligned", n=1, c=16, m=8, h=5, w=6)
+    t = _fp16(case, device)
+    nhwc = t["X"].permute(0, 2, 3, 1).contiguous()
+    storage = torch.zeros(nhwc.numel() + 8, dtype=torch.float16, device=nhwc.device)
+    storage[1:1 + nhwc.numel()] = nhwc.flatten()  # 2 bytes in
+    x = storage[1:1 + nhwc.numel()].view(nhwc.shape).permute(0, 3, 1, 2)
+    assert x.data_ptr() % 16 == 2 and x.is_contiguous(memory_format=torch.channels_last) and torch.equal(x, t["X"])
+    out = _run({**t, "X": x}, case, device, layout="nhwc")
+    expected = _run(t, case, device, algorithm="tensor_core")
+    assert torch.equal(out.contiguous(), expected), _differ(out.contiguous(), expected)
+    with pytest.raises(cuda_kernels.CudaKernelError, match="address must be a multiple of 16 bytes"):
+        _run({**t, "X": x}, case, device, layout="nhwc", algorithm="tensor_core_nhwc")
+    aligned = _run({**t, "X": nhwc.permute(0, 3, 1, 2)}, case, device, layout="nhwc", algorithm="tensor_core_nhwc")
+    assert torch.equal(aligned.contiguous(), expected)
 
 
 INT8_CASES = [

@@ -35,6 +35,26 @@ def test_without_a_gpu_the_script_says_so_and_stops(tmp_path):
     assert "nothing to check" in (tmp_path / "gpu_check.log").read_text()
 
 
+def test_steps_that_cannot_fit_the_budget_are_skipped_not_timed_out(tmp_path):
+    """A python that claims a GPU, and a 40 s budget: no step has half its limit left or a library to
+    test, so each is SKIP with its reason, and the summary still writes gpu_check.json."""
+    fake = tmp_path / "python"
+    fake.write_text('#!/bin/bash\ncase "$*" in *"torch.cuda.is_available() else 1"*) exit 0;; esac\n'
+                    f'exec {sys.executable} "$@"\n')
+    fake.chmod(0o755)
+    build = tmp_path / "build-gpu"
+    env = {**os.environ, "PYTHON": str(fake), "OUT": str(tmp_path), "GPU_CHECK_BUDGET_S": "40",
+           "GPU_CHECK_BUILD_DIR": str(build), "CUDA_VISIBLE_DEVICES": ""}
+    result = subprocess.run(["bash", str(SCRIPT)], capture_output=True, text=True, env=env, timeout=120, cwd=REPO)
+    assert result.returncode == 0, result.stdout + result.stderr
+    steps = {s["name"]: s for s in json.loads((tmp_path / "gpu_check.json").read_text())["steps"]}
+    assert all(s["status"] == "SKIP" for s in steps.values()), steps
+    assert re.fullmatch(r"\d+s of the 40s budget left, under half its 200s limit",
+                        next(s for name, s in steps.items() if name.startswith("build"))["note"])
+    assert steps["CUDA kernel tests (pytest)"]["note"] == f"no {build}/lib/libdcn_deploy_cuda.so: not built"
+    assert "nothing to check" not in result.stdout and "gpu_check: 0 step(s) failed" in result.stdout
+
+
 def test_the_sanitizer_cases_run_on_the_emulation():
     pytest.importorskip("dcn_deploy.backends.cuda_kernels").cuda_kernel_library()
     result = subprocess.run([sys.executable, str(REPO / "scripts" / "gpu_sanitize_cases.py"), "--emulate"],
@@ -75,6 +95,19 @@ def test_the_summary_writes_one_json_and_prints_the_table(tmp_path, capsys):
     assert "exit 124, limit 150s" in printed and "parity table: not written" in printed
     row = next(line for line in printed.splitlines() if line.startswith("64x64x64"))
     assert row.split()[2:] == ["3.25", "1.40", "0.90", "-", "0.61", "-"]
+
+
+def test_the_summary_reports_a_truncated_json_instead_of_failing(tmp_path, capsys):
+    (tmp_path / "bench.json").write_text('{"gpu_layers": [{"shape": "64x')  # cut off by a timeout
+    out = tmp_path / "gpu_check.json"
+    code = gpu_check_summary.main(["--steps", str(_steps_tsv(tmp_path / "steps.tsv")), "--bench",
+                                   str(tmp_path / "bench.json"), "--json", str(out)])
+    printed = capsys.readouterr().out
+    assert code == 0
+    written = json.loads(out.read_text())
+    assert written["bench"] is None and written["missing"]["bench"].startswith("unreadable (bench.json: ")
+    assert "benchmark: unreadable (bench.json: Unterminated string" in printed
+    assert "parity table: not written" in printed
 
 
 def test_the_summary_names_a_malformed_step_line(tmp_path):

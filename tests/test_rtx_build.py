@@ -469,10 +469,14 @@ def _format_log(path: Path) -> tuple[dict[str, bool], list[list[dict]]]:
     return offered, configured
 
 
-# precision: (X's channels-last format the plugin must accept, every format it must accept for X, Y type)
+# precision: (X's channels-last format the builder must configure, every format the plugin must accept for X,
+# Y type). float16 channels-last X runs only on the tensor-core kernel, whose smallest tile needs 66 KiB of
+# shared memory; ahead of time (no device) the plugin assumes sm_75's 64 KiB, the smallest target
+# TensorRT-RTX builds for, so a float16 layer (here 3x3, one offset group: 76 KiB) is offered kLINEAR only.
 CHANNELS_LAST = {
-    "fp16": ("kHWC8", {"kLINEAR", "kHWC8", "kHWC16"}, "float16"),
-    "int8": ("kCHW32", {"kLINEAR", "kCHW32", "kCHW4", "kHWC16"}, "float32"),  # DcnDeformConvInt8: float32 Y
+    "fp16": (None, {"kLINEAR"}, "float16"),
+    # DcnDeformConvInt8: float32 Y, whose only blocked format is kCHW32: X kCHW4/kHWC16 refused up front
+    "int8": ("kCHW32", {"kLINEAR", "kCHW32"}, "float32"),
 }
 
 
@@ -494,9 +498,11 @@ def test_the_builder_configures_channels_last_formats_next_to_real_convolutions(
     # TensorRT-RTX 1.7 offers X in every format of its type; the plugin takes exactly its table's.
     assert {f for f, ok in offered.items() if ok} == accepted, offered
     assert len(offered) > len(accepted)
-    # It configures the plugin with the channels-last format (and with kLINEAR): Y follows X, the rest linear.
+    # int8: it configures the plugin with the channels-last format (and with kLINEAR); float16: kLINEAR only.
+    # Y follows X, the rest linear.
     x_formats = {tensors[0]["format"] for tensors in configured}
-    assert channels_last in x_formats and x_formats <= accepted, configured
+    assert x_formats <= accepted and (channels_last is None or channels_last in x_formats), configured
+    assert configured
     for tensors in configured:
         assert tensors[-1] == {"format": tensors[0]["format"], "type": y_type}
         assert all(t["format"] == "kLINEAR" for t in tensors[1:-1])

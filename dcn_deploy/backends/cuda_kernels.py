@@ -53,10 +53,14 @@ nc4hw4        [N][C/4][H][W][4]             kCHW4 (int8)           fp16 tensor c
 nc32hw32      [N][C/32][H][W][32]           kCHW32 (int8)          fp16 tensor core, INT8
 ============  ============================  =====================  ===========================
 
-With ``layout=None`` a 4-D input in ``torch.channels_last`` memory format runs as ``nhwc`` (no copy)
-and the output comes back in ``torch.channels_last`` too. The padded layouts are packed here
-(:func:`pack_layout`, a copy: this is a test harness; inside TensorRT the tensors arrive packed);
-their padding channels are never read, and the output's are written as zeros.
+With ``layout=None`` a 4-D input in ``torch.channels_last`` memory format runs as ``nhwc`` (no copy;
+the output comes back in ``torch.channels_last`` too) where a channels-last kernel may take it: float16
+with an algorithm other than "simt", or int8. Otherwise (float32, float16 "simt"), or when the kernel
+answers unsupported for that automatic choice (e.g. a corner table too large for the tensor-core
+kernel's shared memory), X is copied to NCHW and the output is NCHW, as before channels-last support.
+The padded layouts are packed here (:func:`pack_layout`, a copy: this is a test harness; inside
+TensorRT the tensors arrive packed). X's padding channels never reach the result: 8-channel gathers
+load them and zero those lanes, one-channel gathers skip them; Y's are written as zeros.
 """
 from __future__ import annotations
 
@@ -75,6 +79,7 @@ LIBRARY_NAME = "libdcn_deploy_cuda.so"
 ELEMENT_TYPES = {torch.float32: 0, torch.float16: 1}  # DcnElementType of float data
 INT8_ELEMENT_TYPE = 2  # DCN_INT8
 _STATUS_NAMES = {1: "invalid argument", 2: "unsupported", 3: "CUDA error"}
+_UNSUPPORTED = 2  # DCN_STATUS_UNSUPPORTED
 ALGORITHMS = {"auto": 0, "simt": 1, "tensor_core": 2, "tensor_core_nhwc": 3}  # DcnAlgorithm
 # name: (DcnLayout, layout_vector)
 LAYOUTS = {"nchw": (0, 1), "nhwc": (1, 1), "nhwc8": (1, 8), "nhwc16": (1, 16), "nc4hw4": (2, 4), "nc32hw32": (2, 32)}
@@ -264,8 +269,8 @@ def deform_conv2d_cuda(
     table); ``split_k`` > 0 forces that many K splits on the tensor-core kernel (0: the
     kernel's own choice). ``x_scale``, ``w_scale`` and ``y_scale``: the INT8 form, for int8
     ``input`` and ``weight`` only (module docstring). ``layout``: how X and Y are laid out for
-    the kernel (module docstring; None: ``nhwc`` for a ``torch.channels_last`` input, else
-    ``nchw``); padded layouts get ``padding_fill`` in X's padding channels, and
+    the kernel (module docstring; None: ``nhwc`` for a ``torch.channels_last`` float16 (not "simt")
+    or int8 input where the kernel runs it, else ``nchw``); padded layouts get ``padding_fill`` in X's padding channels, and
     ``packed_output=True`` returns Y's packed buffer [N, Mp/B, Ho, Wo, B] instead of [N, M, Ho, Wo];
     ``output_fill`` fills Y before the launch (tests: what the kernel leaves unwritten shows).
     """
@@ -309,9 +314,11 @@ def deform_conv2d_cuda(
             f"deform_conv2d_cuda: tensors are on {input.device}; pass CUDA tensors, or emulate=True for CPU tensors"
         )
 
+    automatic_nhwc = False
     if layout is None:  # torch.channels_last (and not also plain contiguous, as for C == 1 or H*W == 1)
         channels_last = input.is_contiguous(memory_format=torch.channels_last) and not input.is_contiguous()
-        layout = "nhwc" if channels_last else "nchw"
+        automatic_nhwc = channels_last and (int8 or (input.dtype == torch.float16 and algorithm != "simt"))
+        layout = "nhwc" if automatic_nhwc else "nchw"
     layout_code, layout_vector = _layout_code(layout)
     contiguous = {name: (t.contiguous() if t is not None else None) for name, t in tensors.items()}
     n, c, h, w = input.shape
@@ -352,6 +359,12 @@ def deform_conv2d_cuda(
         problem, [*pointers, output.data_ptr(), pointer(output_scale)], emulate=emulate, stream=stream,
         workspace=workspace.data_ptr() if workspace is not None else None,
     )
+    if status == _UNSUPPORTED and automatic_nhwc:  # planning refused it before any launch: planar X instead
+        return deform_conv2d_cuda(
+            input, offset, weight, bias, stride, padding, dilation, mask, groups, offset_groups, emulate=emulate,
+            algorithm=algorithm, split_k=split_k, x_scale=x_scale, w_scale=w_scale, y_scale=y_scale, layout="nchw",
+            padding_fill=padding_fill, packed_output=packed_output, output_fill=output_fill,
+        )
     if status != 0:
         raise CudaKernelError(status, message)
     if packed and not packed_output:

@@ -116,7 +116,8 @@ std::string infer_shape_from_sizes(const std::string& node_name, const DeformCon
 //   kChannelsLast   NHWC, C padded to vector Cp   roundup(C, vector)  vector 1: torch.channels_last,
 //                                                                     8: kHWC8, 16: kHWC16
 //   kBlocked        NC/vHWv                  v    roundup(C, vector)  4: kCHW4, 32: kCHW32
-// Padding channels of X are never read; those of Y are written as zeros.
+// Padding channels of X never reach the result (the 8-channel NHWC gathers load them
+// and zero those lanes; one-channel gathers skip them); those of Y are written as zeros.
 enum class ChannelLayout : int32_t { kPlanar = 0, kChannelsLast = 1, kBlocked = 2 };
 struct TensorLayout {
   ChannelLayout kind = ChannelLayout::kPlanar;

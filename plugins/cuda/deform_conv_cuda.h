@@ -13,8 +13,12 @@
  *                             16: kHWC16)
  *   DCN_LAYOUT_NC_VECTOR_HW   [N][Cp/v][H][W][v], v = layout_vector
  *                             (4: TensorRT kCHW4; 32: kCHW32)
- * (Y with M for C). Padding channels of X are never read, those of Y are
- * written as zeros. Non-planar layouts run the tensor-core kernels only
+ * (Y with M for C). Padding channels of X never reach the result (the
+ * 8-channel NHWC gathers load them and zero those lanes; one-channel
+ * gathers skip them); those of Y are written as zeros. The in-place
+ * 8-channel gathers also need X's address to be a multiple of 16 bytes:
+ * otherwise AUTO gathers one channel at a time and TENSOR_CORE_NHWC is
+ * refused (DCN_STATUS_UNSUPPORTED). Non-planar layouts run the tensor-core kernels only
  * (float16, or DCN_INT8 with either algorithm): for float16,
  * DCN_ALGORITHM_TENSOR_CORE_NHWC reads an NHWC X in place (16-byte gathers,
  * no workspace; needs Cp % 8 == 0 and 8-channel-aligned groups) and AUTO

@@ -195,7 +195,10 @@ size_t tensor_core_shared_bytes(int64_t offset_group_taps, int64_t out_channels_
 }  // namespace
 
 bool float_channels_last_fits(int64_t offset_group_taps, int64_t out_channels_per_group) {
-  constexpr size_t kAheadOfTimeSharedPerBlock = 99 * 1024;
+  // sm_75 (Turing), the smallest target TensorRT-RTX builds for: 64 KiB per block. A bound of a
+  // newer target (99 KiB) would offer formats whose enqueue then fails on Turing. The smallest
+  // tile needs 66 KiB (its epilogue), so ahead of time this is never offered.
+  constexpr size_t kAheadOfTimeSharedPerBlock = 64 * 1024;
   DeviceLimits device{};
   std::string ignored;
   const bool on_device = query_device(&device, &ignored) == DCN_STATUS_OK;
@@ -205,7 +208,7 @@ bool float_channels_last_fits(int64_t offset_group_taps, int64_t out_channels_pe
 }
 
 int plan_algorithm(const Problem& p, const DeviceLimits& device, LaunchPlan* plan,
-                   std::string* message) {
+                   std::string* message, bool input_aligned) {
   const TileProblem& t = plan->problem;
   if (p.algorithm != DCN_ALGORITHM_AUTO && p.algorithm != DCN_ALGORITHM_SIMT &&
       p.algorithm != DCN_ALGORITHM_TENSOR_CORE && p.algorithm != DCN_ALGORITHM_TENSOR_CORE_NHWC) {
@@ -287,11 +290,18 @@ int plan_algorithm(const Problem& p, const DeviceLimits& device, LaunchPlan* pla
       tp.input_block = tp.in_channels;
     }
   } else if (p.algorithm != DCN_ALGORITHM_TENSOR_CORE) {
-    // X in a layout: 8-channel gathers in place where the vectors are whole and aligned.
+    // X in a layout: 8-channel gathers in place where the vectors are whole and aligned
+    // (a C-API caller may pass a view that starts inside a vector: then one channel per gather).
     const int v = cuda_mma::kChannelVector;
     const bool fits = t.input_block % v == 0 && t.input_padded % v == 0 &&
                       (t.group == 1 || t.channels_per_group % v == 0) &&
                       (t.offset_group == 1 || t.channels_per_offset_group % v == 0);
+    if (p.algorithm == DCN_ALGORITHM_TENSOR_CORE_NHWC && fits && !input_aligned) {
+      *message = node_error(kCallerName, "the channels-last tensor-core kernel reads X in the " +
+                                             describe_layout(p.layout) + " layout in 16-byte vectors: X's address "
+                                             "must be a multiple of 16 bytes");
+      return DCN_STATUS_UNSUPPORTED;
+    }
     if (p.algorithm == DCN_ALGORITHM_TENSOR_CORE_NHWC && !fits) {
       *message = node_error(kCallerName, "the channels-last tensor-core kernel reads X in the " +
                                              describe_layout(p.layout) + " layout in 16-byte vectors: it needs blocks "
@@ -301,7 +311,7 @@ int plan_algorithm(const Problem& p, const DeviceLimits& device, LaunchPlan* pla
                                              ", offset_group = " + std::to_string(t.offset_group));
       return DCN_STATUS_UNSUPPORTED;
     }
-    if (fits) {
+    if (fits && input_aligned) {
       gather = Gather::kNhwc;
       tp.tap_channels = static_cast<int32_t>(ceil_div(t.channels_per_group, v) * v);
       tp.reduction = tp.tap_channels * t.kernel_area;

@@ -84,7 +84,10 @@ int plan_tiles(const Problem& problem, LaunchPlan* plan, std::string* message);
 int query_device(DeviceLimits* device, std::string* message);
 
 // After plan_tiles: chooses the kernel for `device` and sizes the block
-// kernel's launch. Returns a DcnStatus.
-int plan_algorithm(const Problem& problem, const DeviceLimits& device, LaunchPlan* plan, std::string* message);
+// kernel's launch. `input_aligned`: X's address is a multiple of 16 bytes (the
+// in-place 8-channel gathers of a channels-last X need it; without buffers,
+// as for dcn_deform_conv_cuda_launch_info, assumed). Returns a DcnStatus.
+int plan_algorithm(const Problem& problem, const DeviceLimits& device, LaunchPlan* plan, std::string* message,
+                   bool input_aligned = true);
 
 }  // namespace dcn_deploy::cuda

@@ -2,6 +2,8 @@
 
 #include <cuda_runtime.h>
 
+#include <cstdint>
+
 #include <string>
 
 #include "cuda/emulate.h"
@@ -42,7 +44,8 @@ int plan_for(const Problem& problem, const DcnDeformConvBuffers* buffers, const 
     status = query_device(&current, message);
     device = &current;
   }
-  if (status == DCN_STATUS_OK) status = plan_algorithm(problem, *device, plan, message);
+  const bool input_aligned = buffers == nullptr || reinterpret_cast<uintptr_t>(buffers->input) % 16 == 0;
+  if (status == DCN_STATUS_OK) status = plan_algorithm(problem, *device, plan, message, input_aligned);
   return status;
 }
 

@@ -42,7 +42,7 @@ int plan(const Problem& problem, bool emulated, DcnLaunchInfo* info, std::string
 // Whether the float16 tensor-core kernel (the float16 kernel that reads
 // channels-last X; it has no fallback) can run a node with these attributes:
 // on the current device, or, with no device (an ahead-of-time build), on every
-// Ampere-or-newer target (99 KiB of shared memory per block, sm_86/sm_89's).
+// compiled target down to sm_75 (64 KiB of shared memory per block, Turing's).
 bool float_channels_last_fits(int64_t offset_group_taps, int64_t out_channels_per_group);
 
 // Bytes of device workspace (0 unless the channels-last tensor-core kernel runs).

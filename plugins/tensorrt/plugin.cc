@@ -57,6 +57,8 @@ DcnElementType to_element_type(DataType type) {
 //   kCHW4    int8               NC/4HW4                   TensorRT's int8 (dp4a) convolutions' format
 //   kHWC16   int8               NHWC, C padded to 16      int8 channels-last (TensorRT offers it)
 // The INT8 kernel gathers one channel at a time in every layout (bitwise the planar result).
+// kCHW4 and kHWC16 int8 X only with int8 Yq (float32 Y has kCHW32 alone); float16 kHWC8/kHWC16
+// only where the tensor-core kernel fits (channels_last_fits; never ahead of time).
 bool format_layout(TensorFormat format, DataType type, TensorLayout* layout) {
   switch (format) {
     case TensorFormat::kLINEAR:
@@ -113,12 +115,29 @@ const char* format_name(TensorFormat format) {
 // DCN_DEPLOY_TRT_FORMAT_LOG=<file>: every format query of the builder and its
 // answer, and every configuration, appended as JSON lines (a debugging aid
 // and the record tests/test_rtx_build.py reads). Unset: nothing is written.
-void record_format_event(const std::string& line) noexcept {
-  const char* path = std::getenv("DCN_DEPLOY_TRT_FORMAT_LOG");
-  if (path == nullptr || *path == '\0') return;
-  if (std::FILE* file = std::fopen(path, "a")) {
-    std::fputs((line + "\n").c_str(), file);
-    std::fclose(file);
+// Read once per process; callers check it before building a line, so that the
+// builder's many format queries cost no string work when it is unset.
+const char* format_log_path() noexcept {
+  static const char* const path = [] {
+    const char* value = std::getenv("DCN_DEPLOY_TRT_FORMAT_LOG");
+    return value != nullptr && *value != '\0' ? value : nullptr;
+  }();
+  return path;
+}
+
+// `make_line` builds the JSON line (only when the log is on); a failure to build or
+// write it (e.g. std::bad_alloc) loses the line, never the query.
+template <typename MakeLine>
+void record_format_event(MakeLine&& make_line) noexcept {
+  const char* path = format_log_path();
+  if (path == nullptr) return;
+  try {
+    const std::string line = make_line() + "\n";
+    if (std::FILE* file = std::fopen(path, "a")) {
+      std::fputs(line.c_str(), file);
+      std::fclose(file);
+    }
+  } catch (...) {
   }
 }
 
@@ -457,12 +476,14 @@ int32_t DcnDeformConvPlugin::configurePlugin(nvinfer1::DynamicPluginTensorDesc c
     // checks the known ones, the profile's bounds below the whole shapes,
     // and onShapeChange each run-time shape.
     std::string error = check_tensors(in_desc.data(), nbInputs, out_desc.data(), nbOutputs);
-    std::string tensors;
-    for (int32_t i = 0; i < nbInputs + nbOutputs; ++i) {
-      tensors += concat(i == 0 ? "" : ", ", json_tensor(i < nbInputs ? in_desc[i] : out_desc[i - nbInputs]));
-    }
-    record_format_event(concat("{\"event\": \"configure\", \"layer\": \"", layer_name_, "\", \"tensors\": [", tensors,
-                               "], \"accepted\": ", error.empty() ? "true" : "false", "}"));
+    record_format_event([&] {
+      std::string tensors;
+      for (int32_t i = 0; i < nbInputs + nbOutputs; ++i) {
+        tensors += concat(i == 0 ? "" : ", ", json_tensor(i < nbInputs ? in_desc[i] : out_desc[i - nbInputs]));
+      }
+      return concat("{\"event\": \"configure\", \"layer\": \"", layer_name_, "\", \"tensors\": [", tensors,
+                    "], \"accepted\": ", error.empty() ? "true" : "false", "}");
+    });
     for (const char* bound : {"min", "max"}) {
       if (!error.empty()) break;
       bool known = true;
@@ -575,9 +596,10 @@ bool DcnDeformConvPlugin::supportsFormatCombination(int32_t pos, nvinfer1::Dynam
     }
     const PluginTensorDesc& desc = inOut[pos].desc;
     const bool accepted = accepts_format(pos, inOut, nbInputs);
-    record_format_event(concat("{\"event\": \"query\", \"layer\": \"", layer_name_, "\", \"pos\": ", pos,
-                               ", \"tensor\": ", json_tensor(desc), ", \"accepted\": ", accepted ? "true" : "false",
-                               "}"));
+    record_format_event([&] {
+      return concat("{\"event\": \"query\", \"layer\": \"", layer_name_, "\", \"pos\": ", pos,
+                    ", \"tensor\": ", json_tensor(desc), ", \"accepted\": ", accepted ? "true" : "false", "}");
+    });
     return accepted;
   });
 }
@@ -611,6 +633,12 @@ bool DcnDeformConvPlugin::accepts_format(int32_t pos, nvinfer1::DynamicPluginTen
   if (role == Role::kInput) {
     if (!format_layout(desc.format, desc.type, &tensor_layout)) return false;
     if (!int8() && desc.format != TensorFormat::kLINEAR && !channels_last_fits(inOut[1].desc.dims)) return false;
+    // INT8 with float32 Y: Y follows X's format and kCHW32 is the only blocked float32 one, so an X
+    // format no Y could follow (kCHW4, kHWC16) is refused here rather than left to a dead end at Y.
+    if (int8() && mode_ != PluginMode::kInt8Requantized && desc.format != TensorFormat::kLINEAR &&
+        desc.format != TensorFormat::kCHW32) {
+      return false;
+    }
   } else if (role == Role::kOutput) {
     // Y in X's layout; for the INT8 float32 Y, kCHW32 is TensorRT's only blocked float32 format.
     const bool float_y = int8() && desc.type == DataType::kFLOAT;
