@@ -9,7 +9,7 @@ cd "$root"
 . .venv/bin/activate
 
 echo "== pytest (then the bad-input catalogue's count, the fuzz budget and the line coverage of dcn_deploy/)"
-python -m pytest -q --cov=dcn_deploy --cov-report=term:skip-covered "$@"
+python -m pytest -q --durations=15 --cov=dcn_deploy --cov-report=term:skip-covered "$@"
 
 echo "== sanitizers (ASan + UBSan) on the custom-op library"
 ./scripts/build_plugins.sh --sanitize
