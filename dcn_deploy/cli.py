@@ -735,7 +735,11 @@ def _bench_serve(url: str, model: Optional[str], input_shape: Optional[str], con
     if json_path:
         write_json(result, json_path)
         console.print(f"wrote {json_path}")
-    if any(level["errors"] for level in result["levels"]):
+    for level in result["levels"]:
+        if level["warmup_errors"]:
+            console.print(f"[red]{level['warmup_errors']} warm-up request(s) failed[/red] at concurrency "
+                          f"{level['concurrency']} (untimed, not in the table)", highlight=False)
+    if any(level["errors"] or level["warmup_errors"] for level in result["levels"]):
         raise typer.Exit(1)
 
 
@@ -788,6 +792,10 @@ def serve(
                                              "--device cuda or a TensorRT engine, else 0)"),
     proxy_location: str = typer.Option(PROXY_LOCATIONS[0], "--proxy-location", help="ray: HeadOnly | EveryNode "
                                        "(where Ray's HTTP proxy runs)"),
+    app_name: Optional[str] = typer.Option(None, "--app-name", help="ray: the Serve application's name (default: "
+                                           "the model's name; one that runs on the cluster already is refused)"),
+    route_prefix: str = typer.Option("/", "--route-prefix", help="ray: the application's route prefix (a second "
+                                     "application on one cluster needs its own, e.g. /second)"),
 ) -> None:
     """Serve a model over HTTP with the KServe v2 / Open Inference Protocol (Triton's HTTP API).
 
@@ -796,13 +804,24 @@ def serve(
         _fail(f"--engine must be dcn-deploy or ray, got '{engine}'")
     if log_level not in LOG_LEVELS:
         _fail(f"--log-level must be one of {list(LOG_LEVELS)}, got '{log_level}'")
+    ray_flags = {"--ray-address": (ray_address, None), "--replicas": (replicas, RAY.replicas),
+                 "--min-replicas": (min_replicas, RAY.min_replicas), "--max-replicas": (max_replicas, None),
+                 "--target-ongoing-requests": (target_ongoing_requests, RAY.target_ongoing_requests),
+                 "--max-ongoing-requests": (max_ongoing_requests, RAY.max_ongoing_requests),
+                 "--num-cpus": (num_cpus, RAY.num_cpus), "--num-gpus": (num_gpus, None),
+                 "--proxy-location": (proxy_location, PROXY_LOCATIONS[0]), "--app-name": (app_name, None),
+                 "--route-prefix": (route_prefix, "/")}
+    ray_only = [flag for flag, (value, default) in ray_flags.items() if value != default]
+    if engine != "ray" and ray_only:
+        _fail(f"{', '.join(ray_only)} only apply to --engine ray (this is --engine {engine})")
     if engine == "ray":
         _serve_ray(model, host, port, backend, model_name, max_batch_size, max_delay_ms, workers, threads, device,
                    plugin_lib, cuda_graphs, ServeLimits(max_request_bytes, max_input_elements, max_queue,
                                                         request_timeout_s),
                    dict(replicas=replicas, min_replicas=min_replicas, max_replicas=max_replicas,
                         target_ongoing_requests=target_ongoing_requests, max_ongoing_requests=max_ongoing_requests,
-                        num_cpus=num_cpus, num_gpus=num_gpus), ray_address, proxy_location, log_level)
+                        num_cpus=num_cpus, num_gpus=num_gpus), ray_address, proxy_location, log_level, app_name,
+                   route_prefix)
         return
     from dcn_deploy.backends.load import load_runtime, serving_options
     from dcn_deploy.backends.runtime import backend_for
@@ -841,7 +860,8 @@ def serve(
 def _serve_ray(model: Path, host: str, port: int, backend: Optional[str], model_name: Optional[str],
                max_batch_size: int, max_delay_ms: float, workers: int, threads: Optional[int], device: str,
                plugin_lib: Optional[Path], cuda_graphs: bool, limits: ServeLimits, scaling: dict,
-               ray_address: Optional[str], proxy_location: str, log_level: str) -> None:
+               ray_address: Optional[str], proxy_location: str, log_level: str, app_name: Optional[str],
+               route_prefix: str) -> None:
     """``serve --engine ray``: the settings checked before Ray starts, then the application until a signal."""
     from dcn_deploy.serving.ray_config import RayServeSettings, RaySettingsError
 
@@ -870,7 +890,8 @@ def _serve_ray(model: Path, host: str, port: int, backend: Optional[str], model_
                       f"{url}/v2/models/{settings.name}; Ctrl+C stops", highlight=False, soft_wrap=True)
 
     try:
-        ray_app.run(settings, host, port, ray_address, proxy_location, on_ready=ready, log_level=log_level)
+        ray_app.run(settings, host, port, ray_address, proxy_location, on_ready=ready, log_level=log_level,
+                    app_name=app_name, route_prefix=route_prefix)
     except (OSError, ValueError) as error:
         _fail(str(error))
 
@@ -886,6 +907,8 @@ def triton_repo(
     max_batch_size: int = typer.Option(8, "--max-batch-size", help="Triton's dynamic batching limit (0: none)"),
     max_delay_ms: float = typer.Option(1.0, "--max-delay-ms", help="Triton's max queue delay"),
     instances: int = typer.Option(1, help="model instances (instance_group count)"),
+    threads: Optional[int] = typer.Option(None, help="python backend: ONNX Runtime intra-op threads per instance "
+                                          "(default 1: --instances N uses N cores)"),
     kind: Optional[str] = typer.Option(None, help="cpu | gpu (default: cpu for ONNX, gpu for TensorRT)"),
     library: Optional[Path] = typer.Option(None, "--library", help="custom-op / plugin library to copy "
                                            "(default: this checkout's build)"),
@@ -900,7 +923,7 @@ def triton_repo(
         repo = write_triton_repo(model, output, model_name=model_name, backend=backend, onnx_model=onnx,
                                  max_batch_size=max_batch_size,
                                  max_delay_ms=max_delay_ms, instances=instances, kind=kind, library=library,
-                                 mount=mount, force=force)
+                                 mount=mount, force=force, threads=threads)
     except (FileNotFoundError, ValueError, TritonRepoError) as error:
         _fail(str(error))
     for note in repo.notes:

@@ -19,7 +19,7 @@ from tritonclient.grpc import model_config_pb2
 from typer.testing import CliRunner
 
 from dcn_deploy.cli import app
-from dcn_deploy.serving.k8s import MOUNT
+from dcn_deploy.serving.k8s import MOUNT, PodResources, write_manifests
 from dcn_deploy.serving.ray_config import APP_NAME, IMPORT_PATH, RayServeSettings
 
 SCHEMAS = Path(__file__).parent / "data" / "k8s"
@@ -101,6 +101,29 @@ def test_ray_service_fits_the_crd_and_its_serve_config_builds_the_application(ma
     assert settings.model == f"{MOUNT}/demo.onnx" and settings.threads == 2
     assert (settings.min_replicas, settings.max_replicas, settings.num_cpus) == (1, 4, 2.0)
     assert settings.deployment_options()["autoscaling_config"]["max_replicas"] == 4
+
+
+@pytest.mark.parametrize("recorded, preload", [
+    ({"plugin_serialized": True}, None),  # dcn-deploy build's default: TensorRT loads the plugin from the plan
+    ({"plugin_serialized": False}, f"libnvinfer.so.10 {MOUNT}/demo/libdcn_deploy_trt.so"),  # TensorRT first
+    ({}, None),  # the record does not say: nothing preloaded (the repository's README gives both routes)
+])
+def test_tensorrt_inference_service_preloads_only_for_a_plan_without_its_plugin(serving_onnx, tmp_path, recorded,
+                                                                                 preload):
+    """Preloading the plugin library for a plan that carries it would register its creators twice (the plan's
+    copy then fails to load); preloaded alone, before TensorRT, it would register nothing."""
+    engine = tmp_path / "demo.engine"
+    engine.write_bytes(b"a serialized plan")
+    (tmp_path / "demo.engine.json").write_text(json.dumps({"onnx": str(serving_onnx), "profiles": [],
+                                                            "tensorrt_version": "10.13.0.35", **recorded}))
+    settings = RayServeSettings.from_args({"model": str(engine)}, environ={})
+    manifests = write_manifests(engine, tmp_path / "k8s", settings, "s3://models/dcn", resources=PodResources(gpus=1))
+    service = yaml.safe_load(manifests.inference_service.read_text())
+    assert problems(validator("inferenceservice.v1beta1"), service) == []
+    model = service["spec"]["predictor"]["model"]
+    assert model.get("env") == ([{"name": "LD_PRELOAD", "value": preload}] if preload else None)
+    assert manifests.repository.preload == preload
+    assert (tmp_path / "k8s" / "triton-repo" / "demo" / "libdcn_deploy_trt.so").is_file()
 
 
 @pytest.mark.parametrize("name, path, value, words", [

@@ -8,6 +8,7 @@ and response codecs. Skipped where Ray Serve is not installed (the optional extr
 """
 from __future__ import annotations
 
+import asyncio
 import shutil
 import tempfile
 import threading
@@ -20,12 +21,17 @@ import urllib3
 from serving import ServeProcess, demo_inputs, run_threads
 
 from dcn_deploy.backends.load import load_runtime
-from dcn_deploy.serving.ray_config import APP_NAME, NODE_HEADER, REPLICA_HEADER
+from dcn_deploy.serving.batcher import DynamicBatcher
+from dcn_deploy.serving.ray_config import NODE_HEADER, REPLICA_HEADER, RayServeSettings
 
 ray = pytest.importorskip("ray", reason="Ray Serve is not installed (the optional extra 'ray' of requirements.txt; "
                                         "scripts/setup.sh logs why in .venv/.ray-install.log)")
 from ray import serve  # noqa: E402
 from ray.cluster_utils import Cluster  # noqa: E402
+
+from dcn_deploy.serving import ray_app  # noqa: E402 - needs Ray
+
+APP_NAME = "demo"  # the CLI's application is named after the model unless --app-name says otherwise
 
 INPUTS = demo_inputs(8, seed=21)
 NODE = dict(num_cpus=1, object_store_memory=80 << 20)
@@ -159,6 +165,49 @@ class Load:
     def summary(self) -> str:
         return f"{self.sent} sent, {self.right} right, {len(self.wrong)} wrong, {len(self.errors)} errors " \
                f"{sorted(set(self.errors))[:3]}"
+
+
+def test_explicit_settings_win_over_environment(monkeypatch, serving_onnx):
+    """DCN_DEPLOY_RAY_* variables fill in only what the builder was not given: the CLI's settings (every one
+    of them explicit, defaults included) are deployed as they are."""
+    monkeypatch.setenv("DCN_DEPLOY_RAY_REPLICAS", "4")
+    monkeypatch.setenv("DCN_DEPLOY_RAY_MAX_BATCH_SIZE", "2")
+    settings = RayServeSettings(str(serving_onnx), replicas=1)
+    deployment = ray_app.application(settings)._bound_deployment
+    assert deployment.num_replicas == 1
+    # what each replica builds its settings from (it reads no variables itself)
+    assert RayServeSettings.from_args(deployment.init_args[0], environ={}).max_batch_size == 8
+    # the builder alone (serve run, a RayService) still reads the variables for what it was not given
+    assert ray_app.app({"model": str(serving_onnx)})._bound_deployment.num_replicas == 4
+
+
+def test_a_running_application_or_route_prefix_is_refused():
+    running = {"demo": "/", "other": "/other"}
+    with pytest.raises(ValueError, match="application named 'demo' runs on this cluster already: pass --app-name"):
+        ray_app.check_free(running, "demo", "/second")
+    with pytest.raises(ValueError, match="route prefix '/' is used by the Ray Serve application 'demo'.*"
+                                         "--route-prefix \\(e.g. /second\\)"):
+        ray_app.check_free(running, "second", "/")
+    ray_app.check_free(running, "second", "/second")  # a name and a prefix of its own: deployed beside them
+    ray_app.check_free({"no-http": None}, "demo", "/")  # an application without HTTP takes no prefix
+
+
+def test_a_replica_going_away_releases_its_runtime(serving_onnx):
+    """What Serve calls when it scales a replica down (its __del__, after the ASGI lifespan shutdown, which
+    never ran here): the batcher's threads end and the runtime is closed."""
+    replica = object.__new__(ray_app.DcnModel.func_or_class)  # no Ray actor: only the attributes __del__ reads
+    replica.runtime = load_runtime(serving_onnx)
+    replica.batcher = DynamicBatcher(replica.runtime, workers=2)
+
+    async def scale_down():
+        replica.batcher.start()
+        assert await replica.batcher.infer({"x": INPUTS[0]}, ["logits"])
+        await replica.__del__()
+
+    asyncio.run(scale_down())
+    assert replica.batcher._tasks == []
+    with pytest.raises(Exception, match="closed"):
+        replica.runtime.run({"x": INPUTS[0]})
 
 
 def test_local_ray_serves_and_stops_cleanly(serving_onnx, expected):

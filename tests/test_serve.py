@@ -322,7 +322,7 @@ def test_in_process_server_and_bench_serve(serving_onnx, tmp_path):
         assert data["model"] == "demo" and data["input_shapes"] == {"x": [1, 3, 32, 40]}
         assert [level["concurrency"] for level in data["levels"]] == [1, 3]
         for level in data["levels"]:
-            assert level["ok"] == 40 and level["errors"] == 0
+            assert level["ok"] == 40 and level["errors"] == 0 and level["warmup_errors"] == 0
             assert 0 < level["min_ms"] <= level["p50_ms"] <= level["p90_ms"] <= level["p99_ms"] <= level["max_ms"]
             assert level["throughput_rps"] == pytest.approx(40 / level["seconds"])
         assert handle.batcher.requests == 2 * 40 + 1 + 3  # timed requests and one warm-up per thread
@@ -344,5 +344,23 @@ def test_bench_serve_counts_requests_that_fail_below_http(serving_onnx):
                                   timeout_s=10.0)
         level = run_serve_benchmark(config, progress)["levels"][0]
     assert level["ok"] + level["errors"] == 200
-    assert 30 <= level["ok"] < 200 and level["errors"] > 0, level
+    assert 30 <= level["ok"] < 200 and level["errors"] > 0 and level["warmup_errors"] == 0, level
     assert not any(text.startswith("[") for text in level["first_errors"]), level  # not HTTP status errors
+
+
+def test_bench_serve_counts_failed_warm_up_requests_apart(serving_onnx):
+    """The server goes away during the warm-up: the failed warm-up requests are counted as warm-up errors, not
+    as errors of the level, whose timed requests still add up (ok + errors == requests)."""
+    from dcn_deploy.serving.load_test import ServeBenchConfig, run_serve_benchmark
+
+    with load_runtime(serving_onnx, threads=1) as runtime, start_server(runtime, "demo", max_delay_ms=0) as handle:
+        def progress(text: str, done: int, total: int) -> None:
+            if done == 2:  # 2 of the 2 x 200 warm-up requests done: stop serving (uvicorn sees it within 0.1 s)
+                handle.server.should_exit = True
+
+        config = ServeBenchConfig(handle.url, "demo", (1, 3, 32, 40), concurrency=[2], requests=10, warmup=200,
+                                  timeout_s=10.0)
+        level = run_serve_benchmark(config, progress)["levels"][0]
+    assert level["ok"] + level["errors"] == 10, level
+    assert 0 < level["warmup_errors"] <= 398 and level["errors"] > 0, level
+    assert any(text.startswith("warm-up: ") for text in level["first_errors"]), level

@@ -81,13 +81,42 @@ def test_mount_static_model_and_gpu_kind(serving_onnx, tmp_path):
     assert parse(repo.config).max_batch_size == 8
 
 
-def fake_engine(tmp_path, onnx_path=None, profile=None):
+def fake_engine(tmp_path, onnx_path=None, profile=None, **recorded):
+    """A plan file and, given any of the arguments, the record ``dcn-deploy build`` writes beside it."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     engine = tmp_path / "demo.engine"
     engine.write_bytes(b"a serialized plan")
-    if onnx_path is not None or profile is not None:
-        record = {"onnx": str(onnx_path) if onnx_path else "", "profiles": [profile] if profile else []}
+    if onnx_path is not None or profile is not None or recorded:
+        record = {"onnx": str(onnx_path) if onnx_path else "", "profiles": [profile] if profile else [], **recorded}
         (tmp_path / "demo.engine.json").write_text(json.dumps(record))
     return engine
+
+
+def test_tensorrt_plugin_loading_follows_the_build_record(serving_onnx, tmp_path):
+    """A plan that carries the plugin (dcn-deploy build's default) needs nothing loaded, and loading the library
+    too would register its creators twice; one built without it needs TensorRT's library, then the plugin."""
+    plugin = tmp_path / "libplugin.so"
+    plugin.write_bytes(b"plugin bytes")
+    carried = write_triton_repo(fake_engine(tmp_path / "a", serving_onnx, plugin_serialized=True,
+                                            tensorrt_version="10.13.0.35"),
+                                tmp_path / "a" / "repo", library=plugin, mount="/models")
+    assert (carried.plugin_in_plan, carried.preload) == (True, None)
+    readme = carried.readme.read_text()
+    assert "TensorRT loads it from the plan, so nothing is to be loaded" in readme
+    assert "plugins=/" not in readme and "LD_PRELOAD=" not in readme and "creator exists already" in readme
+
+    bare = write_triton_repo(fake_engine(tmp_path / "b", serving_onnx, plugin_serialized=False,
+                                         tensorrt_version="10.13.0.35"),
+                             tmp_path / "b" / "repo", library=plugin, mount="/models")
+    assert (bare.plugin_in_plan, bare.preload) == (False, "libnvinfer.so.10 /models/demo/libdcn_deploy_trt.so")
+    readme = bare.readme.read_text()
+    assert "The plan does not carry the plugin library" in readme
+    assert "--backend-config=tensorrt,plugins=/models/demo/libdcn_deploy_trt.so" in readme
+
+    unknown = write_triton_repo(fake_engine(tmp_path / "c", serving_onnx), tmp_path / "c" / "repo", library=plugin)
+    assert (unknown.plugin_in_plan, unknown.preload) == (None, None)
+    readme = unknown.readme.read_text()  # both routes: nothing for a plan that carries it, else load the library
+    assert "start tritonserver with nothing else" in readme and "A plan built without it" in readme
 
 
 def test_tensorrt_repository_with_the_onnx_given(serving_onnx, tmp_path):
@@ -108,6 +137,7 @@ def test_tensorrt_repository_with_the_onnx_given(serving_onnx, tmp_path):
     assert "--backend-config=tensorrt,plugins=/models/demo/libdcn_deploy_trt.so" in readme
     assert 'LD_PRELOAD="libnvinfer.so.<major> /models/demo/libdcn_deploy_trt.so" tritonserver' in readme
     assert "the library then registers its creators" in readme  # on dlopen: no getCreators call needed
+    assert "Nothing here records whether the plan carries" in readme  # no build record: both routes
 
 
 def test_tensorrt_io_from_the_build_record_and_its_profile(serving_onnx, tmp_path):

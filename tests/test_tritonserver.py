@@ -19,12 +19,13 @@ import numpy as np
 import pytest
 import tritonclient.grpc.model_config_pb2 as model_config
 import tritonclient.http as httpclient
-from google.protobuf import text_format
+from google.protobuf import json_format, text_format
 from serving import INPUT_SHAPE, TritonServer, demo_inputs, export_rows_model, run_threads, tritonserver_unavailable
 from typer.testing import CliRunner
 
 from dcn_deploy.backends.onnxruntime import ort_session
 from dcn_deploy.cli import app
+from dcn_deploy.serving.triton_python import THREADS_PARAMETER
 from dcn_deploy.serving.triton_repo import TritonRepoError, write_triton_repo
 
 REQUESTS, CONCURRENCY = 2000, 16
@@ -114,6 +115,23 @@ def test_python_repository_and_its_model_py(serving_onnx, tmp_path, monkeypatch)
     model.finalize()
 
 
+def test_python_repository_sizes_its_onnx_runtime_threads(serving_onnx, tmp_path, monkeypatch):
+    """config.pbtxt carries the ONNX Runtime threads per instance (default 1, so --instances N uses N cores, not
+    N x all of them), and model.py reads them from the config Triton hands it (the config as JSON)."""
+    for args, threads in (((), "1"), (("--instances", "3", "--threads", "2"), "2")):
+        repo = _python_repo(serving_onnx, tmp_path / f"repo{threads}", *args)
+        config = text_format.Parse((repo / "demo" / "config.pbtxt").read_text(), model_config.ModelConfig())
+        assert config.parameters[THREADS_PARAMETER].string_value == threads
+        model = _load_model_py(repo / "demo" / "1" / "model.py", monkeypatch)
+        model.initialize({"model_config": json_format.MessageToJson(config, preserving_proto_field_name=True),
+                          "model_repository": str(repo / "demo"),
+                          "model_version": "1"})
+        assert model.runtime.session.get_session_options().intra_op_num_threads == int(threads)
+        model.finalize()
+    with pytest.raises(TritonRepoError, match="--threads sets the python backend's ONNX Runtime threads"):
+        write_triton_repo(serving_onnx, tmp_path / "ort", threads=2)
+
+
 def test_python_backend_refuses_an_engine(tmp_path):
     """(An unknown backend and a GPU kind are in the bad-input catalogue, tests/bad_inputs.)"""
     engine = tmp_path / "m.plan"
@@ -162,7 +180,7 @@ def test_tritonserver_answers_like_onnx_runtime_under_load(tritonserver, serving
     session = ort_session(serving_onnx)
     expected = [session.run(None, {"x": x})[0] for x in inputs]
     errors: list[str] = []
-    wrong: list[tuple[int, float]] = []
+    wrong: list[tuple[int, str]] = []
     lock = threading.Lock()
 
     def worker(thread: int) -> None:
@@ -177,10 +195,15 @@ def test_tritonserver_answers_like_onnx_runtime_under_load(tritonserver, serving
                     with lock:
                         errors.append(f"request {index}: {error}")
                     continue
-                if got is None or got.shape != expected[index].shape or not np.allclose(got, expected[index],
-                                                                                         **TOLERANCE):
+                # a shape mismatch is a wrong answer, recorded: np.abs(got - expected) would raise here and
+                # end this thread without a word
+                if got is None or got.shape != expected[index].shape:
+                    shape = None if got is None else got.shape
                     with lock:
-                        wrong.append((index, float(np.abs(got - expected[index]).max()) if got is not None else -1))
+                        wrong.append((index, f"shape {shape}, expected {expected[index].shape}"))
+                elif not np.allclose(got, expected[index], **TOLERANCE):
+                    with lock:
+                        wrong.append((index, f"max difference {float(np.abs(got - expected[index]).max())}"))
         finally:
             client.close()
 

@@ -18,6 +18,10 @@ Written into one folder::
 | scaling | ``minReplicas``/``maxReplicas`` (KServe's autoscaler) | Serve autoscaling + KubeRay's in-tree autoscaler for the pods |
 | HTTP | KServe v2 on port 8080 | KServe v2 on Serve's port 8000 (service ``<name>-serve-svc``) |
 
+A TensorRT plan: the InferenceService sets ``LD_PRELOAD`` (TensorRT's library, then the plugin) only when the
+plan's ``dcn-deploy build`` record says the plan does not carry the plugin; a plan that carries it (the
+default) or has no record gets none (the repository's README.md gives both routes).
+
 Both speak the same KServe v2 protocol as ``dcn-deploy serve``. Both manifests are checked in the tests
 against the CRDs' OpenAPI schemas (KServe and KubeRay releases of 2026); never applied to a real cluster.
 """
@@ -89,13 +93,15 @@ def _name(text: str) -> str:
     return name
 
 
-def inference_service(name: str, storage_uri: str, model_name: str, backend: str, settings: RayServeSettings,
-                      resources: PodResources, namespace: str | None = None) -> dict:
-    """The KServe ``InferenceService`` on the Triton runtime for the repository at ``storage_uri``."""
+def inference_service(name: str, storage_uri: str, settings: RayServeSettings, resources: PodResources,
+                      namespace: str | None = None, preload: str | None = None) -> dict:
+    """The KServe ``InferenceService`` on the Triton runtime for the repository at ``storage_uri``.
+    ``preload``: the ``LD_PRELOAD`` of a plan that does not carry its plugin (TensorRT's library, then the
+    plugin: :func:`~dcn_deploy.serving.triton_repo.plugin_loading`); none for a plan that carries it."""
     model: dict = {"modelFormat": {"name": "triton"}, "runtime": TRITON_RUNTIME, "protocolVersion": "v2",
                    "storageUri": storage_uri, "resources": resources.to_k8s()}
-    if backend == "tensorrt":  # the plugin library, preloaded (the repository's README says why and what it needs)
-        model["env"] = [{"name": "LD_PRELOAD", "value": f"{MOUNT}/{model_name}/libdcn_deploy_trt.so"}]
+    if preload:
+        model["env"] = [{"name": "LD_PRELOAD", "value": preload}]
     low, high = (settings.min_replicas, settings.max_replicas) if settings.autoscaling else (settings.replicas,) * 2
     return {"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
             "metadata": _metadata(name, namespace),
@@ -187,8 +193,8 @@ def write_manifests(model: str | os.PathLike, output: str | os.PathLike, setting
         args["num_gpus"] = resources.gpus
     pod_settings = RayServeSettings.from_args(args, environ={})
     documents = {
-        written[0]: inference_service(resource_name, storage_uri, settings.name, backend, pod_settings, resources,
-                                      namespace),
+        written[0]: inference_service(resource_name, storage_uri, pod_settings, resources, namespace,
+                                      repository.preload),
         written[1]: ray_service(resource_name, pod_settings, ray_image, resources, model_pvc, namespace),
     }
     for path, document in documents.items():

@@ -6,7 +6,9 @@ send ``requests`` requests in all (after ``warmup`` untimed ones per thread) wit
 per thread; reported: p50/p90/p99/mean latency of the successful requests (``time.perf_counter``
 around each ``infer`` call, so client work is included), throughput (successes per wall-clock
 second of the level) and the errors: HTTP error answers and failures below HTTP (a connection refused
-or reset), every request counted once (``ok + errors == requests``). Never run as a timed test.
+or reset), every timed request counted once (``ok + errors == requests``); the untimed warm-up requests
+that failed are counted apart (``warmup_errors``, their messages prefixed "warm-up: " in
+``first_errors``). Never run as a timed test.
 """
 from __future__ import annotations
 
@@ -176,6 +178,7 @@ def run_serve_benchmark(config: ServeBenchConfig, progress: Callable[[str, int, 
         remaining = [config.requests]
         latencies: list[float] = []
         errors: list[str] = []
+        warmup_errors: list[str] = []  # untimed: not among the level's requests (ok + errors == requests)
         text = f"concurrency {concurrency}"
         barrier = threading.Barrier(concurrency + 1)
         failures: list[BaseException] = []
@@ -194,13 +197,13 @@ def run_serve_benchmark(config: ServeBenchConfig, progress: Callable[[str, int, 
                 tensor.set_data_from_numpy(_random(shape, datatypes[name], rng), binary_data=True)
                 request.append(tensor)
             wanted = [httpclient.InferRequestedOutput(name, binary_data=True) for name in outputs]
-            mine, problems = [], []
+            mine, problems, warm_problems = [], [], []
             try:
                 for _ in range(config.warmup):
                     try:
                         connection.infer(model, request, outputs=wanted)
                     except Exception as error:  # noqa: BLE001 - every failure is counted, none lost
-                        problems.append(_error_text(error))
+                        warm_problems.append(_error_text(error))
                     tick(f"{text}: warm-up")
                 barrier.wait()
                 while True:
@@ -222,6 +225,7 @@ def run_serve_benchmark(config: ServeBenchConfig, progress: Callable[[str, int, 
                 with lock:
                     latencies.extend(mine)
                     errors.extend(problems)
+                    warmup_errors.extend(warm_problems)
 
         threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(concurrency)]
         for thread in threads:
@@ -235,7 +239,10 @@ def run_serve_benchmark(config: ServeBenchConfig, progress: Callable[[str, int, 
             thread.join()
         seconds = time.perf_counter() - start
         levels.append({"concurrency": concurrency, "requests": config.requests, "ok": len(latencies),
-                       "errors": len(errors), "first_errors": sorted(set(errors))[:3], "seconds": seconds,
+                       "errors": len(errors), "warmup_errors": len(warmup_errors),
+                       "first_errors": (sorted(set(errors))[:3]
+                                        + [f"warm-up: {text}" for text in sorted(set(warmup_errors))[:3]]),
+                       "seconds": seconds,
                        "throughput_rps": len(latencies) / seconds if seconds > 0 else None,
                        **_percentiles(latencies)})
 

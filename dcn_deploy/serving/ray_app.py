@@ -21,7 +21,11 @@ under the rules of :mod:`dcn_deploy.serving.batch_axis` (so answers are never mi
 
 Entry points: :func:`app` is an application builder (``serve run dcn_deploy.serving.ray_app:app
 model=/models/demo.onnx replicas=2``, or a RayService's ``import_path`` with ``args``; arguments and
-``DCN_DEPLOY_RAY_*`` variables: :mod:`dcn_deploy.serving.ray_config`), :func:`run` is the CLI's driver.
+``DCN_DEPLOY_RAY_*`` variables: :mod:`dcn_deploy.serving.ray_config`), :func:`run` is the CLI's driver
+(every setting explicit, so no variable overrides a flag; the application named after the model or
+``--app-name``, on ``--route-prefix``, refused where the cluster runs one of that name or prefix already).
+A replica going away (scale-down, redeploy, delete) stops its batcher and closes its runtime (``__del__``,
+which Serve calls).
 """
 from __future__ import annotations
 
@@ -41,7 +45,6 @@ from dcn_deploy.backends.runtime import backend_for
 from dcn_deploy.serving.batcher import DynamicBatcher
 from dcn_deploy.serving.memory import configure_allocator
 from dcn_deploy.serving.ray_config import (
-    APP_NAME,
     DEPLOYMENT,
     NODE_HEADER,
     PROXY_LOCATIONS,
@@ -89,6 +92,18 @@ class DcnModel:
         self.headers = [(REPLICA_HEADER.encode(), replica.encode()),
                         (NODE_HEADER.encode(), ray.get_runtime_context().get_node_id().encode())]
 
+    async def __del__(self):
+        """Serve calls this when the replica goes (scaled down, redeployed, deleted), after the app's lifespan
+        shutdown stopped the batcher: stop it again (idempotent; the lifespan may never have started) and
+        release the runtime (its session or engine), which the actor would otherwise hold until it exits."""
+        batcher, runtime = getattr(self, "batcher", None), getattr(self, "runtime", None)
+        try:
+            if batcher is not None:
+                await batcher.stop()
+        finally:
+            if runtime is not None:
+                runtime.close()
+
     def __serve_build_asgi_app__(self):
         starlette_app = build_app(self.runtime, self.settings.name, self.batcher, limits=self.settings.limits)
         starlette_app.add_middleware(_Headers, headers=self.headers)
@@ -102,17 +117,49 @@ def app(args: dict) -> serve.Application:
     return DcnModel.options(**settings.deployment_options()).bind(settings.to_args())
 
 
+def application(settings: RayServeSettings) -> serve.Application:
+    """The application of explicit ``settings`` (the CLI's): every argument is passed, so no
+    ``DCN_DEPLOY_RAY_*`` variable in this process can replace one (only :func:`app` reads them)."""
+    return app(settings.to_args(complete=True))
+
+
+def check_free(running: dict[str, str | None], name: str, route_prefix: str) -> None:
+    """Refuse to deploy over another application: ``running`` maps the cluster's applications to their
+    route prefixes. Serve would replace an application of the same name (and deleting ours on exit would
+    delete it), and it serves one application per route prefix."""
+    if name in running:
+        raise ValueError(f"a Ray Serve application named '{name}' runs on this cluster already: pass --app-name "
+                         f"(and --route-prefix) to serve beside it, or stop it first")
+    taken = {prefix: other for other, prefix in running.items() if prefix is not None}
+    if route_prefix in taken:
+        raise ValueError(f"route prefix '{route_prefix}' is used by the Ray Serve application '{taken[route_prefix]}' "
+                         f"on this cluster: pass another --route-prefix (e.g. /{name})")
+
+
+def _running_applications() -> dict[str, str | None]:
+    """The cluster's Serve applications and their route prefixes (Serve has them in its details only)."""
+    details = _get_global_client().get_serve_details()
+    return {name: app_details.get("route_prefix") for name, app_details in details.get("applications", {}).items()}
+
+
 def run(settings: RayServeSettings, host: str = "127.0.0.1", port: int = 8000, address: str | None = None,
         proxy_location: str = "HeadOnly", on_ready: Callable[[str], None] | None = None,
-        stop: threading.Event | None = None, log_level: str = "warning") -> None:
+        stop: threading.Event | None = None, log_level: str = "warning", app_name: str | None = None,
+        route_prefix: str = "/") -> None:
     """Deploy ``settings`` on Ray and serve until SIGTERM/SIGINT (or ``stop`` is set).
 
     ``address``: an existing Ray cluster (``ray start --head``'s address, or ``auto``); None starts a
     local one for this process. On the way out the application is deleted (and a local Ray stopped),
     whatever happened. ``log_level``: uvicorn's names, for Ray's and Serve's logs. Serve's HTTP options
     apply when this call starts Serve on the cluster; a cluster where Serve runs already keeps its own
-    (``on_ready`` gets the real address)."""
+    (``on_ready`` gets the real address). ``app_name`` (default: the model's name) and ``route_prefix``:
+    the application on the cluster; a cluster that runs an application of that name or prefix already is
+    refused (:func:`check_free`), so one CLI never replaces or deletes another's application."""
     settings.check()
+    name = app_name or settings.name
+    if not name or not route_prefix.startswith("/") or (route_prefix != "/" and route_prefix.endswith("/")):
+        raise ValueError(f"--app-name must not be empty and --route-prefix must start with '/' and not end with it "
+                         f"(except '/' itself), got '{name}' and '{route_prefix}'")
     if proxy_location not in PROXY_LOCATIONS:
         raise ValueError(f"--proxy-location must be one of {list(PROXY_LOCATIONS)}, got '{proxy_location}'")
     backend_for(settings.model, settings.backend)
@@ -134,19 +181,22 @@ def run(settings: RayServeSettings, host: str = "127.0.0.1", port: int = 8000, a
     ray.init(address=address or "local", include_dashboard=False if address is None else None,
              logging_level=getattr(logging, level))
     handlers = _stop_on_signals(stop)  # after ray.init, which installs its own SIGTERM handler
+    deployed = False
     try:
         serve.start(proxy_location=proxy_location, http_options=HTTPOptions(host=host, port=port),
                     logging_config=logs)
-        serve.run(app(settings.to_args()), name=APP_NAME, route_prefix="/", logging_config=logs)
+        check_free(_running_applications(), name, route_prefix)
+        deployed = True
+        serve.run(application(settings), name=name, route_prefix=route_prefix, logging_config=logs)
         if on_ready is not None:
-            on_ready(_url(*_http_address(host, port)))
+            on_ready(_url(*_http_address(host, port)) + route_prefix.rstrip("/"))
         stop.wait()
     finally:
         try:
             if address is None:
                 serve.shutdown()
-            else:
-                serve.delete(APP_NAME)
+            elif deployed:  # only our own application: never one that check_free refused to replace
+                serve.delete(name)
         finally:
             ray.shutdown()
             for number, handler in handlers.items():

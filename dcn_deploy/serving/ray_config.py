@@ -32,7 +32,7 @@ from typing import Any, Mapping
 
 from dcn_deploy.serving.limits import DEFAULT_LIMITS, ServeLimits
 
-APP_NAME = "dcn-deploy"  # the Ray Serve application's name
+APP_NAME = "dcn-deploy"  # the Ray Serve application's name in a RayService (one application per cluster)
 DEPLOYMENT = "DcnModel"  # its deployment (one replica: one runtime)
 IMPORT_PATH = "dcn_deploy.serving.ray_app:app"  # the application builder, for serve run and RayService
 ENV_PREFIX = "DCN_DEPLOY_RAY_"
@@ -148,14 +148,16 @@ class RayServeSettings:
             options["num_replicas"] = self.replicas
         return options
 
-    def to_args(self) -> dict:
-        """The arguments that differ from the defaults, JSON-ready (``serveConfigV2``'s ``args``)."""
+    def to_args(self, complete: bool = False) -> dict:
+        """The arguments that differ from the defaults, JSON-ready (``serveConfigV2``'s ``args``);
+        ``complete``: every argument, defaults included, so that no ``DCN_DEPLOY_RAY_*`` variable read by
+        :meth:`from_args` can replace a value chosen explicitly (``serve --engine ray``)."""
         args = {}
         for f in dataclasses.fields(self):
             if f.name == "extra":
                 continue
             value = getattr(self, f.name)
-            if f.name == "model" or value != f.default:
+            if complete or f.name == "model" or value != f.default:
                 args[f.name] = value
         return args
 

@@ -36,9 +36,10 @@ import onnx
 from onnx import helper
 
 from dcn_deploy.backends.load import load_runtime
+from dcn_deploy.backends.onnxruntime import LIBRARY_NAME as ORT_LIBRARY_NAME
 from dcn_deploy.backends.onnxruntime import ort_custom_op_library
 from dcn_deploy.backends.runtime import TensorSpec, backend_for, datatype_of
-from dcn_deploy.backends.tensorrt.common import TensorRTError, trt_plugin_library
+from dcn_deploy.backends.tensorrt.common import TensorRTError, tensorrt_major, trt_plugin_library
 from dcn_deploy.backends.tensorrt.engine import engine_info
 from dcn_deploy.backends.tensorrt.runtime import TensorRTBackend
 from dcn_deploy.onnx.model_info import get_metadata, uses_custom_op
@@ -51,9 +52,10 @@ from dcn_deploy.serving.batch_axis import (
     probe_inputs,
 )
 from dcn_deploy.serving.protocol import MODEL_VERSION
-from dcn_deploy.serving.triton_python import MODEL_FILE
+from dcn_deploy.serving.triton_python import MODEL_FILE, THREADS_PARAMETER
 
 TRITON_BACKENDS = ("onnxruntime", "tensorrt", "python")
+TRT_LIBRARY_NAME = "libdcn_deploy_trt.so"  # the plugin library's name in the model's directory (any layout)
 # The Python backend's model.py: a shim, the model itself is dcn_deploy.serving.triton_python.
 PYTHON_MODEL = '''# Written by dcn-deploy triton-repo --backend python. Triton's Python backend runs this file; the model
 # is dcn_deploy.serving.triton_python (ONNX Runtime with this project's custom-op library, copied beside
@@ -108,9 +110,10 @@ def _tensors(kind: str, specs: Sequence[TensorSpec], batched: bool) -> list[str]
 
 def model_config_text(name: str, backend: str, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec],
                       max_batch_size: int, max_delay_ms: float, instances: int, kind: str,
-                      op_library: str | None = None, source: str = "") -> str:
+                      op_library: str | None = None, source: str = "", threads: int | None = None) -> str:
     """Triton's config.pbtxt. ``max_batch_size`` 0: the model has no batch axis (dims are whole shapes,
-    no dynamic batching); else dims leave axis 0 out and Triton stacks requests up to it."""
+    no dynamic batching); else dims leave axis 0 out and Triton stacks requests up to it. ``threads``: the
+    python backend's ONNX Runtime intra-op threads per instance (a ``parameters`` entry its model reads)."""
     platform = {"onnxruntime": "onnxruntime_onnx", "tensorrt": "tensorrt_plan", "python": None}[backend]
     batched = max_batch_size > 0
     lines = [f"# Written by dcn-deploy triton-repo{' from ' + source if source else ''}; README.md at the "
@@ -123,6 +126,10 @@ def model_config_text(name: str, backend: str, inputs: Sequence[TensorSpec], out
         lines += ["# Triton stacks concurrent requests along axis 0 up to max_batch_size, waiting at most this long.",
                   "dynamic_batching {", f"  max_queue_delay_microseconds: {int(round(max_delay_ms * 1000))}", "}"]
     lines += ["instance_group [", "  {", f"    count: {instances}", f"    kind: KIND_{kind.upper()}", "  }", "]"]
+    if threads is not None:
+        lines += ["# ONNX Runtime intra-op threads per instance (instances x threads: the cores it may use).",
+                  "parameters [", "  {", f'    key: "{THREADS_PARAMETER}"',
+                  f'    value: {{ string_value: "{threads}" }}', "  }", "]"]
     if op_library:
         lines += ["# The DcnDeformConv custom-op library, registered with each ONNX Runtime session.",
                   "model_operations {", f'  op_library_filename: "{op_library}"', "}"]
@@ -145,6 +152,26 @@ class TritonRepository:
     inputs: list[TensorSpec] = field(default_factory=list)
     outputs: list[TensorSpec] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    plugin_in_plan: bool | None = None  # tensorrt: the plan carries the plugin (None: no build record says)
+    preload: str | None = None  # tensorrt: the LD_PRELOAD tritonserver needs (None: nothing, or unknown)
+
+
+def plugin_loading(info: dict | None, library_in_server: str | None) -> tuple[bool | None, str | None]:
+    """Whether a plan carries the plugin library (what ``dcn-deploy build`` recorded: ``plugin_serialized``,
+    by default True, ``plugins_to_serialize``; None without a record), and the ``LD_PRELOAD`` tritonserver
+    then needs: none for a plan that carries it (TensorRT loads it from the plan; a preloaded copy would
+    register the creators first and the plan's own copy would then fail to load, "creator exists
+    already"), none when unknown (README.md gives both routes), else TensorRT's library and then the plugin
+    (preloaded alone, the plugin loads before TensorRT and registers nothing)."""
+    if not info or not isinstance(info.get("plugin_serialized"), bool):
+        return None, None
+    if info["plugin_serialized"] or not library_in_server:
+        return info["plugin_serialized"], None
+    try:
+        major = str(tensorrt_major(info.get("tensorrt_version", "")))
+    except TensorRTError:
+        major = "<major>"
+    return False, f"libnvinfer.so.{major} {library_in_server}"
 
 
 def _engine_io(engine: Path, onnx_model: Path | None) -> tuple[list[TensorSpec], list[TensorSpec], dict | None, str]:
@@ -217,7 +244,8 @@ def write_triton_repo(model: str | os.PathLike, repo: str | os.PathLike, model_n
                       backend: str | None = None, onnx_model: str | os.PathLike | None = None,
                       max_batch_size: int = 8, max_delay_ms: float = 1.0, instances: int = 1,
                       kind: str | None = None, library: str | os.PathLike | None = None,
-                      mount: str | None = None, force: bool = False) -> TritonRepository:
+                      mount: str | None = None, force: bool = False, threads: int | None = None
+                      ) -> TritonRepository:
     """Write (or add to) a Triton model repository for ``model`` (.onnx or a TensorRT engine).
 
     Args:
@@ -231,6 +259,8 @@ def write_triton_repo(model: str | os.PathLike, repo: str | os.PathLike, model_n
         library: the custom-op (ONNX) or plugin (TensorRT) library to copy (default: this checkout's build).
         mount: the repository's path as tritonserver sees it (default: its absolute path here).
         force: replace an existing model directory of that name.
+        threads: python backend: ONNX Runtime intra-op threads per instance (default 1: ``instances``
+            x ``threads`` cores in all; written to the config's ``parameters``); refused for the others.
     """
 
     model = Path(model)
@@ -257,19 +287,25 @@ def write_triton_repo(model: str | os.PathLike, repo: str | os.PathLike, model_n
         raise TritonRepoError(f"instances must be at least 1, got {instances}")
     if max_delay_ms < 0:
         raise TritonRepoError(f"max_delay_ms must be >= 0, got {max_delay_ms}")
+    if threads is not None and backend != "python":
+        raise TritonRepoError(f"--threads sets the python backend's ONNX Runtime threads; Triton's {backend} "
+                              f"backend has its own settings (got --threads {threads} for --backend {backend})")
+    threads = 1 if threads is None else threads
+    if threads < 1:
+        raise TritonRepoError(f"threads must be at least 1, got {threads}")
 
     notes: list[str] = []
     if backend in ("onnxruntime", "python"):
         inputs, outputs = onnx_io(model)
         info, source, probe_model = None, model.name, model
         needs_library = uses_custom_op(model) or backend == "python"  # our runtime always registers it
-        library_name = "libdcn_deploy_ort.so"
+        library_name = ORT_LIBRARY_NAME
         find_library = ort_custom_op_library
     else:
         inputs, outputs, info, source = _engine_io(model, Path(onnx_model) if onnx_model else None)
         probe_model = Path(onnx_model) if onnx_model else (Path(info["onnx"]) if info and info.get("onnx") else None)
         needs_library = True
-        library_name = "libdcn_deploy_trt.so"
+        library_name = TRT_LIBRARY_NAME
         find_library = trt_plugin_library
     unsupported = [s.name for s in inputs + outputs if s.datatype in ("BYTES", "BF16")]
     if unsupported:
@@ -312,11 +348,57 @@ def write_triton_repo(model: str | os.PathLike, repo: str | os.PathLike, model_n
     config = model_dir / "config.pbtxt"
     config.write_text(model_config_text(
         name, backend, inputs, outputs, batch, max_delay_ms, instances, kind,
-        op_library=library_in_server if backend == "onnxruntime" else None, source=source))
+        op_library=library_in_server if backend == "onnxruntime" else None, source=source,
+        threads=threads if backend == "python" else None))
+    in_plan, preload = plugin_loading(info, library_in_server) if backend == "tensorrt" else (None, None)
     result = TritonRepository(root, name, backend, config, model_file, root / "README.md", copied, library_in_server,
-                              batch, list(inputs), list(outputs), notes)
+                              batch, list(inputs), list(outputs), notes, in_plan, preload)
     result.readme.write_text(_readme(result, server_root))
     return result
+
+
+def _tensorrt_start(repo: TritonRepository, server_root: str) -> list[str]:
+    """README lines for a plan: how TensorRT finds the plugin (:func:`plugin_loading`), routes that work."""
+    library = repo.library_in_server or f"/path/to/{TRT_LIBRARY_NAME}"
+    plain = ["```bash", f"tritonserver --model-repository={server_root}", "```"]
+    load_it = [
+        "```bash",
+        "# the tensorrt backend dlopens the library after loading TensorRT (several libraries: separated by ';')",
+        f"tritonserver --model-repository={server_root} --backend-config=tensorrt,plugins={library}",
+        "# or preloaded, TensorRT's own library first (the major version the plan and plugin were built for)",
+        f'LD_PRELOAD="libnvinfer.so.<major> {library}" tritonserver --model-repository={server_root}',
+        "```",
+    ]
+    twice = ("Do not also pass `plugins=` or `LD_PRELOAD` the copied library: its creators would be registered "
+             "before TensorRT loads the plan's own copy, and that load fails (\"creator exists already\").")
+    if repo.plugin_in_plan:
+        lines = ["The plan carries the `DcnDeformConv` plugin library (`dcn-deploy build` serialized it into the "
+                 "plan, its default; its build record says so): TensorRT loads it from the plan, so nothing is "
+                 "to be loaded. " + twice, ""] + plain
+    elif repo.plugin_in_plan is False:
+        lines = ["The plan does not carry the plugin library (built with `--no-serialize-plugin`, or by a "
+                 "TensorRT that cannot serialize it; its build record says so): load the copied library into "
+                 "tritonserver, in one of these ways (`dcn-deploy k8s` uses the second, with the major version "
+                 "of the build record):", ""] + load_it
+    else:
+        lines = ["Nothing here records whether the plan carries the `DcnDeformConv` plugin library (no "
+                 "`dcn-deploy build` record beside the engine). A plan built by `dcn-deploy build` carries it "
+                 "by default: TensorRT loads it from the plan, start tritonserver with nothing else. " + twice,
+                 ""] + plain + ["", "A plan built without it (`--no-serialize-plugin`, `trtexec` without "
+                                "`--setPluginsToSerialize`) needs the copied library loaded, in one of these ways:",
+                                ""] + load_it
+    return lines + [
+        "",
+        "Loaded by `plugins=` or `LD_PRELOAD`, the library is only `dlopen`ed, after TensorRT; the library then "
+        "registers its creators (`DcnDeformConv`, `DcnDeformConvInt8`, `DcnDeformConvInt8Requantized`, version 1, "
+        "namespace `dcn_deploy`) with the registry of the TensorRT already in the process (found by its soname, "
+        "never loaded by the library). `LD_PRELOAD` works that way only when TensorRT's library is preloaded "
+        "too, as above: a plugin library preloaded alone loads before TensorRT and registers nothing. Tested "
+        "with the real TensorRT-RTX registry (dlopen only, then `loadLibrary`), not yet in a real tritonserver "
+        "with TensorRT (no GPU where this was written). The plan, the plugin (`libdcn_deploy_trt10.so` for "
+        "TensorRT 10.x, `libdcn_deploy_trt11.so` for 11.x) and tritonserver must share one TensorRT major "
+        "version; build the plan on the serving GPU with the TensorRT of the Triton release.",
+    ]
 
 
 _BACKEND_TITLES = {"onnxruntime": "ONNX Runtime", "tensorrt": "TensorRT",
@@ -382,31 +464,7 @@ def _readme(repo: TritonRepository, server_root: str) -> str:
             "the stub links the system's `libpython3.11.so.1.0`. `tests/test_tritonserver.py` does exactly this.",
         ]
     else:
-        library = repo.library_in_server or "/path/to/libdcn_deploy_trt.so"
-        lines += [
-            "TensorRT must find the `DcnDeformConv` plugin when it deserializes the plan. A plan built by "
-            "`dcn-deploy build` carries the plugin library when that TensorRT could serialize it; otherwise "
-            "load the library into tritonserver with the tensorrt backend's plugin option:",
-            "",
-            "```bash",
-            "# several libraries: separated by ';'",
-            f"tritonserver --model-repository={server_root} --backend-config=tensorrt,plugins={library}",
-            "# or preloaded, TensorRT's own library first (the major version the plan and plugin were built for)",
-            f'LD_PRELOAD="libnvinfer.so.<major> {library}" tritonserver --model-repository={server_root}',
-            "```",
-            "",
-            "The backend only `dlopen`s the library, after loading TensorRT; the library then registers its "
-            "creators (`DcnDeformConv`, `DcnDeformConvInt8`, `DcnDeformConvInt8Requantized`, version 1, namespace "
-            "`dcn_deploy`) with the registry of the TensorRT already in the process (found by its soname, "
-            "never loaded by the library). `LD_PRELOAD` works the same way only when TensorRT's library is "
-            "preloaded too, as above: a plugin library preloaded alone loads before TensorRT and registers "
-            "nothing. TensorRT's own loader (`loadLibrary`, `trtexec "
-            "--dynamicPlugins`) still works and takes the registration over, one creator of each. Tested with "
-            "the real TensorRT-RTX registry (dlopen only, then `loadLibrary`), not yet in a real tritonserver "
-            "with TensorRT (no GPU where this was written). The plan, the plugin (`libdcn_deploy_trt10.so` for "
-            "TensorRT 10.x, `libdcn_deploy_trt11.so` for 11.x) and tritonserver must share one TensorRT major "
-            "version; build the plan on the serving GPU with the TensorRT of the Triton release.",
-        ]
+        lines += _tensorrt_start(repo, server_root)
     lines += [
         "",
         "## Ask it",
