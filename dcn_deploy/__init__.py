@@ -12,7 +12,7 @@ Sub-packages, one concern each (imports run downwards only)::
     backends/  runtimes: the interface, ONNX Runtime, the CUDA kernels (ctypes), TensorRT (build, engine, run)
     bench/     dcn-deploy bench: timing, CPU/GPU/end-to-end rows, report
     serving/   dcn-deploy serve: protocol, batching rule and batcher, server, Triton repository, load test
-    cli.py     the command line (argument parsing only)
+    cli.py     the command line (argument parsing only); words.py: flag spellings and yes/no words
 """
 from __future__ import annotations
 

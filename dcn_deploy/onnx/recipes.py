@@ -32,6 +32,7 @@ from dcn_deploy.convert.checkpoints import load_weights
 from dcn_deploy.onnx.export import export_onnx
 from dcn_deploy.onnx.model_info import get_metadata
 from dcn_deploy.op.layer import DeformConv2d
+from dcn_deploy.words import cli_flag, parse_bool
 
 RECIPE_DIR = Path(__file__).resolve().parents[2] / "export"
 _REQUIRED = ("build", "example_inputs", "INPUT_SHAPE", "DESCRIPTION")
@@ -103,13 +104,9 @@ def recipe_options(module: ModuleType) -> dict[str, tuple]:
     return dict(options)
 
 
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
 def option_flags(module: ModuleType) -> list[tuple[str, str]]:
     """(how the command line takes it, help) per option, e.g. ``("--top-k INT", "...")``."""
-    return [(_flag(name) + ("" if isinstance(default, bool) else f" {type(default).__name__.upper()}"), help_text)
+    return [(cli_flag(name) + ("" if isinstance(default, bool) else f" {type(default).__name__.upper()}"), help_text)
             for name, (default, help_text) in recipe_options(module).items()]
 
 
@@ -128,7 +125,7 @@ def resolve_options(module: ModuleType, given: dict | None) -> dict:
     for name, value in (given or {}).items():
         if name not in options:
             known = describe_options(module)
-            raise ValueError(f"recipe {recipe} has no option {_flag(name)}; "
+            raise ValueError(f"recipe {recipe} has no option {cli_flag(name)}; "
                              + (f"its options: {known}" if known else "it takes no options"))
         resolved[name] = _convert(recipe, name, options[name][0], value)
     return resolved
@@ -141,14 +138,13 @@ def _convert(recipe: str, name: str, default, value):
     text = str(value).strip()
     try:
         if kind is bool:
-            if text.lower() in ("1", "true", "yes", "on"):
-                return True
-            if text.lower() in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(text)
+            flag = parse_bool(text)
+            if flag is None:
+                raise ValueError(text)
+            return flag
         return kind(text)
     except ValueError:
-        raise ValueError(f"recipe {recipe}: option {_flag(name)} takes a value of type {kind.__name__}, "
+        raise ValueError(f"recipe {recipe}: option {cli_flag(name)} takes a value of type {kind.__name__}, "
                          f"got '{value}'") from None
 
 
@@ -177,7 +173,7 @@ def parse_option_args(module: ModuleType, args: list[str]) -> dict:
             continue
         if not has_value:
             if not words or words[0].startswith("--"):
-                raise ValueError(f"recipe {recipe}: option {_flag(name)} needs a value")
+                raise ValueError(f"recipe {recipe}: option {cli_flag(name)} needs a value")
             value = words.pop(0)
         given[name] = value
     return resolve_options(module, given)

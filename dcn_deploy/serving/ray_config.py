@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from dcn_deploy.serving.limits import DEFAULT_LIMITS, ServeLimits
+from dcn_deploy.words import cli_flag, parse_bool
 
 APP_NAME = "dcn-deploy"  # the Ray Serve application's name in a RayService (one application per cluster)
 DEPLOYMENT = "DcnModel"  # its deployment (one replica: one runtime)
@@ -108,12 +109,12 @@ class RayServeSettings:
         positive = ("max_batch_size", "workers", "replicas", "min_replicas", "max_ongoing_requests")
         for name in positive:
             if getattr(self, name) < 1:
-                raise RaySettingsError(f"{_flag(name)} must be at least 1, got {getattr(self, name)}")
+                raise RaySettingsError(f"{cli_flag(name)} must be at least 1, got {getattr(self, name)}")
         if self.threads is not None and self.threads < 1:
             raise RaySettingsError(f"--threads must be at least 1, got {self.threads}")
         for name in ("max_delay_ms", "upscale_delay_s", "downscale_delay_s", "num_cpus"):
             if not getattr(self, name) >= 0:
-                raise RaySettingsError(f"{_flag(name)} must be >= 0, got {getattr(self, name)}")
+                raise RaySettingsError(f"{cli_flag(name)} must be >= 0, got {getattr(self, name)}")
         if self.num_gpus is not None and not self.num_gpus >= 0:
             raise RaySettingsError(f"--num-gpus must be >= 0, got {self.num_gpus}")
         if not self.target_ongoing_requests > 0:
@@ -183,10 +184,6 @@ class RayServeSettings:
         return cls(**values, extra=extra).check()
 
 
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
 def _convert(key: str, value: Any, hint) -> Any:
     """``value`` (or its text) as the field's type: int, float, bool, str, or None for optional ones."""
     options = typing.get_args(hint) or (hint,)
@@ -198,11 +195,9 @@ def _convert(key: str, value: Any, hint) -> Any:
     if kind is bool:
         if isinstance(value, bool):
             return value
-        text = str(value).lower()
-        if text in ("1", "true", "yes", "on"):
-            return True
-        if text in ("0", "false", "no", "off"):
-            return False
+        flag = parse_bool(value)
+        if flag is not None:
+            return flag
         raise RaySettingsError(f"{key} must be true or false, got {value!r}")
     if kind in (int, float):
         if isinstance(value, bool):
